@@ -1,0 +1,91 @@
+"""The one typed settings object. Every process is configured only through `TRACEGATE_*`
+environment variables (or a `.env`-style file named by `TRACEGATE_ENV_FILE`); `tracegate dev` is
+just one way of filling them in."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from functools import cached_property
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InstitutionKind(StrEnum):
+    """定点医药机构 kinds, as in CONTRACT §2."""
+
+    RETAIL_PHARMACY = "retail_pharmacy"
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+    TERTIARY = "tertiary"
+
+
+class DuplicatePolicy(StrEnum):
+    REJECT = "reject"
+    FLAG = "flag"
+
+
+DEFAULT_GO_LIVE: dict[InstitutionKind, dt.date] = {
+    InstitutionKind.RETAIL_PHARMACY: dt.date(2025, 4, 1),
+    InstitutionKind.PRIMARY: dt.date(2025, 5, 1),
+    InstitutionKind.SECONDARY: dt.date(2025, 6, 1),
+    # Not in the source notice; the contract makes it configurable.
+    InstitutionKind.TERTIARY: dt.date(2025, 6, 1),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEGATE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    # --- servers -------------------------------------------------------------------------------
+    database_url: str = "postgresql+asyncpg://tracegate:tracegate@127.0.0.1:5432/tracegate"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    kafka_bootstrap: str = "127.0.0.1:9092"
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    topic_settlements: str = "tracegate.settlements"
+    topic_flags: str = "tracegate.flags"
+    topic_dlq: str = "tracegate.settlements.dlq"
+    settlements_partitions: int = Field(default=6, ge=1)
+    consumer_group: str = "tracegate-consumers"
+    consumer_max_batch: int = Field(default=2000, ge=1)
+    consumer_batch_timeout_ms: int = Field(default=50, ge=1)
+
+    # --- HTTP API ------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_lines_per_settlement: int = Field(default=200, ge=1)
+    max_codes_per_line: int = Field(default=500, ge=1)
+    max_codes_per_verify: int = Field(default=1000, ge=1)
+
+    # --- policy (CONTRACT §2) ------------------------------------------------------------------
+    go_live: dict[InstitutionKind, dt.date] = Field(default_factory=lambda: dict(DEFAULT_GO_LIVE))
+    # Per-institution go-live set by configuration; an override stored on the institution
+    # record (PUT /v1/institutions) wins over this one.
+    go_live_overrides: dict[str, dt.date] = Field(default_factory=dict)
+    legacy_stock_sunset: dt.date = dt.date(2026, 1, 1)
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.REJECT
+
+    # --- first-seen store (Redis) --------------------------------------------------------------
+    # 2**bucket_bits hashes hold the codes; size it so a bucket keeps a few hundred codes
+    # (the listpack sweet spot). slot_groups is how many Redis Cluster hash tags they spread over.
+    hotset_bucket_bits: int = Field(default=16, ge=4, le=28)
+    hotset_slot_groups: int = Field(default=16, ge=1, le=16384)
+
+    # --- secrets -------------------------------------------------------------------------------
+    api_key_pepper: SecretStr = SecretStr("dev-only-api-key-pepper-change-me")
+    patient_hash_key: SecretStr = SecretStr("dev-only-patient-hash-key-change-me")
+    # When set, the API makes sure an admin key with this value exists (bootstrap of a new stack).
+    bootstrap_admin_key: SecretStr | None = None
+
+    log_level: str = "INFO"
+
+    @cached_property
+    def asyncpg_dsn(self) -> str:
+        """The database as a plain DSN, for asyncpg used directly (COPY, the rebuild scan)."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
