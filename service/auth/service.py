@@ -1,0 +1,76 @@
+"""API keys: random, shown once, stored as HMAC(pepper, key), looked up by that digest.
+
+Looking a key up by its keyed digest means the comparison happens on digests inside an index,
+never on the secret; the final `digests_equal` keeps the check constant-time all the same."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth import repository
+from service.auth.models import ApiKey
+from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, Caller, Role
+from service.kit.errors import AppError, Unprocessable
+from service.kit.keyed_hash import digests_equal, keyed_digest
+
+KEY_PREFIX = "tg_"
+
+
+class Unauthenticated(AppError):
+    status_code = 401
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "FORBIDDEN"
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(pepper: str, key: str) -> bytes:
+    return keyed_digest(pepper, key)
+
+
+async def authenticate(session: AsyncSession, pepper: str, key: str) -> Caller:
+    digest = hash_key(pepper, key)
+    stored = await repository.find_active_key(session, digest)
+    if stored is None or not digests_equal(stored.key_hash, digest):
+        raise Unauthenticated("unknown or revoked API key")
+    return Caller(stored.id, Role(stored.role), stored.institution_id)
+
+
+async def create_key(session: AsyncSession, pepper: str, request: ApiKeyCreate) -> ApiKeyCreated:
+    if (request.role is Role.POS) != (request.institution_id is not None):
+        raise Unprocessable("institution_id is required for a pos key and only for a pos key")
+    key = new_key()
+    row = ApiKey(
+        key_hash=hash_key(pepper, key), role=request.role.value,
+        institution_id=request.institution_id,
+    )
+    await repository.add_key(session, row)
+    return ApiKeyCreated(
+        key=key, key_id=row.id, role=request.role, institution_id=request.institution_id
+    )
+
+
+async def ensure_admin_key(session: AsyncSession, pepper: str, key: str) -> None:
+    """Bootstrap: make sure a known admin key exists (a new stack has no other way in)."""
+    digest = hash_key(pepper, key)
+    if not await repository.key_hash_exists(session, digest):
+        await repository.add_key(session, ApiKey(key_hash=digest, role=Role.ADMIN.value))
+
+
+def require_role(caller: Caller, *roles: Role) -> None:
+    if caller.role not in roles:
+        raise Forbidden(f"role {caller.role.value} may not do this")
+
+
+def require_institution(caller: Caller, institution_id: str) -> None:
+    """pos keys act only for their own institution; admin acts for any."""
+    if caller.role is Role.POS and caller.institution_id != institution_id:
+        raise Forbidden(f"this key may not act for institution {institution_id}")

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.kit.database import Base
+
+FLAG_KINDS = (
+    "duplicate_payment",
+    "split_overuse",
+    "split_cross_institution",
+    "missing_code",
+    "invalid_code",
+    "quantity_mismatch",
+)
+
+
+class Flag(Base):
+    """A finding for operations and regulators. `flag_id` is derived from the natural key, so the
+    gate can name a flag before the consumer records it and a replay can never make a second."""
+
+    __tablename__ = "flags"
+    __table_args__ = (
+        UniqueConstraint(
+            "kind", "settlement_id", "line_no", "trace_code", postgresql_nulls_not_distinct=True
+        ),
+        CheckConstraint(f"kind IN {FLAG_KINDS!r}", name="kind"),
+        CheckConstraint("severity IN ('high', 'medium', 'low')", name="severity"),
+        Index("ix_flags_detected_at_seq", "detected_at", "seq"),
+        Index("ix_flags_institution_id_kind", "institution_id", "kind"),
+        Index("ix_flags_tx_seq", "tx", "seq"),
+        Index("ix_flags_trace_code", "trace_code"),
+    )
+
+    flag_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # Insertion order and the writing transaction: the SSE stream reads in (tx, seq) order
+    # below the oldest running transaction, so a flag committed late is never skipped.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    tx: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint")
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(10))
+    trace_code: Mapped[str | None] = mapped_column(String(64))
+    institution_id: Mapped[str] = mapped_column(String(12))
+    settlement_id: Mapped[str] = mapped_column(String(64))
+    line_no: Mapped[int] = mapped_column(Integer)
+    settled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    detected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    patient_ref: Mapped[str | None] = mapped_column(String(32))
+    first_payment: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.institutions.models import Institution
+from service.institutions.schemas import InstitutionIn
+
+
+async def get(session: AsyncSession, institution_id: str) -> Institution | None:
+    query = (
+        select(Institution)
+        .where(Institution.institution_id == institution_id)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_many(session: AsyncSession, institution_ids: Iterable[str]) -> list[Institution]:
+    query = select(Institution).where(Institution.institution_id.in_(set(institution_ids)))
+    return list((await session.execute(query)).scalars())
+
+
+async def upsert(session: AsyncSession, institution_id: str, data: InstitutionIn) -> None:
+    values = {"institution_id": institution_id, **data.model_dump(mode="python")}
+    statement = insert(Institution).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Institution.institution_id],
+        set_={key: statement.excluded[key] for key in data.model_dump()},
+    )
+    await session.execute(statement)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+from service.settings import InstitutionKind
+
+
+class InstitutionIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: InstitutionKind
+    region: str | None = Field(default=None, max_length=100)
+    go_live_override: dt.date | None = None
+
+
+class InstitutionCounts(BaseModel):
+    payments: int
+    flags: dict[str, int]
+
+
+class InstitutionOut(InstitutionIn):
+    institution_id: str
+    effective_go_live: dt.datetime
+    counts: InstitutionCounts

@@ -1,0 +1,60 @@
+"""Institutions (定点医药机构): registration and the view of them the rules need."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.institutions import repository
+from service.institutions.models import Institution
+from service.institutions.schemas import InstitutionIn
+from service.kit.errors import NotFound, Unprocessable
+from service.policy.schemas import InstitutionPolicy
+from service.settings import InstitutionKind
+
+_FIXMEDINS_CODE = re.compile(r"^[0-9A-Z]{12}$")
+
+
+class UnknownInstitution(Unprocessable):
+    code = "UNKNOWN_INSTITUTION"
+
+
+class InstitutionNotFound(NotFound):
+    code = "INSTITUTION_NOT_FOUND"
+
+
+class InvalidInstitutionId(Unprocessable):
+    code = "INVALID_INSTITUTION_ID"
+
+
+def check_institution_id(institution_id: str) -> None:
+    if not _FIXMEDINS_CODE.match(institution_id):
+        raise InvalidInstitutionId(
+            f"institution_id {institution_id!r} must be a 12-character fixmedins_code [0-9A-Z]"
+        )
+
+
+def to_policy(row: Institution) -> InstitutionPolicy:
+    return InstitutionPolicy(row.institution_id, InstitutionKind(row.kind), row.go_live_override)
+
+
+async def put(session: AsyncSession, institution_id: str, data: InstitutionIn) -> Institution:
+    check_institution_id(institution_id)
+    await repository.upsert(session, institution_id, data)
+    return await get_existing(session, institution_id)
+
+
+async def get_existing(session: AsyncSession, institution_id: str) -> Institution:
+    row = await repository.get(session, institution_id)
+    if row is None:
+        raise InstitutionNotFound(f"institution {institution_id} is not registered")
+    return row
+
+
+async def get_for_settlement(session: AsyncSession, institution_id: str) -> Institution:
+    """A settlement naming an unregistered institution is a 422, not a 404."""
+    row = await repository.get(session, institution_id)
+    if row is None:
+        raise UnknownInstitution(f"institution {institution_id} is not registered")
+    return row
