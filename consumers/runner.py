@@ -1,0 +1,69 @@
+"""`tracegate consume`: one process of the settlements consumer group.
+
+Offset discipline (as in Quix Streams): auto-commit is off; a batch is processed, its effects
+are committed to PostgreSQL, its flags are acknowledged by Kafka, and only then are its offsets
+committed. A crash anywhere before that redelivers the batch, which is harmless because every
+write is idempotent on its natural key."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiokafka import AIOKafkaConsumer
+
+from consumers.batch import BatchProcessor
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_consumer(settings: Settings) -> int:
+    asyncio.run(_consume_until_stopped(settings))
+    return 0
+
+
+def build_consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        settings.topic_settlements,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.consumer_max_batch,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+
+
+async def _consume_until_stopped(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    consumer = build_consumer(settings)
+    await consumer.start()
+    log.info("joined group %s on %s", settings.consumer_group, settings.topic_settlements)
+    try:
+        async with BatchProcessor.open(settings) as processor:
+            await _loop(consumer, processor, settings, stop)
+    finally:
+        await consumer.stop()
+        log.info("left group %s", settings.consumer_group)
+
+
+async def _loop(
+    consumer: AIOKafkaConsumer, processor: BatchProcessor, settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    while not stop.is_set():
+        batches = await consumer.getmany(
+            timeout_ms=settings.consumer_batch_timeout_ms, max_records=settings.consumer_max_batch
+        )
+        records = [record for partition in batches.values() for record in partition]
+        if not records:
+            continue
+        await processor.process(records)
+        # Only after the batch is durable in PostgreSQL and its flags acknowledged.
+        await consumer.commit()

@@ -1,0 +1,47 @@
+"""The FastAPI application: lifespan builds the clients, routers come from the domains."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from service.api.clients import Clients, open_clients
+from service.api.errors import install_error_handlers
+from service.api.routes import admin, health
+from service.auth.service import ensure_admin_key
+from service.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_clients(settings) as clients:
+            await _bootstrap(clients)
+            app.state.clients = clients
+            yield
+
+    app = FastAPI(
+        title="tracegate",
+        summary="Drug trace-code enforcement: 依码结算 / 无码不付",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    return app
+
+
+async def _bootstrap(clients: Clients) -> None:
+    key = clients.settings.bootstrap_admin_key
+    if key is None:
+        return
+    async with clients.sessionmaker() as session, session.begin():
+        pepper = clients.settings.api_key_pepper.get_secret_value()
+        await ensure_admin_key(session, pepper, key.get_secret_value())

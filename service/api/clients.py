@@ -1,0 +1,43 @@
+"""The long-lived clients of one API process, built in the lifespan and handed to routes
+through dependencies (never module globals)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.kit.database import build_engine, build_sessionmaker
+from service.kit.kafka import build_producer
+from service.kit.metrics import Metrics
+from service.kit.redis_client import RedisClient, build_redis
+from service.settings import Settings
+
+
+@dataclass(slots=True)
+class Clients:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: RedisClient
+    producer: AIOKafkaProducer
+    metrics: Metrics
+
+
+@asynccontextmanager
+async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
+    engine = build_engine(settings.database_url)
+    redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
+    producer = build_producer(settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        yield Clients(
+            settings, engine, build_sessionmaker(engine), redis, producer, Metrics()
+        )
+    finally:
+        await producer.stop()
+        await redis.aclose()
+        await engine.dispose()

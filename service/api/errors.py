@@ -1,0 +1,52 @@
+"""One place renders every error as the contract's `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.kit.errors import AppError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> ORJSONResponse:
+    body = {"error": {"code": code, "message": message}}
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+async def _app_error(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()[:20]
+    ]
+    return error_response(422, "VALIDATION_ERROR", "; ".join(problems))
+
+
+async def _http_error(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "INTERNAL", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,65 @@
+"""Institutions and API keys (CONTRACT §4)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.api.dependencies import CallerDep, SessionDep, SettingsDep
+from service.auth import service as auth
+from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, Role
+from service.flags import repository as flags_repository
+from service.institutions import service as institutions
+from service.institutions.models import Institution
+from service.institutions.schemas import InstitutionCounts, InstitutionIn, InstitutionOut
+from service.policy.schemas import PolicyConfig
+from service.policy.service import go_live_instant
+from service.records import repository as records_repository
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["admin"])
+
+
+@router.put("/institutions/{institution_id}")
+async def put_institution(
+    institution_id: str, body: InstitutionIn, caller: CallerDep, session: SessionDep,
+    settings: SettingsDep,
+) -> InstitutionOut:
+    auth.require_role(caller, Role.ADMIN)
+    row = await institutions.put(session, institution_id, body)
+    return await _institution_out(session, row, settings)
+
+
+@router.get("/institutions/{institution_id}")
+async def get_institution(
+    institution_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> InstitutionOut:
+    auth.require_role(caller, Role.ADMIN, Role.REGULATOR)
+    row = await institutions.get_existing(session, institution_id)
+    return await _institution_out(session, row, settings)
+
+
+async def _institution_out(
+    session: AsyncSession, row: Institution, settings: Settings
+) -> InstitutionOut:
+    policy = institutions.to_policy(row)
+    counts = InstitutionCounts(
+        payments=await records_repository.payment_count(session, row.institution_id),
+        flags=await flags_repository.count_by_kind(session, row.institution_id),
+    )
+    return InstitutionOut(
+        institution_id=row.institution_id, name=row.name, kind=policy.kind, region=row.region,
+        go_live_override=row.go_live_override,
+        effective_go_live=go_live_instant(policy, PolicyConfig.from_settings(settings)),
+        counts=counts,
+    )
+
+
+@router.post("/api-keys", status_code=201)
+async def create_api_key(
+    body: ApiKeyCreate, caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> ApiKeyCreated:
+    auth.require_role(caller, Role.ADMIN)
+    if body.institution_id is not None:
+        await institutions.get_for_settlement(session, body.institution_id)
+    return await auth.create_key(session, settings.api_key_pepper.get_secret_value(), body)
