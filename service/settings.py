@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     max_lines_per_settlement: int = Field(default=200, ge=1)
     max_codes_per_line: int = Field(default=500, ge=1)
     max_codes_per_verify: int = Field(default=1000, ge=1)
+    # How long the gate waits for Kafka to acknowledge a settlement before answering 503.
+    gate_publish_timeout_s: float = Field(default=3.0, gt=0)
 
     # --- policy (CONTRACT §2) ------------------------------------------------------------------
     go_live: dict[InstitutionKind, dt.date] = Field(default_factory=lambda: dict(DEFAULT_GO_LIVE))

@@ -10,7 +10,8 @@ from fastapi.responses import ORJSONResponse
 
 from service.api.clients import Clients, open_clients
 from service.api.errors import install_error_handlers
-from service.api.routes import admin, health
+from service.api.limits import BodySizeLimit
+from service.api.routes import admin, codes, flags, health, settlements
 from service.auth.service import ensure_admin_key
 from service.settings import Settings
 
@@ -34,7 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(admin.router)
+    for router in (settlements.router, codes.router, flags.router, admin.router):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 
 

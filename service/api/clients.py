@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.firstseen.encoding import Layout
+from service.firstseen.store import FirstSeenStore
 from service.kit.database import build_engine, build_sessionmaker
 from service.kit.kafka import build_producer
 from service.kit.metrics import Metrics
 from service.kit.redis_client import RedisClient, build_redis
+from service.records.recent import RecentAnswers
 from service.settings import Settings
 
 
@@ -25,6 +28,8 @@ class Clients:
     redis: RedisClient
     producer: AIOKafkaProducer
     metrics: Metrics
+    store: FirstSeenStore
+    recent: RecentAnswers
 
 
 @asynccontextmanager
@@ -34,8 +39,10 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     producer = build_producer(settings.kafka_bootstrap)
     await producer.start()
     try:
+        layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
         yield Clients(
-            settings, engine, build_sessionmaker(engine), redis, producer, Metrics()
+            settings, engine, build_sessionmaker(engine), redis, producer, Metrics(),
+            FirstSeenStore(redis, layout), RecentAnswers(redis),
         )
     finally:
         await producer.stop()

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.api.clients import Clients
 from service.auth.schemas import Caller
 from service.auth.service import Unauthenticated, authenticate
+from service.decisions.gate import GatePorts
 from service.kit.redis_client import RedisClient
 from service.settings import Settings
 
@@ -65,3 +66,10 @@ async def get_caller(
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_gate_ports(clients: ClientsDep, session: SessionDep) -> GatePorts:
+    return GatePorts(session, clients.store, clients.recent, clients.producer, clients.settings)
+
+
+GatePortsDep = Annotated[GatePorts, Depends(get_gate_ports)]

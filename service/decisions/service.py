@@ -1,277 +1,208 @@
-"""The decision core: one pure function decides every line of a settlement from the settlement,
-the policy and the first-seen state of its codes. The gate and the consumers both call it; it
-does no I/O, so it is tested exhaustively without servers.
+"""Deciding settlements against the live first-seen set: the one path the gate (a batch of one)
+and the consumers (a batch of many) share.
 
-Choices where the contract is silent (recorded in the issue notes):
-- A whole-pack sale of an opened split pack is SPLIT_OVERUSE at the opening institution and
-  SPLIT_CROSS_INSTITUTION elsewhere; a split sale of a whole-paid pack is DUPLICATE_PAYMENT.
-- `duplicate_policy: flag` softens DUPLICATE_PAYMENT only; split findings still reject.
-- DUPLICATE_IN_SETTLEMENT is a reason at the gate (a double scan, nothing paid) and a
-  duplicate_payment flag on the stream (the money already moved twice).
-"""
+Per batch: one Redis round trip reads every code, one PostgreSQL query fetches first-payment
+details the store does not hold, the pure core decides each settlement in order (later ones
+see the claims of earlier ones), and one Redis round trip applies every claim as a
+compare-and-set. If another gate or consumer changed a code in between, the batch's changes
+are rolled back and the batch is decided again on fresh state."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.decisions.core import DecisionContext, decide
 from service.decisions.schemas import (
     ClaimChange,
     CodeState,
     Decision,
     FirstPayment,
-    FlagDraft,
-    FlagKind,
-    LineDecision,
-    Payment,
-    Reason,
-    ReasonCode,
     SettlementIn,
-    SettlementLineIn,
-    Severity,
     Source,
 )
+from service.firstseen.store import FirstSeenStore, Seen
+from service.flags.service import build_flag
+from service.institutions.models import Institution
+from service.institutions.service import to_policy
+from service.kit.errors import Unavailable
 from service.policy.schemas import PolicyConfig
-from service.policy.service import exemption_accepted
-from service.settings import DuplicatePolicy
-from service.tracecodes.schemas import InvalidTraceCode, ParsedTraceCode
+from service.policy.service import is_enforced
+from service.records import repository as records_repository
+from service.records.schemas import ClaimRow, SettlementRecord
+from service.tracecodes.schemas import ParsedTraceCode
 from service.tracecodes.service import parse_trace_code
 
-REUSE_FLAGS = {
-    ReasonCode.DUPLICATE_PAYMENT: FlagKind.DUPLICATE_PAYMENT,
-    ReasonCode.SPLIT_OVERUSE: FlagKind.SPLIT_OVERUSE,
-    ReasonCode.SPLIT_CROSS_INSTITUTION: FlagKind.SPLIT_CROSS_INSTITUTION,
-}
-# Findings the gate refuses; on the stream (money already moved) they become claw-back flags.
-REFUSAL_FLAGS = {
-    ReasonCode.MISSING_TRACE_CODE: FlagKind.MISSING_CODE,
-    ReasonCode.INVALID_TRACE_CODE: FlagKind.INVALID_CODE,
-    ReasonCode.QUANTITY_MISMATCH: FlagKind.QUANTITY_MISMATCH,
-}
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionContext:
+class Candidate:
+    """A settlement waiting for its decision, with what deciding it needs."""
+
+    settlement: SettlementIn
+    institution: Institution
     source: Source
-    enforced: bool
-    institution_no: int
-    institution_id: str
-    settled_at: dt.datetime
-    policy: PolicyConfig
-    states: Mapping[str, CodeState]  # canonical code -> state; absent = never paid
-    first_payments: Mapping[str, FirstPayment] = field(default_factory=dict)
-
-    @property
-    def paid_at(self) -> int:
-        return int(self.settled_at.timestamp())
+    body_hash: bytes
+    patient_ref: str | None
+    detected_at: dt.datetime
 
 
-def owner_token(settlement_id: str, line_no: int) -> int:
-    """4 bytes that name a (settlement, line) in the first-seen set: enough to tell a replay
-    from a duplicate; PostgreSQL, not this token, is the final word."""
-    digest = hashlib.blake2b(f"{settlement_id}\x00{line_no}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big")
+class ClaimContention(Unavailable):
+    code = "CLAIM_CONTENTION"
 
 
-def decide(settlement: SettlementIn, ctx: DecisionContext) -> Decision:
-    decision = Decision(settlement.settlement_id, ctx.enforced, [], [], [], [])
-    seen: set[str] = set()
-    for line in settlement.lines:
-        _decide_line(settlement, line, ctx, seen, decision)
-    return decision
+def body_hash(settlement: SettlementIn) -> bytes:
+    """The identity of a request body: a replay must match it, a conflict will not."""
+    canonical = orjson.dumps(settlement.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).digest()
 
 
-@dataclass(slots=True)
-class _LineWork:
-    """What one line would do if paid, gathered before the verdict."""
-
-    reasons: list[Reason] = field(default_factory=list)
-    changes: list[ClaimChange] = field(default_factory=list)
-    payments: list[Payment] = field(default_factory=list)
-    flags: list[FlagDraft] = field(default_factory=list)
+@dataclass(frozen=True, slots=True)
+class Decided:
+    record: SettlementRecord
+    changes: list[ClaimChange]  # what it changed in the first-seen set (to undo if need be)
 
 
-def _decide_line(
-    settlement: SettlementIn, line: SettlementLineIn, ctx: DecisionContext, seen: set[str],
-    decision: Decision,
-) -> None:
-    work = _LineWork()
-    parsed = [parse_trace_code(text) for text in line.trace_codes]
-    if not parsed:
-        _no_code(line, ctx, work)
-    _invalid_codes(parsed, work)
-    _quantity(line, parsed, work)
-    token = owner_token(settlement.settlement_id, line.line_no)
-    for code in parsed:
-        if isinstance(code, ParsedTraceCode):
-            _one_code(line, code, token, ctx, seen, work)
-    _settle_line(line, ctx, work, decision)
+async def decide_and_claim(
+    candidates: Sequence[Candidate], store: FirstSeenStore, session: AsyncSession,
+    policy: PolicyConfig,
+) -> list[Decided]:
+    for _ in range(MAX_ATTEMPTS):
+        decisions = await _decide_all(candidates, store, session, policy)
+        changes = [change for decision, _ in decisions for change in decision.changes]
+        details = {code: fp for _, fresh in decisions for code, fp in fresh.items()}
+        landed = await store.apply(changes, details)
+        if all(landed):
+            return [
+                Decided(_record(c, d), d.changes)
+                for c, (d, _) in zip(candidates, decisions, strict=True)
+            ]
+        await store.apply([_undo(c) for c, ok in zip(changes, landed, strict=True) if ok], {})
+    raise ClaimContention("trace codes are being settled concurrently; retry", retry_after_s=1)
 
 
-def _no_code(line: SettlementLineIn, ctx: DecisionContext, work: _LineWork) -> None:
-    reason = line.no_code_reason
-    if reason is not None and exemption_accepted(reason, ctx.settled_at, ctx.policy):
-        work.reasons.append(Reason(ReasonCode.EXEMPT, Severity.INFO, message=reason.value))
-        return
-    message = "no trace code" if reason is None else f"exemption {reason.value} has expired"
-    work.reasons.append(Reason(ReasonCode.MISSING_TRACE_CODE, Severity.ERROR, message=message))
+async def release(store: FirstSeenStore, changes: Sequence[ClaimChange]) -> None:
+    """Give back claims whose settlement could not be sent on to the record."""
+    await store.apply([_undo(change) for change in changes], {})
 
 
-def _invalid_codes(parsed: list[ParsedTraceCode | InvalidTraceCode], work: _LineWork) -> None:
-    for code in parsed:
-        if isinstance(code, InvalidTraceCode):
-            work.reasons.append(
-                Reason(ReasonCode.INVALID_TRACE_CODE, Severity.ERROR, code.text, code.reason)
-            )
+def _undo(change: ClaimChange) -> ClaimChange:
+    return replace(change, expected=change.new, new=change.expected)
 
 
-def _quantity(
-    line: SettlementLineIn, parsed: list[ParsedTraceCode | InvalidTraceCode], work: _LineWork
-) -> None:
-    if not parsed:
-        return
-    if line.split and (len(parsed) != 1 or line.pack_size is None):
-        message = "a split line needs exactly one trace code and pack_size"
-    elif not line.split and len(parsed) != line.quantity:
-        message = f"{len(parsed)} trace codes for {line.quantity} packs"
-    else:
-        return
-    work.reasons.append(Reason(ReasonCode.QUANTITY_MISMATCH, Severity.ERROR, message=message))
+async def _decide_all(
+    candidates: Sequence[Candidate], store: FirstSeenStore, session: AsyncSession,
+    policy: PolicyConfig,
+) -> list[tuple[Decision, dict[str, FirstPayment]]]:
+    seen = await store.read(code for c in candidates for code in _codes(c.settlement))
+    states = {code: s.state for code, s in seen.items() if s.state is not None}
+    first_payments = await _first_payments(session, seen)
+    decided = []
+    for candidate in candidates:
+        decision = decide(candidate.settlement, _context(candidate, policy, states,
+                                                          first_payments))
+        fresh = _apply_overlay(candidate, decision, states, first_payments)
+        decided.append((decision, fresh))
+    return decided
 
 
-def _one_code(
-    line: SettlementLineIn, code: ParsedTraceCode, token: int, ctx: DecisionContext,
-    seen: set[str], work: _LineWork,
-) -> None:
-    canonical = code.canonical
-    if canonical in seen:
-        work.reasons.append(Reason(ReasonCode.DUPLICATE_IN_SETTLEMENT, Severity.ERROR, canonical))
-        if ctx.source is Source.STREAM:
-            work.flags.append(FlagDraft(FlagKind.DUPLICATE_PAYMENT, "medium", line.line_no,
-                                        canonical))
-        return
-    seen.add(canonical)
-    state = ctx.states.get(canonical)
-    if line.split and line.pack_size is not None:
-        _split_code(line, canonical, token, state, ctx, work)
-    else:
-        _whole_code(line, canonical, token, state, ctx, work)
+def _codes(settlement: SettlementIn) -> list[str]:
+    parsed = (parse_trace_code(text) for line in settlement.lines for text in line.trace_codes)
+    return [code.canonical for code in parsed if isinstance(code, ParsedTraceCode)]
 
 
-def _whole_code(
-    line: SettlementLineIn, canonical: str, token: int, state: CodeState | None,
-    ctx: DecisionContext, work: _LineWork,
-) -> None:
-    if state is None:
-        new = CodeState(token, ctx.institution_no, ctx.paid_at)
-        work.changes.append(ClaimChange(canonical, line.line_no, None, new))
-    elif state.owner == token and not state.is_split:
-        pass  # a replay of the line that holds the claim: paid again, changes nothing
-    elif state.is_split:
-        _reuse(line, canonical, state, ctx, work, _split_finding(state, ctx))
-        return
-    else:
-        _reuse(line, canonical, state, ctx, work, ReasonCode.DUPLICATE_PAYMENT)
-        return
-    work.payments.append(Payment(canonical, line.line_no, None, duplicate=False))
+async def _first_payments(session: AsyncSession, seen: dict[str, Seen]) -> dict[str, FirstPayment]:
+    """Details of each paid code: from Redis while the record lacks them, else the record."""
+    found = {code: s.pending for code, s in seen.items() if s.pending is not None}
+    missing = [code for code, s in seen.items() if s.state is not None and s.pending is None]
+    if missing:
+        found.update(await records_repository.first_payments(session, missing))
+    return found
 
 
-def _split_code(
-    line: SettlementLineIn, canonical: str, token: int, state: CodeState | None,
-    ctx: DecisionContext, work: _LineWork,
-) -> None:
-    assert line.pack_size is not None
-    units = line.quantity
-    if state is not None and (token == state.owner or token in state.split_owners):
-        work.payments.append(Payment(canonical, line.line_no, units, duplicate=False))
-        return
-    if state is not None and not state.is_split:
-        _reuse(line, canonical, state, ctx, work, ReasonCode.DUPLICATE_PAYMENT)
-        return
-    if state is not None and state.institution_no != ctx.institution_no:
-        _reuse(line, canonical, state, ctx, work, ReasonCode.SPLIT_CROSS_INSTITUTION)
-        return
-    used = (state.units_used or 0) if state is not None else 0
-    pack_size = state.pack_size if state is not None and state.pack_size else line.pack_size
-    if used + units > pack_size:
-        _reuse(line, canonical, state, ctx, work, ReasonCode.SPLIT_OVERUSE, pack_size - used)
-        return
-    new = _opened(state, token, ctx, used + units, pack_size)
-    work.changes.append(ClaimChange(canonical, line.line_no, state, new, units))
-    work.payments.append(Payment(canonical, line.line_no, units, duplicate=False))
-
-
-def _opened(
-    state: CodeState | None, token: int, ctx: DecisionContext, used: int, pack_size: int
-) -> CodeState:
-    if state is None:
-        return CodeState(token, ctx.institution_no, ctx.paid_at, used, pack_size, (token,))
-    return replace(state, units_used=used, split_owners=(*state.split_owners, token))
-
-
-def _split_finding(state: CodeState, ctx: DecisionContext) -> ReasonCode:
-    if state.institution_no == ctx.institution_no:
-        return ReasonCode.SPLIT_OVERUSE
-    return ReasonCode.SPLIT_CROSS_INSTITUTION
-
-
-def _reuse(
-    line: SettlementLineIn, canonical: str, state: CodeState | None, ctx: DecisionContext,
-    work: _LineWork, code: ReasonCode, units_left: int | None = None,
-) -> None:
-    """Code re-use: a reason on the line and a flag, whether the line is paid or not. The
-    first payment keeps its claim; if the line is paid anyway the payment is a duplicate."""
-    first = ctx.first_payments.get(canonical)
-    message = f"{units_left} units left in the pack" if units_left is not None else None
-    work.reasons.append(Reason(code, Severity.ERROR, canonical, message, first))
-    work.flags.append(
-        FlagDraft(REUSE_FLAGS[code], _reuse_severity(code, state, ctx), line.line_no,
-                  canonical, first)
+def _context(
+    candidate: Candidate, policy: PolicyConfig, states: dict[str, CodeState],
+    first_payments: dict[str, FirstPayment],
+) -> DecisionContext:
+    settled_at = candidate.settlement.settled_at_instant
+    institution = to_policy(candidate.institution)
+    return DecisionContext(
+        source=candidate.source, enforced=is_enforced(institution, settled_at, policy),
+        institution_no=candidate.institution.number,
+        institution_id=candidate.institution.institution_id, settled_at=settled_at,
+        policy=policy, states=states, first_payments=first_payments,
     )
-    units = line.quantity if line.split else None
-    work.payments.append(Payment(canonical, line.line_no, units, duplicate=True))
 
 
-def _reuse_severity(code: ReasonCode, state: CodeState | None, ctx: DecisionContext) -> str:
-    same_place = state is not None and state.institution_no == ctx.institution_no
-    if code is ReasonCode.SPLIT_OVERUSE:
-        return "medium"
-    if code is ReasonCode.SPLIT_CROSS_INSTITUTION:
-        return "high"
-    return "medium" if same_place else "high"
+def _apply_overlay(
+    candidate: Candidate, decision: Decision, states: dict[str, CodeState],
+    first_payments: dict[str, FirstPayment],
+) -> dict[str, FirstPayment]:
+    """Later settlements of the batch see this one's claims as if already stored."""
+    fresh: dict[str, FirstPayment] = {}
+    for change in decision.changes:
+        if change.new is not None:
+            states[change.canonical] = change.new
+        if change.expected is None:
+            fresh[change.canonical] = FirstPayment(
+                candidate.settlement.settlement_id, candidate.institution.institution_id,
+                candidate.settlement.settled_at_instant,
+            )
+    first_payments.update(fresh)
+    return fresh
 
 
-def _settle_line(
-    line: SettlementLineIn, ctx: DecisionContext, work: _LineWork, decision: Decision
-) -> None:
-    reasons = [_soften(reason, ctx) for reason in work.reasons]
-    paid = not any(reason.severity is Severity.ERROR for reason in reasons)
-    decision.lines.append(LineDecision(line.line_no, paid, reasons))
-    decision.flags.extend(work.flags)
-    if ctx.source is Source.STREAM and ctx.enforced:
-        decision.flags.extend(_refusal_flags(line, work.reasons))
-    if paid:
-        decision.changes.extend(work.changes)
-        decision.payments.extend(work.payments)
+def _record(candidate: Candidate, decision: Decision) -> SettlementRecord:
+    settlement = candidate.settlement
+    settled_at = settlement.settled_at_instant
+    flags = [
+        build_flag(draft, settlement_id=settlement.settlement_id,
+                   institution_id=settlement.institution_id, settled_at=settled_at,
+                   detected_at=candidate.detected_at, patient_ref=candidate.patient_ref)
+        for draft in decision.flags
+    ]
+    lines = _line_records(settlement, decision)
+    return SettlementRecord(
+        settlement_id=settlement.settlement_id, institution_id=settlement.institution_id,
+        settled_at=settled_at, patient_ref=candidate.patient_ref,
+        source=candidate.source.value, body_hash=candidate.body_hash,
+        enforced=decision.enforced, lines=lines, answer=answer_json(decision, flags),
+        payments=decision.payments, claims=[_claim_row(c) for c in decision.changes],
+        flags=flags,
+    )
 
 
-def _soften(reason: Reason, ctx: DecisionContext) -> Reason:
-    """Before go-live every finding is a warning; `duplicate_policy: flag` pays duplicates."""
-    if reason.severity is not Severity.ERROR:
-        return reason
-    lenient = ctx.policy.duplicate_policy is DuplicatePolicy.FLAG
-    if not ctx.enforced or (lenient and reason.code is ReasonCode.DUPLICATE_PAYMENT):
-        return replace(reason, severity=Severity.WARNING)
-    return reason
+def answer_json(decision: Decision, flags: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "settlement_id": decision.settlement_id,
+        "decision": decision.outcome,
+        "enforced": decision.enforced,
+        "replayed": False,
+        "lines": [line.to_json() for line in decision.lines],
+        "flags": [flag["flag_id"] for flag in flags],
+    }
 
 
-def _refusal_flags(line: SettlementLineIn, reasons: list[Reason]) -> list[FlagDraft]:
-    drafts = []
-    for reason in reasons:
-        kind = REFUSAL_FLAGS.get(reason.code)
-        if kind is not None:
-            code = reason.trace_code if kind is FlagKind.INVALID_CODE else None
-            drafts.append(FlagDraft(kind, "low", line.line_no, code))
-    return drafts
+def _line_records(settlement: SettlementIn, decision: Decision) -> list[dict[str, Any]]:
+    """Each line as sent, with its verdict and the codes it paid (what a reversal gives back)."""
+    verdicts = {line.line_no: line.to_json() for line in decision.lines}
+    paid: dict[int, list[list[Any]]] = {}
+    for p in decision.payments:
+        paid.setdefault(p.line_no, []).append([p.canonical, p.units, p.duplicate])
+    return [
+        {**line.model_dump(mode="json"), **verdicts[line.line_no],
+         "paid_codes": paid.get(line.line_no, [])}
+        for line in settlement.lines
+    ]
+
+
+def _claim_row(change: ClaimChange) -> ClaimRow:
+    pack_size = change.new.pack_size if change.new is not None else None
+    return ClaimRow(change.canonical, change.line_no, change.units, pack_size)

@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Identity,
@@ -44,6 +45,7 @@ class Flag(Base):
         Index("ix_flags_institution_id_kind", "institution_id", "kind"),
         Index("ix_flags_tx_seq", "tx", "seq"),
         Index("ix_flags_trace_code", "trace_code"),
+        Index("ix_flags_settlement_id", "settlement_id"),
     )
 
     flag_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -63,3 +65,6 @@ class Flag(Base):
     detected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     patient_ref: Mapped[str | None] = mapped_column(String(32))
     first_payment: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Outbox mark: set once the flags topic acknowledged it, so a batch redelivered after a
+    # crash republishes exactly the flags that never reached the topic.
+    published: Mapped[bool] = mapped_column(Boolean, server_default="false")

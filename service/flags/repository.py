@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, func, literal_column, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.flags.models import Flag
@@ -15,3 +21,118 @@ async def count_by_kind(session: AsyncSession, institution_id: str) -> dict[str,
         .group_by(Flag.kind)
     )
     return {kind: count for kind, count in (await session.execute(query)).tuples()}
+
+
+async def insert_flags(
+    session: AsyncSession, flags: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Insert what is new; returns only the flags recorded now (a redelivery returns none)."""
+    if not flags:
+        return []
+    rows = [_row(flag) for flag in flags]
+    statement = insert(Flag).on_conflict_do_nothing().returning(Flag.flag_id)
+    new_ids = set((await session.execute(statement, rows)).scalars())
+    return [flag for flag in flags if flag["flag_id"] in new_ids]
+
+
+def _row(flag: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **flag,
+        "settled_at": dt.datetime.fromisoformat(flag["settled_at"]),
+        "detected_at": dt.datetime.fromisoformat(flag["detected_at"]),
+    }
+
+
+async def unpublished_flags(
+    session: AsyncSession, settlement_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Flags of these settlements that were recorded but never reached the flags topic."""
+    query = select(Flag).where(
+        Flag.settlement_id.in_(settlement_ids), Flag.published.is_(False)
+    )
+    return [flag_json(row) for row in (await session.execute(query)).scalars()]
+
+
+async def mark_published(session: AsyncSession, flag_ids: Sequence[str]) -> None:
+    if flag_ids:
+        await session.execute(
+            update(Flag).where(Flag.flag_id.in_(flag_ids)).values(published=True)
+        )
+
+
+def flag_json(row: Flag) -> dict[str, Any]:
+    return {
+        "flag_id": row.flag_id, "kind": row.kind, "severity": row.severity,
+        "trace_code": row.trace_code, "institution_id": row.institution_id,
+        "settlement_id": row.settlement_id, "line_no": row.line_no,
+        "settled_at": row.settled_at.isoformat(), "detected_at": row.detected_at.isoformat(),
+        "patient_ref": row.patient_ref, "first_payment": row.first_payment,
+    }
+
+
+# Every transaction older than this one has finished: rows it wrote are final.
+_XMIN: ColumnElement[int] = literal_column(
+    "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint", BigInteger()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagFilter:
+    kind: str | None = None
+    institution_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if self.kind is not None:
+            clauses.append(Flag.kind == self.kind)
+        if self.institution_id is not None:
+            clauses.append(Flag.institution_id == self.institution_id)
+        if self.since is not None:
+            clauses.append(Flag.detected_at >= self.since)
+        if self.until is not None:
+            clauses.append(Flag.detected_at < self.until)
+        return clauses
+
+
+async def page(
+    session: AsyncSession, where: FlagFilter, after: tuple[dt.datetime, int] | None, limit: int
+) -> list[Flag]:
+    """Keyset pagination on (detected_at, seq): stable while new flags keep arriving."""
+    query = select(Flag).where(*where.clauses())
+    if after is not None:
+        query = query.where(tuple_(Flag.detected_at, Flag.seq) > tuple_(*after))
+    query = query.order_by(Flag.detected_at, Flag.seq).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def for_code(session: AsyncSession, code: str) -> list[Flag]:
+    query = select(Flag).where(Flag.trace_code == code).order_by(Flag.detected_at, Flag.seq)
+    return list((await session.execute(query)).scalars())
+
+
+async def stream_position(session: AsyncSession, flag_id: str | None) -> tuple[int, int]:
+    """Where a stream resumes: after a known flag, else at the oldest running transaction."""
+    if flag_id is not None:
+        query = select(Flag.tx, Flag.seq).where(Flag.flag_id == flag_id)
+        found = (await session.execute(query)).first()
+        if found is not None:
+            return (found[0], found[1])
+    xmin = (await session.execute(select(_XMIN))).scalar_one()
+    return (int(xmin) - 1, 2**62)
+
+
+async def stream_after(
+    session: AsyncSession, position: tuple[int, int], where: FlagFilter, limit: int = 500
+) -> list[Flag]:
+    """Flags in (transaction, seq) order, only from transactions older than every running one:
+    a flag whose transaction commits late has a later position, so it is never skipped."""
+    query = (
+        select(Flag)
+        .where(tuple_(Flag.tx, Flag.seq) > tuple_(*position), Flag.tx < _XMIN, *where.clauses())
+        .order_by(Flag.tx, Flag.seq)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+

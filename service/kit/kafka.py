@@ -4,7 +4,9 @@ does not support it, and every consumer is idempotent by design instead."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 
@@ -26,3 +28,18 @@ async def kafka_reachable(producer: AIOKafkaProducer, timeout_s: float = 1.0) ->
     except Exception:  # noqa: BLE001 - any failure means "not reachable"
         return False
     return True
+
+
+class PublishFailed(Exception):
+    """Kafka did not acknowledge in time (or refused): the caller must undo and say 503."""
+
+
+async def publish_json(
+    producer: AIOKafkaProducer, topic: str, key: str, value: dict[str, Any], timeout_s: float
+) -> None:
+    try:
+        await asyncio.wait_for(
+            producer.send_and_wait(topic, orjson.dumps(value), key=key.encode()), timeout_s
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure means "not on its way"
+        raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,167 @@
+"""One batch of the settlements topic, start to finish: decode, decide what did not pass the gate,
+claim, record in one PostgreSQL transaction, publish new flags and dead letters. The runner
+commits offsets only after `process` returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from consumers.events import DeadLetter, Event, ReversalEventIn, SettlementEvent, decode
+from service.decisions.schemas import Source
+from service.decisions.service import Candidate, body_hash, decide_and_claim
+from service.firstseen.encoding import Layout
+from service.firstseen.store import FirstSeenStore
+from service.flags import repository as flags_repository
+from service.flags.publisher import publish_flags
+from service.institutions import repository as institutions_repository
+from service.institutions.models import Institution
+from service.kit.clock import utcnow
+from service.kit.database import build_engine, build_sessionmaker
+from service.kit.kafka import build_producer
+from service.kit.keyed_hash import keyed_hex
+from service.kit.redis_client import RedisClient, build_redis
+from service.policy.schemas import PolicyConfig
+from service.records import reversals
+from service.records.schemas import SettlementRecord
+from service.records.service import record_settlements
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    flags: list[dict[str, Any]]
+    claimed: list[str]
+    dead: list[DeadLetter]
+
+
+@dataclass
+class BatchProcessor:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: RedisClient
+    producer: AIOKafkaProducer
+    store: FirstSeenStore
+    policy: PolicyConfig
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[BatchProcessor]:
+        engine = build_engine(settings.database_url, pool_size=2)
+        redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
+        producer = build_producer(settings.kafka_bootstrap, linger_ms=5)
+        await producer.start()
+        layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+        try:
+            yield cls(settings, engine, build_sessionmaker(engine), redis, producer,
+                      FirstSeenStore(redis, layout), PolicyConfig.from_settings(settings))
+        finally:
+            await producer.stop()
+            await redis.aclose()
+            await engine.dispose()
+
+    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        events = [decode(record) for record in records]
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                institutions = await self._institutions(session, events)
+                events = [_known(event, institutions) for event in events]
+                outcome = await self._record(session, events, institutions)
+            dead = [e for e in events if isinstance(e, DeadLetter)] + outcome.dead
+            await self._publish(session, outcome.flags, dead)
+        # The record has these claims now; their details need not stay in Redis.
+        await self.store.forget_pending(outcome.claimed)
+
+    async def _institutions(
+        self, session: AsyncSession, events: list[Event]
+    ) -> dict[str, Institution]:
+        ids = {e.settlement.institution_id for e in events if isinstance(e, SettlementEvent)}
+        rows = await institutions_repository.get_many(session, ids) if ids else []
+        return {row.institution_id: row for row in rows}
+
+    async def _record(
+        self, session: AsyncSession, events: list[Event], institutions: dict[str, Institution]
+    ) -> _Outcome:
+        """Runs of settlements are decided together; a reversal ends a run, so a pack reversed
+        and sold again within one batch is seen in the order it happened."""
+        outcome = _Outcome([], [], [])
+        run: list[SettlementEvent] = []
+        for event in [*events, None]:
+            if isinstance(event, SettlementEvent):
+                run.append(event)
+                continue
+            if run:
+                await self._settle(session, run, institutions, outcome)
+                run = []
+            if isinstance(event, ReversalEventIn):
+                error = await reversals.record_reversal_event(session, self.store, event.fields)
+                if error is not None:
+                    outcome.dead.append(DeadLetter(event.record, error))
+        return outcome
+
+    async def _settle(
+        self, session: AsyncSession, run: list[SettlementEvent],
+        institutions: dict[str, Institution], outcome: _Outcome,
+    ) -> None:
+        now = utcnow()
+        gate = [_gate_record(e) for e in run if e.from_gate]
+        stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
+        decided = await decide_and_claim(stream, self.store, session, self.policy)
+        recorded = [*gate, *(d.record for d in decided)]
+        new_flags = await record_settlements(session, recorded, now)
+        outcome.claimed += [claim.code for record in recorded for claim in record.claims]
+        retry = await flags_repository.unpublished_flags(
+            session, [e.settlement.settlement_id for e in run]
+        )
+        seen = {flag["flag_id"] for flag in new_flags}
+        outcome.flags += new_flags + [flag for flag in retry if flag["flag_id"] not in seen]
+
+    def _candidate(
+        self, event: SettlementEvent, institutions: dict[str, Institution], now: Any
+    ) -> Candidate:
+        settlement = event.settlement
+        patient = settlement.patient_id
+        key = self.settings.patient_hash_key.get_secret_value()
+        return Candidate(
+            settlement, institutions[settlement.institution_id], Source.STREAM,
+            body_hash(settlement), keyed_hex(key, patient) if patient else None, now,
+        )
+
+    async def _publish(
+        self, session: AsyncSession, flags: list[dict[str, Any]], dead: list[DeadLetter]
+    ) -> None:
+        """After the record is committed: flags, then the outbox mark; dead letters."""
+        await publish_flags(self.producer, self.settings.topic_flags, flags)
+        await asyncio.gather(*[
+            await self.producer.send(self.settings.topic_dlq, orjson.dumps(d.to_json()),
+                                     key=d.record.key)
+            for d in dead
+        ])
+        async with session.begin():
+            await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
+        if dead:
+            log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
+
+
+def _known(event: Event, institutions: dict[str, Institution]) -> Event:
+    if isinstance(event, SettlementEvent) and not event.from_gate:
+        institution_id = event.settlement.institution_id
+        if institution_id not in institutions:
+            return DeadLetter(event.record, f"unknown institution {institution_id}")
+    return event
+
+
+def _gate_record(event: SettlementEvent) -> SettlementRecord:
+    return SettlementRecord.from_gate_event(event.raw, event.settlement.settled_at_instant)

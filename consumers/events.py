@@ -1,0 +1,110 @@
+"""Decoding settlement-topic events. Anything that cannot be decoded becomes a DeadLetter with
+its reason, never an exception that would stop the consumer."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka.structs import ConsumerRecord
+from pydantic import BaseModel, Field, ValidationError
+
+from service.decisions.schemas import Identifier, SettlementIn
+from service.policy.service import parse_settled_at
+from service.records.reversals import ReversalEventFields
+
+
+class ReversalEvent(BaseModel):
+    settlement_id: Identifier
+    reversal_id: Identifier
+    line_nos: list[int] | None = Field(default=None, max_length=200)
+    source: str | None = None
+    reversed_at: str | None = Field(default=None, max_length=64)
+    effects: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementEvent:
+    record: ConsumerRecord[bytes, bytes]
+    settlement: SettlementIn
+    raw: dict[str, Any]
+
+    @property
+    def from_gate(self) -> bool:
+        return self.raw.get("source") == "gate"
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalEventIn:
+    record: ConsumerRecord[bytes, bytes]
+    reversal: ReversalEvent
+
+    @property
+    def fields(self) -> ReversalEventFields:
+        """The reversal's time is the gate's, or for a stream event the Kafka timestamp: both
+        are the same on every redelivery, so the history row is written once."""
+        event = self.reversal
+        at = (
+            parse_settled_at(event.reversed_at) if event.reversed_at
+            else dt.datetime.fromtimestamp(self.record.timestamp / 1000, dt.UTC)
+        )
+        return ReversalEventFields(event.settlement_id, event.reversal_id, event.line_nos,
+                                   event.source, at, event.effects)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: ConsumerRecord[bytes, bytes]
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "error": self.error, "topic": self.record.topic,
+            "partition": self.record.partition, "offset": self.record.offset,
+        }
+        value = self.record.value or b""
+        try:
+            body["raw"] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            body["raw_b64"] = base64.b64encode(value).decode()
+        return body
+
+
+Event = SettlementEvent | ReversalEventIn | DeadLetter
+
+
+def decode(record: ConsumerRecord[bytes, bytes]) -> Event:
+    try:
+        body = orjson.loads(record.value or b"")
+    except orjson.JSONDecodeError as exc:
+        return DeadLetter(record, f"not JSON (UTF-8): {exc}")
+    if not isinstance(body, dict):
+        return DeadLetter(record, "event must be a JSON object")
+    try:
+        return _typed(record, body)
+    except ValidationError as exc:
+        return DeadLetter(record, _validation_message(exc))
+
+
+def _typed(record: ConsumerRecord[bytes, bytes], body: dict[str, Any]) -> Event:
+    kind = body.get("type")
+    if kind == "settlement":
+        if body.get("source") == "gate" and not _gate_shaped(body):
+            return DeadLetter(record, "a gate settlement must carry its decision and effects")
+        return SettlementEvent(record, SettlementIn.model_validate(body), body)
+    if kind == "reversal":
+        return ReversalEventIn(record, ReversalEvent.model_validate(body))
+    return DeadLetter(record, f"type must be 'settlement' or 'reversal', not {kind!r}")
+
+
+def _gate_shaped(body: dict[str, Any]) -> bool:
+    return isinstance(body.get("decision"), dict) and isinstance(body.get("effects"), dict)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:10]
+    )

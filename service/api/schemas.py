@@ -1,0 +1,81 @@
+"""Response shapes of CONTRACT §4, for the OpenAPI document (the hot routes render dicts with
+orjson directly and declare these as their documented responses)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel
+
+from service.flags.schemas import FirstPaymentOut, FlagOut
+
+
+class ReasonOut(BaseModel):
+    code: str
+    severity: str
+    trace_code: str | None = None
+    message: str | None = None
+    first_payment: FirstPaymentOut | None = None
+
+
+class LineOut(BaseModel):
+    line_no: int
+    decision: str
+    reasons: list[ReasonOut]
+
+
+class GateAnswer(BaseModel):
+    settlement_id: str
+    decision: str
+    enforced: bool
+    replayed: bool
+    lines: list[LineOut]
+    flags: list[str]
+
+
+class ReversalAnswer(BaseModel):
+    settlement_id: str
+    reversal_id: str
+    released: list[str]
+    replayed: bool
+
+
+class VerifyIn(BaseModel):
+    institution_id: str
+    trace_codes: list[str]
+
+
+class VerifyResult(BaseModel):
+    trace_code: str
+    valid: bool
+    format: str | None
+    canonical: str | None
+    status: str | None
+    units_left: int | None = None
+    reason: str | None = None
+    product_id: str | None = None
+    special_control: bool | None = None
+
+
+class VerifyOut(BaseModel):
+    results: list[VerifyResult]
+
+
+class CodeEventOut(BaseModel):
+    type: str
+    settlement_id: str
+    line_no: int
+    institution_id: str
+    at: dt.datetime
+    patient_ref: str | None
+    units: int | None = None
+    duplicate: bool | None = None
+    reversal_id: str | None = None
+
+
+class CodeHistory(BaseModel):
+    trace_code: str
+    format: str
+    status: str
+    events: list[CodeEventOut]
+    flags: list[FlagOut]

@@ -1,0 +1,313 @@
+"""The decision core: one pure function decides every line of a settlement from the settlement,
+the policy and the first-seen state of its codes. The gate and the consumers both call it; it
+does no I/O, so it is tested exhaustively without servers.
+
+Choices where the contract is silent (recorded in the issue notes):
+- A whole-pack sale of an opened split pack is SPLIT_OVERUSE at the opening institution and
+  SPLIT_CROSS_INSTITUTION elsewhere; a split sale of a whole-paid pack is DUPLICATE_PAYMENT.
+- `duplicate_policy: flag` softens DUPLICATE_PAYMENT only; split findings still reject.
+- DUPLICATE_IN_SETTLEMENT is a reason at the gate (a double scan, nothing paid) and a
+  duplicate_payment flag on the stream (the money already moved twice).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from service.decisions.schemas import (
+    ClaimChange,
+    CodeState,
+    Decision,
+    FirstPayment,
+    FlagDraft,
+    FlagKind,
+    LineDecision,
+    Payment,
+    Reason,
+    ReasonCode,
+    SettlementIn,
+    SettlementLineIn,
+    Severity,
+    Source,
+)
+from service.policy.schemas import PolicyConfig
+from service.policy.service import exemption_accepted
+from service.settings import DuplicatePolicy
+from service.tracecodes.schemas import InvalidTraceCode, ParsedTraceCode
+from service.tracecodes.service import parse_trace_code
+
+REUSE_FLAGS = {
+    ReasonCode.DUPLICATE_PAYMENT: FlagKind.DUPLICATE_PAYMENT,
+    ReasonCode.SPLIT_OVERUSE: FlagKind.SPLIT_OVERUSE,
+    ReasonCode.SPLIT_CROSS_INSTITUTION: FlagKind.SPLIT_CROSS_INSTITUTION,
+}
+# Findings the gate refuses; on the stream (money already moved) they become claw-back flags.
+REFUSAL_FLAGS = {
+    ReasonCode.MISSING_TRACE_CODE: FlagKind.MISSING_CODE,
+    ReasonCode.INVALID_TRACE_CODE: FlagKind.INVALID_CODE,
+    ReasonCode.QUANTITY_MISMATCH: FlagKind.QUANTITY_MISMATCH,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionContext:
+    source: Source
+    enforced: bool
+    institution_no: int
+    institution_id: str
+    settled_at: dt.datetime
+    policy: PolicyConfig
+    states: Mapping[str, CodeState]  # canonical code -> state; absent = never paid
+    first_payments: Mapping[str, FirstPayment] = field(default_factory=dict)
+
+    @property
+    def paid_at(self) -> int:
+        return int(self.settled_at.timestamp())
+
+
+def owner_token(settlement_id: str, line_no: int) -> int:
+    """4 bytes that name a (settlement, line) in the first-seen set: enough to tell a replay
+    from a duplicate; PostgreSQL, not this token, is the final word."""
+    digest = hashlib.blake2b(f"{settlement_id}\x00{line_no}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def decide(settlement: SettlementIn, ctx: DecisionContext) -> Decision:
+    decision = Decision(settlement.settlement_id, ctx.enforced, [], [], [], [])
+    seen: set[str] = set()
+    for line in settlement.lines:
+        _decide_line(settlement, line, ctx, seen, decision)
+    return decision
+
+
+@dataclass(slots=True)
+class _LineWork:
+    """What one line would do if paid, gathered before the verdict."""
+
+    reasons: list[Reason] = field(default_factory=list)
+    changes: list[ClaimChange] = field(default_factory=list)
+    payments: list[Payment] = field(default_factory=list)
+    flags: list[FlagDraft] = field(default_factory=list)
+
+
+def _decide_line(
+    settlement: SettlementIn, line: SettlementLineIn, ctx: DecisionContext, seen: set[str],
+    decision: Decision,
+) -> None:
+    work = _LineWork()
+    parsed = [parse_trace_code(text) for text in line.trace_codes]
+    if not parsed:
+        _no_code(line, ctx, work)
+    _invalid_codes(parsed, work)
+    _quantity(line, parsed, work)
+    token = owner_token(settlement.settlement_id, line.line_no)
+    for code in parsed:
+        if isinstance(code, ParsedTraceCode):
+            _one_code(line, code, token, ctx, seen, work)
+    _settle_line(line, ctx, work, decision)
+
+
+def _no_code(line: SettlementLineIn, ctx: DecisionContext, work: _LineWork) -> None:
+    reason = line.no_code_reason
+    if reason is not None and exemption_accepted(reason, ctx.settled_at, ctx.policy):
+        work.reasons.append(Reason(ReasonCode.EXEMPT, Severity.INFO, message=reason.value))
+        return
+    message = "no trace code" if reason is None else f"exemption {reason.value} has expired"
+    work.reasons.append(Reason(ReasonCode.MISSING_TRACE_CODE, Severity.ERROR, message=message))
+
+
+def _invalid_codes(parsed: list[ParsedTraceCode | InvalidTraceCode], work: _LineWork) -> None:
+    for code in parsed:
+        if isinstance(code, InvalidTraceCode):
+            work.reasons.append(
+                Reason(ReasonCode.INVALID_TRACE_CODE, Severity.ERROR, code.text, code.reason)
+            )
+
+
+def _quantity(
+    line: SettlementLineIn, parsed: list[ParsedTraceCode | InvalidTraceCode], work: _LineWork
+) -> None:
+    if not parsed:
+        return
+    if line.split and (len(parsed) != 1 or line.pack_size is None):
+        message = "a split line needs exactly one trace code and pack_size"
+    elif not line.split and len(parsed) != line.quantity:
+        message = f"{len(parsed)} trace codes for {line.quantity} packs"
+    else:
+        return
+    work.reasons.append(Reason(ReasonCode.QUANTITY_MISMATCH, Severity.ERROR, message=message))
+
+
+def _one_code(
+    line: SettlementLineIn, code: ParsedTraceCode, token: int, ctx: DecisionContext,
+    seen: set[str], work: _LineWork,
+) -> None:
+    canonical = code.canonical
+    if canonical in seen:
+        work.reasons.append(Reason(ReasonCode.DUPLICATE_IN_SETTLEMENT, Severity.ERROR, canonical))
+        if ctx.source is Source.STREAM:
+            work.flags.append(FlagDraft(FlagKind.DUPLICATE_PAYMENT, "medium", line.line_no,
+                                        canonical))
+        return
+    seen.add(canonical)
+    state = ctx.states.get(canonical)
+    if line.split and line.pack_size is not None:
+        _split_code(line, canonical, token, state, ctx, work)
+    else:
+        _whole_code(line, canonical, token, state, ctx, work)
+
+
+def _whole_code(
+    line: SettlementLineIn, canonical: str, token: int, state: CodeState | None,
+    ctx: DecisionContext, work: _LineWork,
+) -> None:
+    if state is None:
+        new = CodeState(token, ctx.institution_no, ctx.paid_at)
+        work.changes.append(ClaimChange(canonical, line.line_no, None, new))
+    elif state.owner == token and not state.is_split:
+        pass  # a replay of the line that holds the claim: paid again, changes nothing
+    elif state.is_split:
+        _reuse(line, canonical, state, ctx, work, _split_finding(state, ctx))
+        return
+    else:
+        _reuse(line, canonical, state, ctx, work, ReasonCode.DUPLICATE_PAYMENT)
+        return
+    work.payments.append(Payment(canonical, line.line_no, None, duplicate=False))
+
+
+def _split_code(
+    line: SettlementLineIn, canonical: str, token: int, state: CodeState | None,
+    ctx: DecisionContext, work: _LineWork,
+) -> None:
+    assert line.pack_size is not None
+    units = line.quantity
+    if state is not None and token in (state.split_owners if state.is_split else (state.owner,)):
+        work.payments.append(Payment(canonical, line.line_no, units, duplicate=False))
+        return
+    if state is not None and not state.is_split:
+        _reuse(line, canonical, state, ctx, work, ReasonCode.DUPLICATE_PAYMENT)
+        return
+    if state is not None and state.institution_no != ctx.institution_no:
+        _reuse(line, canonical, state, ctx, work, ReasonCode.SPLIT_CROSS_INSTITUTION)
+        return
+    used = (state.units_used or 0) if state is not None else 0
+    pack_size = state.pack_size if state is not None and state.pack_size else line.pack_size
+    if used + units > pack_size:
+        _reuse(line, canonical, state, ctx, work, ReasonCode.SPLIT_OVERUSE, pack_size - used)
+        return
+    new = _opened(state, token, ctx, used + units, pack_size)
+    work.changes.append(ClaimChange(canonical, line.line_no, state, new, units))
+    work.payments.append(Payment(canonical, line.line_no, units, duplicate=False))
+
+
+def _opened(
+    state: CodeState | None, token: int, ctx: DecisionContext, used: int, pack_size: int
+) -> CodeState:
+    if state is None:
+        return CodeState(token, ctx.institution_no, ctx.paid_at, used, pack_size, (token,))
+    return replace(state, units_used=used, split_owners=(*state.split_owners, token))
+
+
+def _split_finding(state: CodeState, ctx: DecisionContext) -> ReasonCode:
+    if state.institution_no == ctx.institution_no:
+        return ReasonCode.SPLIT_OVERUSE
+    return ReasonCode.SPLIT_CROSS_INSTITUTION
+
+
+def _reuse(
+    line: SettlementLineIn, canonical: str, state: CodeState | None, ctx: DecisionContext,
+    work: _LineWork, code: ReasonCode, units_left: int | None = None,
+) -> None:
+    """Code re-use: a reason on the line and a flag, whether the line is paid or not. The
+    first payment keeps its claim; if the line is paid anyway the payment is a duplicate."""
+    first = ctx.first_payments.get(canonical)
+    message = f"{units_left} units left in the pack" if units_left is not None else None
+    work.reasons.append(Reason(code, Severity.ERROR, canonical, message, first))
+    work.flags.append(
+        FlagDraft(REUSE_FLAGS[code], _reuse_severity(code, state, ctx), line.line_no,
+                  canonical, first)
+    )
+    units = line.quantity if line.split else None
+    work.payments.append(Payment(canonical, line.line_no, units, duplicate=True))
+
+
+def _reuse_severity(code: ReasonCode, state: CodeState | None, ctx: DecisionContext) -> str:
+    same_place = state is not None and state.institution_no == ctx.institution_no
+    if code is ReasonCode.SPLIT_OVERUSE:
+        return "medium"
+    if code is ReasonCode.SPLIT_CROSS_INSTITUTION:
+        return "high"
+    return "medium" if same_place else "high"
+
+
+def _settle_line(
+    line: SettlementLineIn, ctx: DecisionContext, work: _LineWork, decision: Decision
+) -> None:
+    reasons = [_soften(reason, ctx) for reason in work.reasons]
+    paid = not any(reason.severity is Severity.ERROR for reason in reasons)
+    decision.lines.append(LineDecision(line.line_no, paid, reasons))
+    decision.flags.extend(work.flags)
+    if ctx.source is Source.STREAM and ctx.enforced:
+        decision.flags.extend(_refusal_flags(line, work.reasons))
+    if paid:
+        decision.changes.extend(work.changes)
+        decision.payments.extend(work.payments)
+
+
+def _soften(reason: Reason, ctx: DecisionContext) -> Reason:
+    """Before go-live every finding is a warning; `duplicate_policy: flag` pays duplicates."""
+    if reason.severity is not Severity.ERROR:
+        return reason
+    lenient = ctx.policy.duplicate_policy is DuplicatePolicy.FLAG
+    if not ctx.enforced or (lenient and reason.code is ReasonCode.DUPLICATE_PAYMENT):
+        return replace(reason, severity=Severity.WARNING)
+    return reason
+
+
+def _refusal_flags(line: SettlementLineIn, reasons: list[Reason]) -> list[FlagDraft]:
+    drafts = []
+    for reason in reasons:
+        kind = REFUSAL_FLAGS.get(reason.code)
+        if kind is not None:
+            code = reason.trace_code if kind is FlagKind.INVALID_CODE else None
+            drafts.append(FlagDraft(kind, "low", line.line_no, code))
+    return drafts
+
+
+def plan_release(
+    settlement_id: str, lines: list[dict[str, Any]], line_nos: set[int],
+    states: Mapping[str, CodeState],
+) -> list[ClaimChange]:
+    """What reversing these (paid, not yet reversed) lines gives back: a whole pack's claim if
+    this line holds it, a split sale's units. A duplicate never held a claim, so it frees
+    nothing."""
+    changes = []
+    for line in lines:
+        if line["line_no"] not in line_nos:
+            continue
+        token = owner_token(settlement_id, line["line_no"])
+        for canonical, units, duplicate in line.get("paid_codes", []):
+            state = states.get(canonical)
+            if not duplicate and state is not None:
+                change = _release_one(canonical, line["line_no"], token, units, state)
+                if change is not None:
+                    changes.append(change)
+    return changes
+
+
+def _release_one(
+    canonical: str, line_no: int, token: int, units: int | None, state: CodeState
+) -> ClaimChange | None:
+    if not state.is_split:
+        held = state.owner == token
+        return ClaimChange(canonical, line_no, state, None) if held else None
+    if token not in state.split_owners or units is None:
+        return None
+    left = (state.units_used or 0) - units
+    owners = tuple(t for t in state.split_owners if t != token)
+    new = replace(state, units_used=left, split_owners=owners) if left > 0 else None
+    return ClaimChange(canonical, line_no, state, new, -units)

@@ -1,0 +1,120 @@
+"""The first-seen set on Redis: batched reads and compare-and-set changes, one pipeline (one
+round trip) per batch, one script call per slot group so it also runs on a Redis Cluster."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
+from service.firstseen.encoding import CodeAddress, Layout, decode_state, encode_state
+from service.kit.redis_client import RedisClient
+
+CAS_SCRIPT = resources.files(__package__).joinpath("cas.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A code as the first-seen set knows it: its state, and the first payment's details while
+    they are not yet in PostgreSQL."""
+
+    state: CodeState | None
+    pending: FirstPayment | None
+
+
+@dataclass(slots=True)
+class _GroupCall:
+    """The ops of one slot group, gathered for one script call."""
+
+    keys: list[str]
+    args: list[bytes | str] = field(default_factory=list)
+    origins: list[int] = field(default_factory=list)  # index of each op in the caller's list
+
+    def key_index(self, key: str) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+        return self.keys.index(key) + 1  # Lua's KEYS is 1-based
+
+
+def encode_detail(first: FirstPayment) -> bytes:
+    return orjson.dumps([first.settlement_id, first.institution_id, int(first.paid_at.timestamp())])
+
+
+def decode_detail(raw: bytes) -> FirstPayment:
+    settlement_id, institution_id, paid_at = orjson.loads(raw)
+    return FirstPayment(settlement_id, institution_id, dt.datetime.fromtimestamp(paid_at, dt.UTC))
+
+
+class FirstSeenStore:
+    def __init__(self, redis: RedisClient, layout: Layout) -> None:
+        self._redis = redis
+        self._layout = layout
+        self._script = redis.register_script(CAS_SCRIPT)
+
+    async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
+        unique = list(dict.fromkeys(codes))
+        ops = [(b"G", code, b"", b"", b"") for code in unique]
+        results = await self._run(ops)
+        return {code: _seen(result) for code, result in zip(unique, results, strict=True)}
+
+    async def apply(
+        self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment]
+    ) -> list[bool]:
+        """Each change lands only if its code still holds `expected`: a race lost is False."""
+        ops = [
+            (b"S", c.canonical, _encoded(c.expected), _encoded(c.new), _detail(c, details))
+            for c in changes
+        ]
+        return [bool(result) for result in await self._run(ops)]
+
+    async def forget_pending(self, codes: Iterable[str]) -> None:
+        await self._run([(b"F", code, b"", b"", b"") for code in dict.fromkeys(codes)])
+
+    async def _run(self, ops: Sequence[tuple[bytes, str, bytes, bytes, bytes]]) -> list[Any]:
+        calls: dict[int, _GroupCall] = {}
+        for index, (op, code, expected, new, detail) in enumerate(ops):
+            address = self._layout.address(code)
+            call = self._call_for(calls, address)
+            call.args += [op, str(call.key_index(address.bucket_key)), address.field]
+            call.args += [expected, new, detail]
+            call.origins.append(index)
+        return await self._execute(calls, len(ops))
+
+    def _call_for(self, calls: dict[int, _GroupCall], address: CodeAddress) -> _GroupCall:
+        if address.group not in calls:
+            calls[address.group] = _GroupCall([self._layout.pending_key(address.group)])
+        return calls[address.group]
+
+    async def _execute(self, calls: dict[int, _GroupCall], count: int) -> list[Any]:
+        if not calls:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls.values():
+                # a pipeline is a valid client here: the script is queued, loaded if missing
+                await self._script(keys=call.keys, args=call.args, client=pipe)  # type: ignore[arg-type]
+            replies = await pipe.execute()
+        results: list[Any] = [None] * count
+        for call, reply in zip(calls.values(), replies, strict=True):
+            for origin, value in zip(call.origins, reply, strict=True):
+                results[origin] = value
+        return results
+
+
+def _encoded(state: CodeState | None) -> bytes:
+    return b"" if state is None else encode_state(state)
+
+
+def _detail(change: ClaimChange, details: dict[str, FirstPayment]) -> bytes:
+    first = details.get(change.canonical)
+    return b"" if first is None or change.expected is not None else encode_detail(first)
+
+
+def _seen(reply: list[bytes | None]) -> Seen:
+    value, pending = reply
+    state = decode_state(value) if value else None
+    return Seen(state, decode_detail(pending) if pending else None)
