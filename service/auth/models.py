@@ -25,7 +25,9 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (
         CheckConstraint(f"role IN {ROLES!r}", name="role"),
-        CheckConstraint("(role = 'pos') = (institution_id IS NOT NULL)", name="pos_has_institution"),
+        CheckConstraint(
+            "(role = 'pos') = (institution_id IS NOT NULL)", name="pos_has_institution"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
