@@ -42,6 +42,12 @@ async def _consume_until_stopped(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    await consume(settings, stop)
+
+
+async def consume(settings: Settings, stop: asyncio.Event) -> None:
+    """Join the group and process batches until `stop` is set; the current batch finishes
+    (and commits) first, so a graceful stop redelivers nothing."""
     consumer = build_consumer(settings)
     await consumer.start()
     log.info("joined group %s on %s", settings.consumer_group, settings.topic_settlements)

@@ -1,0 +1,75 @@
+"""Session fixtures: the embedded servers start once per run on free ports (or the servers named
+by TRACEGATE_TEST_* are used), migrations run once, and every test isolates itself by using
+its own institutions, settlement ids and trace codes (see tests/factories.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from cli.devstack.servers import create_topics
+from cli.migrate import upgrade_to_head
+from consumers.runner import consume
+from service.api.app import create_app
+from service.settings import Settings
+from tests.harness import TestServers, start_test_servers
+
+ADMIN_KEY = "tg_test_admin_" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServers]:
+    running = start_test_servers(Path(tmp_path_factory.mktemp("servers")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers: TestServers) -> Settings:
+    run = secrets.token_hex(3)
+    settings = Settings(
+        database_url=servers.database_url, redis_url=servers.redis_url,
+        kafka_bootstrap=servers.kafka_bootstrap,
+        topic_settlements=f"test.{run}.settlements", topic_flags=f"test.{run}.flags",
+        topic_dlq=f"test.{run}.dlq", consumer_group=f"test-{run}",
+        bootstrap_admin_key=ADMIN_KEY, consumer_batch_timeout_ms=20,
+    )
+    upgrade_to_head(settings.database_url)
+    create_topics(settings.kafka_bootstrap, settings.topic_settlements, settings.topic_flags,
+                  settings.topic_dlq, settings.settlements_partitions)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tracegate") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture(scope="session")
+async def consumer(settings: Settings, app: FastAPI) -> AsyncIterator[None]:
+    """One consumer process's loop, in this event loop, for the whole session."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(settings, stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)

@@ -1,0 +1,209 @@
+"""The gate against the real embedded stack: decisions, claims, replays, reversals, verify."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import factories as f
+
+pytestmark = pytest.mark.usefixtures("consumer")
+
+
+@pytest.fixture
+async def pharmacy(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> str:
+    return await f.register(api, admin_headers)
+
+
+@pytest.fixture
+async def pos(api: httpx.AsyncClient, admin_headers: dict[str, str], pharmacy: str) -> dict[str, str]:
+    return await f.key_for(api, admin_headers, "pos", pharmacy)
+
+
+async def _settle(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
+    response = await api.post("/v1/settlements", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_first_payment_then_duplicate_across_institutions(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], pharmacy: str, pos: dict[str, str]
+) -> None:
+    code = f.cn20()
+    first = f.settlement(pharmacy, [f.line(1, [code])])
+    answer = await _settle(api, pos, first)
+    assert (answer["decision"], answer["enforced"], answer["replayed"]) == ("pay", True, False)
+    other = await f.register(api, admin_headers)
+    second = await _settle(api, admin_headers, f.settlement(other, [f.line(1, [code])]))
+    assert second["decision"] == "reject"
+    [reason] = second["lines"][0]["reasons"]
+    assert (reason["code"], reason["severity"], reason["trace_code"]) == (
+        "DUPLICATE_PAYMENT", "error", code)
+    assert reason["first_payment"]["settlement_id"] == first["settlement_id"]
+    assert reason["first_payment"]["institution_id"] == pharmacy
+    assert len(second["flags"]) == 1
+
+
+async def test_replay_returns_the_same_answer_and_a_changed_body_conflicts(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    body = f.settlement(pharmacy, [f.line(1, [f.cn20()])])
+    answer = await _settle(api, pos, body)
+    again = await _settle(api, pos, body)
+    assert again == {**answer, "replayed": True}
+    changed = {**body, "lines": [f.line(1, [f.cn20()])]}
+    response = await api.post("/v1/settlements", json=changed, headers=pos)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "SETTLEMENT_CONFLICT"
+
+
+async def test_partial_decision_and_rejected_line_claims_nothing(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    good, fresh = f.cn20(), f.cn20()
+    body = f.settlement(pharmacy, [f.line(1, [good]), f.line(2, [fresh], quantity=2)])
+    answer = await _settle(api, pos, body)
+    assert answer["decision"] == "partial"
+    assert answer["lines"][1]["reasons"][0]["code"] == "QUANTITY_MISMATCH"
+    status = await _verify(api, pos, pharmacy, [good, fresh])
+    assert [r["status"] for r in status] == ["paid", "unpaid"]
+
+
+async def _verify(
+    api: httpx.AsyncClient, headers: dict[str, str], institution: str, codes: list[str]
+) -> list[dict[str, Any]]:
+    body = {"institution_id": institution, "trace_codes": codes}
+    response = await api.post("/v1/codes/verify", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+async def test_before_go_live_findings_are_warnings_and_paid(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    body = f.settlement(pharmacy, [f.line(1, [])], settled_at="2025-03-31T23:59:59+08:00")
+    answer = await _settle(api, pos, body)
+    assert (answer["decision"], answer["enforced"]) == ("pay", False)
+    assert answer["lines"][0]["reasons"] == [
+        {"code": "MISSING_TRACE_CODE", "severity": "warning", "message": "no trace code"}]
+    at_go_live = f.settlement(pharmacy, [f.line(1, [])], settled_at="2025-03-31T16:00:00Z")
+    assert (await _settle(api, pos, at_go_live))["decision"] == "reject"
+
+
+@pytest.mark.parametrize(
+    ("kind", "last_free", "first_enforced"),
+    [("primary", "2025-04-30 23:59:59", "2025-05-01 00:00:00"),
+     ("secondary", "2025-05-31 23:59:59", "2025-06-01 00:00:00"),
+     ("tertiary", "2025-05-31T15:59:59Z", "2025-05-31T16:00:00Z")],
+)
+async def test_go_live_per_kind(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], kind: str, last_free: str,
+    first_enforced: str,
+) -> None:
+    hospital = await f.register(api, admin_headers, kind)
+    free = await _settle(api, admin_headers, f.settlement(hospital, [f.line(1, [])],
+                                                           settled_at=last_free))
+    enforced = await _settle(api, admin_headers, f.settlement(hospital, [f.line(1, [])],
+                                                               settled_at=first_enforced))
+    assert (free["enforced"], enforced["enforced"]) == (False, True)
+
+
+async def test_invalid_code_and_exemptions(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    body = f.settlement(pharmacy, [
+        f.line(1, ["12345678901234567890"]),
+        f.line(2, [], no_code_reason="herbal_granules"),
+        f.line(3, [], no_code_reason="legacy_stock"),
+    ], settled_at="2026-01-01 00:00:00")
+    answer = await _settle(api, pos, body)
+    codes = [[r["code"] for r in line["reasons"]] for line in answer["lines"]]
+    assert codes == [["INVALID_TRACE_CODE"], ["EXEMPT"], ["MISSING_TRACE_CODE"]]
+    assert answer["lines"][1]["decision"] == "pay"
+
+
+async def test_unknown_exemption_reason_is_a_422(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    body = f.settlement(pharmacy, [f.line(1, [], no_code_reason="forgot")])
+    response = await api.post("/v1/settlements", json=body, headers=pos)
+    assert response.status_code == 422
+    assert "no_code_reason" in response.json()["error"]["message"]
+
+
+async def test_unknown_institution_is_a_422(
+    api: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    body = f.settlement(f.institution_id("Z"), [f.line(1, [f.cn20()])])
+    response = await api.post("/v1/settlements", json=body, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "UNKNOWN_INSTITUTION"
+
+
+async def test_split_pack_accounting(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], pos: dict[str, str], pharmacy: str
+) -> None:
+    code = f.cn20()
+    split = [f.line(1, [code], split=True, quantity=6, pack_size=10)]
+    assert (await _settle(api, pos, f.settlement(pharmacy, split)))["decision"] == "pay"
+    [status] = await _verify(api, pos, pharmacy, [code])
+    assert (status["status"], status["units_left"]) == ("split_open", 4)
+    more = [f.line(1, [code], split=True, quantity=4, pack_size=10)]
+    assert (await _settle(api, pos, f.settlement(pharmacy, more)))["decision"] == "pay"
+    over = await _settle(api, pos, f.settlement(pharmacy, split))
+    assert over["lines"][0]["reasons"][0]["code"] == "SPLIT_OVERUSE"
+    other = await f.register(api, admin_headers)
+    cross = await _settle(api, admin_headers, f.settlement(other, [
+        f.line(1, [code], split=True, quantity=1, pack_size=10)]))
+    assert cross["lines"][0]["reasons"][0]["code"] == "SPLIT_CROSS_INSTITUTION"
+    whole = await _settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
+    assert whole["lines"][0]["reasons"][0]["code"] == "SPLIT_OVERUSE"
+
+
+async def test_reversal_releases_and_allows_resale(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    code = f.cn20()
+    body = f.settlement(pharmacy, [f.line(1, [code])])
+    await _settle(api, pos, body)
+    url = f"/v1/settlements/{body['settlement_id']}/reversal"
+    reversal = {"reversal_id": f.settlement_id(), "line_nos": [1]}
+    response = await api.post(url, json=reversal, headers=pos)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"settlement_id": body["settlement_id"],
+                               "reversal_id": reversal["reversal_id"], "released": [code],
+                               "replayed": False}
+    again = await api.post(url, json=reversal, headers=pos)
+    assert again.json() == {**response.json(), "replayed": True}
+    conflict = await api.post(url, json={**reversal, "line_nos": None}, headers=pos)
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "REVERSAL_CONFLICT"
+    resale = await _settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
+    assert resale["decision"] == "pay"
+
+
+async def test_reversal_of_unknown_settlement_is_404(
+    api: httpx.AsyncClient, pos: dict[str, str]
+) -> None:
+    response = await api.post("/v1/settlements/S-NOPE/reversal",
+                              json={"reversal_id": "R-1"}, headers=pos)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "SETTLEMENT_NOT_FOUND"
+
+
+async def test_verify_changes_nothing_and_reports_formats(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    special = "89" + f.cn20()[2:]
+    gs1 = "(01)06901234567892(21)" + f.settlement_id()[-8:].upper().replace("-", "")
+    results = await _verify(api, pos, pharmacy, [special, gs1, "nonsense!"])
+    assert [r["format"] for r in results] == ["cn20", "gs1", None]
+    assert results[0]["special_control"] is True
+    assert results[0]["product_id"] == special[:7]
+    assert results[1]["product_id"] == "06901234567892"
+    assert results[2]["valid"] is False and results[2]["reason"]
+    again = await _verify(api, pos, pharmacy, [special])
+    assert again[0]["status"] == "unpaid"
