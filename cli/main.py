@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(command=_migrate)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(command=_api)
     sub.add_parser("consume", help="run one settlements consumer").set_defaults(command=_consume)
+    rebuild = sub.add_parser(
+        "rebuild-hot-set", help="rebuild the Redis first-seen set from PostgreSQL"
+    )
+    rebuild.set_defaults(command=_rebuild)
     demo = sub.add_parser("demo", help="feed synthetic traffic into a running stack")
     demo.add_argument("--stack", type=Path, required=True, help="path of stack.json")
     demo.add_argument("--rate", type=float, default=200.0, help="settlements per second")
@@ -77,6 +81,13 @@ def _consume(_: argparse.Namespace) -> int:
     from service.settings import Settings
 
     return run_consumer(Settings())
+
+
+def _rebuild(_: argparse.Namespace) -> int:
+    from cli.rebuild import rebuild_hot_set
+    from service.settings import Settings
+
+    return rebuild_hot_set(Settings())
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Outcome:
-    flags: list[dict[str, Any]]
+    flags: dict[str, dict[str, Any]]  # by flag id
     claimed: list[str]
     dead: list[DeadLetter]
 
@@ -80,7 +80,7 @@ class BatchProcessor:
                 events = [_known(event, institutions) for event in events]
                 outcome = await self._record(session, events, institutions)
             dead = [e for e in events if isinstance(e, DeadLetter)] + outcome.dead
-            await self._publish(session, outcome.flags, dead)
+            await self._publish(session, list(outcome.flags.values()), dead)
         # The record has these claims now; their details need not stay in Redis.
         await self.store.forget_pending(outcome.claimed)
 
@@ -96,7 +96,7 @@ class BatchProcessor:
     ) -> _Outcome:
         """Runs of settlements are decided together; a reversal ends a run, so a pack reversed
         and sold again within one batch is seen in the order it happened."""
-        outcome = _Outcome([], [], [])
+        outcome = _Outcome({}, [], [])
         run: list[SettlementEvent] = []
         for event in [*events, None]:
             if isinstance(event, SettlementEvent):
@@ -125,8 +125,9 @@ class BatchProcessor:
         retry = await flags_repository.unpublished_flags(
             session, [e.settlement.settlement_id for e in run]
         )
-        seen = {flag["flag_id"] for flag in new_flags}
-        outcome.flags += new_flags + [flag for flag in retry if flag["flag_id"] not in seen]
+        # A flag recorded earlier in this batch is unpublished too: one entry per flag id.
+        for flag in [*new_flags, *retry]:
+            outcome.flags.setdefault(flag["flag_id"], flag)
 
     def _candidate(
         self, event: SettlementEvent, institutions: dict[str, Institution], now: Any

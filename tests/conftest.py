@@ -73,3 +73,24 @@ async def consumer(settings: Settings, app: FastAPI) -> AsyncIterator[None]:
     yield
     stop.set()
     await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture(scope="session")
+async def live_api(app: FastAPI) -> AsyncIterator[str]:
+    """The same app behind a real uvicorn socket, for what ASGITransport cannot do (SSE)."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)

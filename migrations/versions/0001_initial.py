@@ -207,6 +207,7 @@ def _flags() -> None:
         sa.Column("detected_at", TS, nullable=False),
         sa.Column("patient_ref", sa.String(32), nullable=True),
         sa.Column("first_payment", postgresql.JSONB(), nullable=True),
+        sa.Column("published", sa.Boolean(), server_default="false", nullable=False),
         sa.CheckConstraint(
             "kind IN ('duplicate_payment', 'split_overuse', 'split_cross_institution', "
             "'missing_code', 'invalid_code', 'quantity_mismatch')",
@@ -230,6 +231,7 @@ def _flags() -> None:
     op.create_index("ix_flags_institution_id_kind", "flags", ["institution_id", "kind"])
     op.create_index("ix_flags_tx_seq", "flags", ["tx", "seq"], unique=False)
     op.create_index("ix_flags_trace_code", "flags", ["trace_code"], unique=False)
+    op.create_index("ix_flags_settlement_id", "flags", ["settlement_id"], unique=False)
 
 
 def downgrade() -> None:

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from service.api.clients import Clients, open_clients
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
+from service.api.responses import JSONResponse
 from service.api.routes import admin, codes, flags, health, settlements
 from service.auth.service import ensure_admin_key
 from service.settings import Settings
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Drug trace-code enforcement: 依码结算 / 无码不付",
         version="0.1.0",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=JSONResponse,
     )
     install_error_handlers(app)
     app.include_router(health.router)

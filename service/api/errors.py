@@ -6,9 +6,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.responses import JSONResponse
 from service.kit.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -16,17 +16,17 @@ log = logging.getLogger(__name__)
 
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> ORJSONResponse:
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message}}
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _app_error(_: Request, exc: Exception) -> ORJSONResponse:
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
         f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()[:20]
@@ -34,13 +34,13 @@ async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
     return error_response(422, "VALIDATION_ERROR", "; ".join(problems))
 
 
-async def _http_error(_: Request, exc: Exception) -> ORJSONResponse:
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL", "internal error")
 

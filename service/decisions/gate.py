@@ -23,8 +23,8 @@ from service.kit.keyed_hash import keyed_hex
 from service.policy.schemas import PolicyConfig
 from service.records import reversals
 from service.records.recent import RecentAnswers
-from service.records.schemas import SettlementRecord
 from service.records.reversals import ReversalIn, SettlementNotFound, SettlementView
+from service.records.schemas import SettlementRecord
 from service.settings import Settings
 
 

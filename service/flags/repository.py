@@ -20,7 +20,7 @@ async def count_by_kind(session: AsyncSession, institution_id: str) -> dict[str,
         .where(Flag.institution_id == institution_id)
         .group_by(Flag.kind)
     )
-    return {kind: count for kind, count in (await session.execute(query)).tuples()}
+    return {kind: count for kind, count in (await session.execute(query)).all()}
 
 
 async def insert_flags(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 

@@ -34,7 +34,7 @@ async def first_payments(session: AsyncSession, codes: Sequence[str]) -> dict[st
     query = select(
         CodeClaim.code, CodeClaim.settlement_id, CodeClaim.institution_id, CodeClaim.paid_at
     ).where(CodeClaim.code.in_(codes))
-    rows = (await session.execute(query)).tuples()
+    rows = (await session.execute(query)).all()
     return {code: FirstPayment(sid, iid, paid_at) for code, sid, iid, paid_at in rows}
 
 
@@ -120,7 +120,7 @@ async def claim_owners(session: AsyncSession, codes: Iterable[str]) -> dict[str,
     ).where(CodeClaim.code.in_(list(codes)))
     return {
         code: ClaimOwner(sid, line, FirstPayment(sid, iid, paid_at))
-        for code, sid, line, iid, paid_at in (await session.execute(query)).tuples()
+        for code, sid, line, iid, paid_at in (await session.execute(query)).all()
     }
 
 

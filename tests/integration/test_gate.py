@@ -18,7 +18,9 @@ async def pharmacy(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> str
 
 
 @pytest.fixture
-async def pos(api: httpx.AsyncClient, admin_headers: dict[str, str], pharmacy: str) -> dict[str, str]:
+async def pos(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], pharmacy: str
+) -> dict[str, str]:
     return await f.key_for(api, admin_headers, "pos", pharmacy)
 
 
@@ -204,6 +206,7 @@ async def test_verify_changes_nothing_and_reports_formats(
     assert results[0]["special_control"] is True
     assert results[0]["product_id"] == special[:7]
     assert results[1]["product_id"] == "06901234567892"
-    assert results[2]["valid"] is False and results[2]["reason"]
+    assert results[2]["valid"] is False
+    assert results[2]["reason"]
     again = await _verify(api, pos, pharmacy, [special])
     assert again[0]["status"] == "unpaid"

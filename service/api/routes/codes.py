@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from service.api.dependencies import CallerDep, ClientsDep, SessionDep
+from service.api.responses import JSONResponse
 from service.api.schemas import CodeHistory, VerifyOut
 from service.auth import service as auth
 from service.auth.schemas import Role
@@ -27,16 +27,16 @@ class VerifyRequest(BaseModel):
 @router.post("/verify", responses={200: {"model": VerifyOut}}, response_model=None)
 async def verify_codes(
     body: VerifyRequest, caller: CallerDep, clients: ClientsDep
-) -> ORJSONResponse:
+) -> JSONResponse:
     auth.require_role(caller, Role.POS, Role.REGULATOR)
     auth.require_institution(caller, body.institution_id)
-    return ORJSONResponse({"results": await verify(clients.store, body.trace_codes)})
+    return JSONResponse({"results": await verify(clients.store, body.trace_codes)})
 
 
 @router.get("/{trace_code}", responses={200: {"model": CodeHistory}}, response_model=None)
 async def code_history(
     trace_code: Annotated[str, Path(max_length=256)], caller: CallerDep, session: SessionDep,
     clients: ClientsDep,
-) -> ORJSONResponse:
+) -> JSONResponse:
     auth.require_role(caller, Role.REGULATOR, Role.OPS, Role.ADMIN)
-    return ORJSONResponse(await history(session, clients.store, trace_code))
+    return JSONResponse(await history(session, clients.store, trace_code))

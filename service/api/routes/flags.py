@@ -6,9 +6,10 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from service.api.dependencies import CallerDep, ClientsDep, SessionDep
+from service.api.responses import JSONResponse
 from service.auth import service as auth
 from service.auth.schemas import Role
 from service.decisions.schemas import FlagKind
@@ -43,10 +44,10 @@ async def list_flags(
     until: dt.datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> ORJSONResponse:
+) -> JSONResponse:
     auth.require_role(caller, *READERS)
     where = _filter(kind, institution_id, since, until)
-    return ORJSONResponse(await flags.list_flags(session, where, cursor, limit))
+    return JSONResponse(await flags.list_flags(session, where, cursor, limit))
 
 
 @router.get("/stream", response_class=StreamingResponse)

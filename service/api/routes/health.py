@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import ORJSONResponse
 from sqlalchemy import text
 
 from service.api.dependencies import ClientsDep
+from service.api.responses import JSONResponse
 from service.kit.kafka import kafka_reachable
 from service.kit.redis_client import redis_reachable
 
@@ -17,7 +17,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None)
-async def readyz(clients: ClientsDep) -> ORJSONResponse:
+async def readyz(clients: ClientsDep) -> JSONResponse:
     """Ready only when Redis, PostgreSQL and Kafka all answer now (each checked live)."""
     checks = {
         "redis": await redis_reachable(clients.redis),
@@ -26,7 +26,7 @@ async def readyz(clients: ClientsDep) -> ORJSONResponse:
     }
     ready = all(checks.values())
     body = {"ready": ready, "checks": {k: "ok" if v else "unreachable" for k, v in checks.items()}}
-    return ORJSONResponse(body, status_code=200 if ready else 503)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def _postgres_reachable(clients: ClientsDep) -> bool:

@@ -6,9 +6,9 @@ import time
 from functools import partial
 
 from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
 
 from service.api.dependencies import CallerDep, ClientsDep, GatePortsDep, SessionDep
+from service.api.responses import JSONResponse
 from service.api.schemas import GateAnswer, ReversalAnswer
 from service.auth import service as auth
 from service.auth.schemas import Role
@@ -23,14 +23,14 @@ router = APIRouter(prefix="/v1/settlements", tags=["settlements"])
 @router.post("", responses={200: {"model": GateAnswer}}, response_model=None)
 async def settle(
     body: SettlementIn, caller: CallerDep, ports: GatePortsDep, clients: ClientsDep
-) -> ORJSONResponse:
+) -> JSONResponse:
     auth.require_role(caller, Role.POS, Role.ADMIN)
     auth.require_institution(caller, body.institution_id)
     started = time.perf_counter()
     answer = await gate.settle(body, ports)
     clients.metrics.gate_seconds.observe(time.perf_counter() - started)
     clients.metrics.decisions.labels(answer["decision"]).inc()
-    return ORJSONResponse(answer)
+    return JSONResponse(answer)
 
 
 @router.post(
@@ -38,19 +38,19 @@ async def settle(
 )
 async def reverse(
     settlement_id: str, body: ReversalIn, caller: CallerDep, ports: GatePortsDep
-) -> ORJSONResponse:
+) -> JSONResponse:
     auth.require_role(caller, Role.POS, Role.ADMIN)
     may_act_for = partial(auth.require_institution, caller)
-    return ORJSONResponse(await gate.reverse(settlement_id, body, ports, may_act_for))
+    return JSONResponse(await gate.reverse(settlement_id, body, ports, may_act_for))
 
 
 @router.get("/{settlement_id}", responses={200: {"model": GateAnswer}}, response_model=None)
 async def get_settlement(
     settlement_id: str, caller: CallerDep, session: SessionDep, clients: ClientsDep
-) -> ORJSONResponse:
+) -> JSONResponse:
     auth.require_role(caller, Role.POS, Role.REGULATOR, Role.ADMIN)
     view = await reversals.find_settlement(session, clients.recent, settlement_id)
     if view is None:
         raise SettlementNotFound(f"settlement {settlement_id} is not recorded")
     auth.require_institution(caller, view.institution_id)
-    return ORJSONResponse({**view.answer, "replayed": False})
+    return JSONResponse({**view.answer, "replayed": False})

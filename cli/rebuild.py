@@ -1,0 +1,35 @@
+"""`tracegate rebuild-hot-set`: reload the Redis first-seen set from PostgreSQL, with a
+progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from tqdm import tqdm
+
+from service.firstseen import rebuild
+from service.firstseen.encoding import Layout
+from service.kit.redis_client import build_redis
+from service.settings import Settings
+
+
+def rebuild_hot_set(settings: Settings) -> int:
+    started = time.perf_counter()
+    total = asyncio.run(_rebuild(settings))
+    elapsed = time.perf_counter() - started
+    rate = total / elapsed if elapsed else 0.0
+    sys.stdout.write(f"rebuilt {total} codes in {elapsed:.1f} s ({rate:,.0f} codes/s)\n")
+    return 0
+
+
+async def _rebuild(settings: Settings) -> int:
+    redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
+    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    try:
+        await rebuild.clear(redis)
+        with tqdm(unit=" codes", desc="rebuild", file=sys.stderr) as bar:
+            return await rebuild.rebuild(settings.asyncpg_dsn, redis, layout, bar.update)
+    finally:
+        await redis.aclose()

@@ -1,0 +1,97 @@
+"""Rebuild the first-seen set from the record (`tracegate rebuild-hot-set`).
+
+PostgreSQL's `code_claims` holds every code that is paid now; this streams it with a
+server-side cursor and writes the compact Redis layout in pipelined multi-field HSETs, one
+round trip per chunk."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+
+from service.decisions.core import owner_token
+from service.decisions.schemas import CodeState
+from service.firstseen.encoding import Layout, encode_state
+from service.kit.redis_client import RedisClient
+
+CHUNK = 20_000
+
+_CLAIMS = """
+SELECT c.code, c.settlement_id, c.line_no, i.number, extract(epoch FROM c.paid_at)::bigint,
+       c.units_used, c.pack_size
+FROM code_claims c JOIN institutions i USING (institution_id)
+"""
+# The lines that sold units from each open split pack, minus those reversed since.
+_SPLIT_SELLERS = """
+SELECT e.code, e.settlement_id, e.line_no FROM code_events e
+WHERE e.code = ANY($1::text[]) AND e.type = 'payment' AND e.units IS NOT NULL
+  AND NOT e.duplicate
+  AND NOT EXISTS (SELECT 1 FROM code_events r WHERE r.code = e.code AND r.type = 'reversal'
+                  AND r.settlement_id = e.settlement_id AND r.line_no = e.line_no)
+"""
+
+
+async def clear(redis: RedisClient) -> int:
+    """Drop the set and its pending details (the record is the truth being reloaded)."""
+    removed = 0
+    for pattern in ("tg:fs{*", "tg:pd{*"):
+        async for key in redis.scan_iter(match=pattern, count=1000):
+            removed += await redis.unlink(key)
+    return removed
+
+
+async def rebuild(
+    dsn: str, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None = None
+) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        total = 0
+        async for chunk in _chunks(connection):
+            states = await _states(connection, chunk)
+            await _write(redis, layout, states)
+            total += len(states)
+            if progress is not None:
+                progress(len(states))
+        return total
+    finally:
+        await connection.close()
+
+
+async def _chunks(connection: Any) -> AsyncIterator[list[Any]]:
+    async with connection.transaction():
+        cursor = await connection.cursor(_CLAIMS)
+        while chunk := await cursor.fetch(CHUNK):
+            yield chunk
+
+
+async def _states(connection: Any, rows: list[Any]) -> dict[str, CodeState]:
+    states: dict[str, CodeState] = {}
+    split_codes = [row[0] for row in rows if row[5] is not None]
+    sellers = await _sellers(connection, split_codes) if split_codes else {}
+    for code, sid, line_no, number, paid_at, used, pack_size in rows:
+        token = owner_token(sid, line_no)
+        owners = tuple(sellers.get(code, (token,)))
+        states[code] = CodeState(token, number, paid_at, used, pack_size,
+                                 owners if used is not None else ())
+    return states
+
+
+async def _sellers(connection: Any, codes: list[str]) -> dict[str, list[int]]:
+    sellers: dict[str, list[int]] = defaultdict(list)
+    for code, sid, line_no in await connection.fetch(_SPLIT_SELLERS, codes):
+        sellers[code].append(owner_token(sid, line_no))
+    return sellers
+
+
+async def _write(redis: RedisClient, layout: Layout, states: dict[str, CodeState]) -> None:
+    buckets: dict[str, dict[bytes, bytes]] = defaultdict(dict)
+    for code, state in states.items():
+        address = layout.address(code)
+        buckets[address.bucket_key][address.field] = encode_state(state)
+    async with redis.pipeline(transaction=False) as pipe:
+        for key, mapping in buckets.items():
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        await pipe.execute()

@@ -1,0 +1,204 @@
+"""The consumers against the real broker, Redis and PostgreSQL: gate settlements recorded as
+decided, streamed settlements judged by the same rules, redeliveries changing nothing, bad
+events dead-lettered, flags on the topic and the SSE stream."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from service.settings import Settings
+from tests import factories as f
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.usefixtures("consumer")
+
+
+@pytest.fixture(scope="module")
+async def producer(settings: Settings) -> Any:
+    kafka = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=False)
+    await kafka.start()
+    yield kafka
+    await kafka.stop()
+
+
+async def _produce(producer: AIOKafkaProducer, topic: str, events: list[Any]) -> None:
+    for event in events:
+        value = event if isinstance(event, bytes) else orjson.dumps(event)
+        key = event.get("settlement_id", "x") if isinstance(event, dict) else "bad"
+        await producer.send_and_wait(topic, value, key=str(key).encode())
+
+
+def _stream(body: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "settlement", "source": "stream", **body}
+
+
+async def _flags(
+    api: httpx.AsyncClient, headers: dict[str, str], institution: str
+) -> list[dict[str, Any]]:
+    response = await api.get("/v1/flags", params={"institution_id": institution, "limit": 1000},
+                             headers=headers)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def _history(
+    api: httpx.AsyncClient, headers: dict[str, str], code: str
+) -> dict[str, Any] | None:
+    response = await api.get(f"/v1/codes/{code}", headers=headers)
+    return response.json() if response.status_code == 200 else None
+
+
+async def _read_topic(settings: Settings, topic: str, want: int) -> list[Any]:
+    """Everything on the topic: read until `want` arrived and then a quiet spell (so a
+    double would show), or until nothing more comes."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"reader-{uuid.uuid4()}", auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        for _ in range(60):
+            batch = await consumer.getmany(timeout_ms=300)
+            got = [r for part in batch.values() for r in part]
+            records += got
+            if not got and len(records) >= want:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_gate_settlement_is_recorded_as_decided(
+    api: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    pharmacy = await f.register(api, admin_headers)
+    code = f.cn20()
+    body = f.settlement(pharmacy, [f.line(1, [code])], patient_id="psn-secret-42")
+    assert (await api.post("/v1/settlements", json=body, headers=admin_headers)).json()[
+        "decision"] == "pay"
+    history = await eventually(lambda: _history(api, admin_headers, code), bool)
+    assert history is not None
+    [event] = history["events"]
+    assert (event["type"], event["settlement_id"], event["institution_id"]) == (
+        "payment", body["settlement_id"], pharmacy)
+    assert event["patient_ref"]
+    assert "psn-secret-42" not in orjson.dumps(history).decode()
+    assert history["status"] == "paid"
+
+
+async def test_streamed_settlements_with_duplicates_redeliveries_and_bad_events(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
+    reused, fresh = f.cn20(), f.cn20()
+    first = f.settlement(a, [f.line(1, [reused]), f.line(2, [fresh])])
+    again = f.settlement(b, [f.line(1, [reused])])  # 回流: paid twice, across institutions
+    missing = f.settlement(b, [f.line(1, [])])
+    unknown = f.settlement(f.institution_id("Z"), [f.line(1, [f.cn20()])])
+    good = [_stream(first), _stream(again), _stream(missing)]
+    bad: list[Any] = [b"{not json", b"\xff\xfe", {"type": "settlement", "settlement_id": 5},
+                      _stream(unknown), {"type": "wat"}]
+    # Different settlement ids land on different partitions, whose relative order is not
+    # defined; the first payment is whichever is processed first, so send it first.
+    await _produce(producer, settings.topic_settlements, good[:1])
+    await eventually(lambda: _history(api, admin_headers, reused), bool)
+    await _produce(producer, settings.topic_settlements, [*good, *bad, *good])  # redelivered
+    flags = await eventually(lambda: _flags(api, admin_headers, b), lambda x: len(x) >= 2)
+    kinds = sorted((fl["kind"], fl["severity"], fl["trace_code"]) for fl in flags)
+    assert kinds == [("duplicate_payment", "high", reused), ("missing_code", "low", None)]
+    assert [fl for fl in flags if fl["kind"] == "duplicate_payment"][0]["first_payment"][
+        "settlement_id"] == first["settlement_id"]
+    assert await _flags(api, admin_headers, a) == []
+    dead = await _read_topic(settings, settings.topic_dlq, len(bad))
+    errors = [orjson.loads(r.value) for r in dead]
+    assert len(errors) == len(bad)
+    assert any("raw_b64" in e for e in errors)
+    assert any("unknown institution" in e["error"] for e in errors)
+    assert all({"error", "topic", "partition", "offset"} <= e.keys() for e in errors)
+    history = await _history(api, admin_headers, reused)
+    assert history is not None
+    payments = [e for e in history["events"] if e["type"] == "payment"]
+    # The streamed duplicate is judged as the gate would (refused), so it is on the claw-back
+    # list as a flag and never a payment of the code.
+    assert [(p["settlement_id"], p.get("duplicate", False)) for p in payments] == [
+        (first["settlement_id"], False)]
+    assert [fl["settlement_id"] for fl in history["flags"]] == [again["settlement_id"]]
+
+
+async def test_flags_reach_the_topic_exactly_once(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    a = await f.register(api, admin_headers)
+    code = f.cn20()
+    events = [_stream(f.settlement(a, [f.line(1, [code])])) for _ in range(3)]
+    await _produce(producer, settings.topic_settlements, events + events)
+    flags = await eventually(lambda: _flags(api, admin_headers, a), lambda x: len(x) >= 2)
+    ids = {fl["flag_id"] for fl in flags}
+    assert len(ids) == 2
+    on_topic = [orjson.loads(r.value)["flag_id"] for r in
+                await _read_topic(settings, settings.topic_flags, 2)]
+    assert sorted(i for i in on_topic if i in ids) == sorted(ids)
+
+
+async def test_gate_and_stream_race_on_one_fresh_code(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    for _ in range(5):
+        a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
+        code = f.cn20()
+        gate_body = f.settlement(a, [f.line(1, [code])])
+        stream_body = f.settlement(b, [f.line(1, [code])])
+        await asyncio.gather(
+            api.post("/v1/settlements", json=gate_body, headers=admin_headers),
+            _produce(producer, settings.topic_settlements, [_stream(stream_body)]),
+        )
+        history = await eventually(
+            lambda code=code: _history(api, admin_headers, code),  # type: ignore[misc]
+            lambda h: h is not None and len(h["flags"]) == 1,
+        )
+        assert history is not None
+        # One first payment; the loser (gate or stream) was refused and is only a flag.
+        assert [e["type"] for e in history["events"]] == ["payment"], history
+        [flag] = history["flags"]
+        assert flag["kind"] == "duplicate_payment"
+        assert flag["settlement_id"] != history["events"][0]["settlement_id"]
+        assert flag["first_payment"]["settlement_id"] == history["events"][0]["settlement_id"]
+
+
+async def test_duplicate_at_the_gate_is_on_the_sse_stream(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], live_api: str
+) -> None:
+    a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
+    code = f.cn20()
+    await api.post("/v1/settlements", json=f.settlement(a, [f.line(1, [code])]),
+                   headers=admin_headers)
+    async with httpx.AsyncClient(base_url=live_api, headers=admin_headers, timeout=10) as http:
+        async with http.stream("GET", "/v1/flags/stream", params={"institution_id": b}) as sse:
+            assert sse.headers["content-type"].startswith("text/event-stream")
+            answer = await api.post("/v1/settlements", json=f.settlement(b, [f.line(1, [code])]),
+                                    headers=admin_headers)
+            [flag_id] = answer.json()["flags"]
+            event = await asyncio.wait_for(_next_event(sse), 5)
+    assert event["id"] == flag_id
+    assert orjson.loads(event["data"])["trace_code"] == code
+
+
+async def _next_event(response: httpx.Response) -> dict[str, str]:
+    event: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if not line and event:
+            return event
+        if line and not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            event[name] = value
+    raise AssertionError("stream ended")
