@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import logging
 import random
 import signal
 import sys
@@ -19,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
+from service.kit.clock import SHANGHAI
 from service.kit.kafka import build_producer
 
 KINDS = ("retail_pharmacy", "primary", "secondary", "tertiary")
@@ -44,7 +47,7 @@ class Traffic:
         return {
             "settlement_id": f"DEMO-{int(time.time())}-{seq}",
             "institution_id": self.rng.choice(self.institutions),
-            "settled_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime()),
+            "settled_at": dt.datetime.now(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"),
             "patient_id": f"psn-{self.rng.randrange(100000)}", "lines": lines,
         }
 
@@ -65,6 +68,7 @@ class Traffic:
 
 def run_demo(stack_json: Path, rate: float) -> int:
     stack = orjson.loads(stack_json.read_bytes())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the rest
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(stack, rate))
     return 0

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -33,7 +34,7 @@ from service.kit.redis_client import RedisClient, build_redis
 from service.policy.schemas import PolicyConfig
 from service.records import reversals
 from service.records.schemas import SettlementRecord
-from service.records.service import record_settlements
+from service.records.service import count_payments, record_settlements
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class _Outcome:
     flags: dict[str, dict[str, Any]]  # by flag id
     claimed: list[str]
     dead: list[DeadLetter]
+    payments: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class BatchProcessor:
                 error = await reversals.record_reversal_event(session, self.store, event.fields)
                 if error is not None:
                     outcome.dead.append(DeadLetter(event.record, error))
+        await count_payments(session, outcome.payments)
         return outcome
 
     async def _settle(
@@ -120,7 +123,8 @@ class BatchProcessor:
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
         decided = await decide_and_claim(stream, self.store, session, self.policy)
         recorded = [*gate, *(d.record for d in decided)]
-        new_flags = await record_settlements(session, recorded, now)
+        new_flags, payments = await record_settlements(session, recorded, now)
+        outcome.payments.update(payments)
         outcome.claimed += [claim.code for record in recorded for claim in record.claims]
         retry = await flags_repository.unpublished_flags(
             session, [e.settlement.settlement_id for e in run]

@@ -12,6 +12,7 @@ import logging
 import signal
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
 
 from consumers.batch import BatchProcessor
 from service.settings import Settings
@@ -70,6 +71,26 @@ async def _loop(
         records = [record for partition in batches.values() for record in partition]
         if not records:
             continue
-        await processor.process(records)
+        await process_until_done(processor, records, stop)
         # Only after the batch is durable in PostgreSQL and its flags acknowledged.
         await consumer.commit()
+
+
+async def process_until_done(
+    processor: BatchProcessor, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
+) -> None:
+    """A batch that fails (deadlock with another consumer, a server restarting) is retried
+    whole: every effect is idempotent, and claims already made are this batch's own lines,
+    which the retry sees as replays. Nothing a client sends gets here (bad events are
+    dead-lettered), so retrying is never a poison loop on input; it waits out outages."""
+    delay = 0.05
+    while True:
+        try:
+            await processor.process(records)
+            return
+        except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
+            if stop.is_set():
+                raise
+            log.exception("batch of %d failed; retrying in %.2f s", len(records), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

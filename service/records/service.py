@@ -19,16 +19,22 @@ from service.records.schemas import ClaimRow, SettlementRecord
 
 async def record_settlements(
     session: AsyncSession, records: Sequence[SettlementRecord], detected_at: dt.datetime
-) -> list[dict[str, Any]]:
-    """Record what is new and return the flags recorded for the first time (to publish).
-    A settlement already recorded is a redelivery: none of its effects are written again."""
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Record what is new; returns the flags recorded for the first time (to publish) and the
+    payments per institution (for `count_payments`). A settlement already recorded is a
+    redelivery: none of its effects are written again."""
     new_ids = await repository.insert_settlements(session, records)
     fresh = [record for record in records if record.settlement_id in new_ids]
     await repository.insert_code_events(session, [r for f in fresh for r in _payment_rows(f)])
     arbiter_flags = await _claim(session, fresh, detected_at)
-    await repository.add_payment_counts(session, Counter(_payers(fresh)))
     flags = [flag for record in fresh for flag in record.flags] + arbiter_flags
-    return await flags_repository.insert_flags(session, flags)
+    return await flags_repository.insert_flags(session, flags), Counter(_payers(fresh))
+
+
+async def count_payments(session: AsyncSession, payments: Counter[str]) -> None:
+    """Last in a transaction, in a fixed order: the hot counter rows are then locked only
+    by transactions about to commit, so two consumers cannot deadlock on them."""
+    await repository.add_payment_counts(session, payments)
 
 
 def _payment_rows(record: SettlementRecord) -> list[dict[str, Any]]:
