@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild-hot-set", help="rebuild the Redis first-seen set from PostgreSQL"
     )
     rebuild.set_defaults(command=_rebuild)
+    loadtest = sub.add_parser("loadtest", help="benchmarks (loadtest/): stream, gate, all, ...")
+    loadtest.add_argument("args", nargs=argparse.REMAINDER, help="see tracegate loadtest --help")
+    loadtest.set_defaults(command=_loadtest)
     demo = sub.add_parser("demo", help="feed synthetic traffic into a running stack")
     demo.add_argument("--stack", type=Path, required=True, help="path of stack.json")
     demo.add_argument("--rate", type=float, default=200.0, help="settlements per second")
@@ -88,6 +91,12 @@ def _rebuild(_: argparse.Namespace) -> int:
     from service.settings import Settings
 
     return rebuild_hot_set(Settings())
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from loadtest.cli import main as loadtest_main
+
+    return loadtest_main(args.args)
 
 
 def _demo(args: argparse.Namespace) -> int:
