@@ -28,8 +28,12 @@ async def _rebuild(settings: Settings) -> int:
     redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     try:
-        await rebuild.clear(redis)
         with tqdm(unit=" codes", desc="rebuild", file=sys.stderr) as bar:
-            return await rebuild.rebuild(settings.asyncpg_dsn, redis, layout, bar.update)
+            done = await rebuild.rebuild_exclusively(
+                settings.asyncpg_dsn, redis, layout, bar.update
+            )
+            if not done:
+                raise SystemExit("another rebuild holds the lock; try again when it is done")
+            return int(bar.n)
     finally:
         await redis.aclose()

@@ -18,8 +18,10 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from consumers.events import DeadLetter, Event, ReversalEventIn, SettlementEvent, decode
-from service.decisions.schemas import Source
+from service.decisions.core import owner_token
+from service.decisions.schemas import ClaimChange, CodeState, FirstPayment, Source
 from service.decisions.service import Candidate, body_hash, decide_and_claim
+from service.firstseen import rebuild
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
 from service.flags import repository as flags_repository
@@ -86,6 +88,11 @@ class BatchProcessor:
         # The record has these claims now; their details need not stay in Redis.
         await self.store.forget_pending(outcome.claimed)
 
+    async def ensure_hot_set(self) -> bool:
+        """Rebuild the first-seen set from the record if Redis lost it (one consumer does it,
+        the others wait on the generation markers)."""
+        return await rebuild.ensure(self.settings.asyncpg_dsn, self.redis, self.store.layout)
+
     async def _institutions(
         self, session: AsyncSession, events: list[Event]
     ) -> dict[str, Institution]:
@@ -120,6 +127,7 @@ class BatchProcessor:
     ) -> None:
         now = utcnow()
         gate = [_gate_record(e) for e in run if e.from_gate]
+        await self._heal(gate, institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
         decided = await decide_and_claim(stream, self.store, session, self.policy)
         recorded = [*gate, *(d.record for d in decided)]
@@ -132,6 +140,25 @@ class BatchProcessor:
         # A flag recorded earlier in this batch is unpublished too: one entry per flag id.
         for flag in [*new_flags, *retry]:
             outcome.flags.setdefault(flag["flag_id"], flag)
+
+    async def _heal(
+        self, gate: list[SettlementRecord], institutions: dict[str, Institution]
+    ) -> None:
+        """Put the gate's whole-pack claims back if the first-seen set lacks them (it was
+        rebuilt while they were on their way to the record); a present claim is left alone."""
+        changes, details = [], {}
+        for record in gate:
+            number = institutions[record.institution_id].number
+            paid_at = int(record.settled_at.timestamp())
+            for claim in record.claims:
+                if claim.units is None:
+                    state = CodeState(owner_token(record.settlement_id, claim.line_no), number,
+                                      paid_at)
+                    changes.append(ClaimChange(claim.code, claim.line_no, None, state))
+                    details[claim.code] = FirstPayment(record.settlement_id,
+                                                       record.institution_id, record.settled_at)
+        if changes:
+            await self.store.apply(changes, details)
 
     def _candidate(
         self, event: SettlementEvent, institutions: dict[str, Institution], now: Any
@@ -161,7 +188,7 @@ class BatchProcessor:
 
 
 def _known(event: Event, institutions: dict[str, Institution]) -> Event:
-    if isinstance(event, SettlementEvent) and not event.from_gate:
+    if isinstance(event, SettlementEvent):
         institution_id = event.settlement.institution_id
         if institution_id not in institutions:
             return DeadLetter(event.record, f"unknown institution {institution_id}")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from consumers.batch import BatchProcessor
+from service.firstseen.store import HotSetRebuilding
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,16 +66,28 @@ async def _loop(
     consumer: AIOKafkaConsumer, processor: BatchProcessor, settings: Settings,
     stop: asyncio.Event,
 ) -> None:
+    await _ensure_quietly(processor)
+    idle_since = time.monotonic()
     while not stop.is_set():
         batches = await consumer.getmany(
             timeout_ms=settings.consumer_batch_timeout_ms, max_records=settings.consumer_max_batch
         )
         records = [record for partition in batches.values() for record in partition]
         if not records:
+            if time.monotonic() - idle_since > 1.0:  # a quiet system still notices a lost set
+                idle_since = time.monotonic()
+                await _ensure_quietly(processor)
             continue
         await process_until_done(processor, records, stop)
         # Only after the batch is durable in PostgreSQL and its flags acknowledged.
         await consumer.commit()
+
+
+async def _ensure_quietly(processor: BatchProcessor) -> None:
+    try:
+        await processor.ensure_hot_set()
+    except Exception:  # noqa: BLE001 - Redis or PostgreSQL down: the next round tries again
+        log.warning("could not check the first-seen set", exc_info=True)
 
 
 async def process_until_done(
@@ -88,6 +102,9 @@ async def process_until_done(
         try:
             await processor.process(records)
             return
+        except HotSetRebuilding:
+            log.warning("first-seen set missing; rebuilding it (or waiting for whoever is)")
+            await processor.ensure_hot_set()
         except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
             if stop.is_set():
                 raise

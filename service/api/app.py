@@ -13,6 +13,7 @@ from service.api.limits import BodySizeLimit
 from service.api.responses import JSONResponse
 from service.api.routes import admin, codes, flags, health, settlements
 from service.auth.service import ensure_admin_key
+from service.firstseen import rebuild
 from service.settings import Settings
 
 
@@ -42,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _bootstrap(clients: Clients) -> None:
+    settings = clients.settings
+    # A new stack (or a Redis that lost everything) has no first-seen set yet.
+    await rebuild.ensure(settings.asyncpg_dsn, clients.redis, clients.store.layout)
     key = clients.settings.bootstrap_admin_key
     if key is None:
         return

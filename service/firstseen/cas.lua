@@ -1,11 +1,16 @@
 -- Compare-and-set over the fields of one slot group (every key shares the hash tag {G}).
--- KEYS[1] = pending-details hash of the group, KEYS[2..] = bucket hashes.
+-- KEYS[1] = pending-details hash of the group, KEYS[2] = the group's generation marker,
+-- KEYS[3..] = bucket hashes. Without the marker the group's data is not trustworthy (Redis
+-- lost it, or a rebuild is under way): nothing is read or changed.
 -- ARGV is a flat list of 6-tuples: op, key index (into KEYS), field, expected, new, detail.
 --   G  read                 -> {value or false, pending detail or false}
 --   S  if the value equals `expected` ('' = absent) set it to `new` ('' deletes) and keep
 --      `detail` as the pending detail (until the record has it)  -> 1, else 0
 --   F  forget the pending detail (the record has it now)       -> 1
 -- The decision is made in Python; this script only makes each change atomic.
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
+end
 local out = {}
 local pending = KEYS[1]
 for i = 1, #ARGV, 6 do

@@ -42,6 +42,13 @@ class Layout:
         bucket = (high // self.slot_groups) % (1 << self.bucket_bits)
         return CodeAddress(group, f"tg:fs{{{group}}}:{bucket}", digest[8:])
 
+    def generation_key(self, group: int) -> str:
+        """Set once the group is complete; Redis losing its data loses this marker too."""
+        return f"tg:gen{{{group}}}"
+
+    def generation_keys(self) -> list[str]:
+        return [self.generation_key(group) for group in range(self.slot_groups)]
+
     def pending_key(self, group: int) -> str:
         """Details of claims not yet durable in PostgreSQL, in the same slot as the group."""
         return f"tg:pd{{{group}}}"

@@ -1,11 +1,17 @@
-"""Rebuild the first-seen set from the record (`tracegate rebuild-hot-set`).
+"""Rebuild the first-seen set from the record (`tracegate rebuild-hot-set`, or by itself when
+Redis lost it).
 
 PostgreSQL's `code_claims` holds every code that is paid now; this streams it with a
 server-side cursor and writes the compact Redis layout in pipelined multi-field HSETs, one
-round trip per chunk."""
+round trip per chunk. Each slot group has a generation marker that the Lua script insists
+on: it is removed first and set last, so while the set is incomplete the gate answers 503
+HOT_SET_REBUILDING and the consumers wait, instead of taking a missing claim for "unpaid".
+Claims the gate made that the record does not hold yet are put back by the consumers as they
+record the gate's settlements."""
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -32,6 +38,49 @@ WHERE e.code = ANY($1::text[]) AND e.type = 'payment' AND e.units IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM code_events r WHERE r.code = e.code AND r.type = 'reversal'
                   AND r.settlement_id = e.settlement_id AND r.line_no = e.line_no)
 """
+
+
+LOCK_KEY = "tg:rebuild-lock"
+LOCK_TTL_S = 3600
+
+
+async def complete(redis: RedisClient, layout: Layout) -> bool:
+    """Every group's marker is there: the set is whole."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in layout.generation_keys():
+            pipe.exists(key)
+        return all(await pipe.execute())
+
+
+async def ensure(dsn: str, redis: RedisClient, layout: Layout) -> bool:
+    """Rebuild if a marker is missing and nobody else is rebuilding; True if this did."""
+    if await complete(redis, layout):
+        return False
+    return await rebuild_exclusively(dsn, redis, layout)
+
+
+async def rebuild_exclusively(
+    dsn: str, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None = None
+) -> bool:
+    token = uuid.uuid4().hex
+    if not await redis.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
+        return False
+    try:
+        await redis.delete(*layout.generation_keys())
+        await clear(redis)
+        await rebuild(dsn, redis, layout, progress)
+        await _mark_complete(redis, layout, token)
+    finally:
+        if await redis.get(LOCK_KEY) == token.encode():
+            await redis.delete(LOCK_KEY)
+    return True
+
+
+async def _mark_complete(redis: RedisClient, layout: Layout, generation: str) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in layout.generation_keys():
+            pipe.set(key, generation)
+        await pipe.execute()
 
 
 async def clear(redis: RedisClient) -> int:

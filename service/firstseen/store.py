@@ -10,9 +10,11 @@ from importlib import resources
 from typing import Any
 
 import orjson
+from redis.exceptions import ResponseError
 
 from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
 from service.firstseen.encoding import CodeAddress, Layout, decode_state, encode_state
+from service.kit.errors import Unavailable
 from service.kit.redis_client import RedisClient
 
 CAS_SCRIPT = resources.files(__package__).joinpath("cas.lua").read_text()
@@ -34,11 +36,22 @@ class _GroupCall:
     keys: list[str]
     args: list[bytes | str] = field(default_factory=list)
     origins: list[int] = field(default_factory=list)  # index of each op in the caller's list
+    positions: dict[str, int] = field(default_factory=dict)
 
     def key_index(self, key: str) -> int:
-        if key not in self.keys:
+        if key not in self.positions:
             self.keys.append(key)
-        return self.keys.index(key) + 1  # Lua's KEYS is 1-based
+            self.positions[key] = len(self.keys)  # Lua's KEYS is 1-based
+        return self.positions[key]
+
+
+class HotSetRebuilding(Unavailable):
+    """Redis lost the first-seen set (or it is being rebuilt): nothing can be decided now."""
+
+    code = "HOT_SET_REBUILDING"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after_s=5)
 
 
 def encode_detail(first: FirstPayment) -> bytes:
@@ -53,7 +66,7 @@ def decode_detail(raw: bytes) -> FirstPayment:
 class FirstSeenStore:
     def __init__(self, redis: RedisClient, layout: Layout) -> None:
         self._redis = redis
-        self._layout = layout
+        self.layout = layout
         self._script = redis.register_script(CAS_SCRIPT)
 
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
@@ -78,7 +91,7 @@ class FirstSeenStore:
     async def _run(self, ops: Sequence[tuple[bytes, str, bytes, bytes, bytes]]) -> list[Any]:
         calls: dict[int, _GroupCall] = {}
         for index, (op, code, expected, new, detail) in enumerate(ops):
-            address = self._layout.address(code)
+            address = self.layout.address(code)
             call = self._call_for(calls, address)
             call.args += [op, str(call.key_index(address.bucket_key)), address.field]
             call.args += [expected, new, detail]
@@ -86,9 +99,11 @@ class FirstSeenStore:
         return await self._execute(calls, len(ops))
 
     def _call_for(self, calls: dict[int, _GroupCall], address: CodeAddress) -> _GroupCall:
-        if address.group not in calls:
-            calls[address.group] = _GroupCall([self._layout.pending_key(address.group)])
-        return calls[address.group]
+        group = address.group
+        if group not in calls:
+            keys = [self.layout.pending_key(group), self.layout.generation_key(group)]
+            calls[group] = _GroupCall(keys)
+        return calls[group]
 
     async def _execute(self, calls: dict[int, _GroupCall], count: int) -> list[Any]:
         if not calls:
@@ -97,7 +112,12 @@ class FirstSeenStore:
             for call in calls.values():
                 # a pipeline is a valid client here: the script is queued, loaded if missing
                 await self._script(keys=call.keys, args=call.args, client=pipe)  # type: ignore[arg-type]
-            replies = await pipe.execute()
+            try:
+                replies = await pipe.execute()
+            except ResponseError as exc:
+                if "HOTSET_REBUILDING" in str(exc):
+                    raise HotSetRebuilding("the first-seen set is being rebuilt") from exc
+                raise
         results: list[Any] = [None] * count
         for call, reply in zip(calls.values(), replies, strict=True):
             for origin, value in zip(call.origins, reply, strict=True):

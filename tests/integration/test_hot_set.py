@@ -1,0 +1,90 @@
+"""Redis losing the first-seen set: the gate refuses to guess (503 HOT_SET_REBUILDING), the set
+is rebuilt from PostgreSQL, and no duplicate slips through afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from service.firstseen.rebuild import LOCK_KEY
+from service.settings import Settings
+from tests import factories as f
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.usefixtures("consumer")
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _recorded(api: httpx.AsyncClient, headers: dict[str, str], code: str) -> Any:
+    response = await api.get(f"/v1/codes/{code}", headers=headers)
+    return response.json() if response.status_code == 200 else None
+
+
+async def _gate(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
+    return await api.post("/v1/settlements", json=body, headers=headers)
+
+
+async def test_redis_loss_is_noticed_and_rebuilt_from_the_record(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], redis: Redis
+) -> None:
+    a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
+    code = f.cn20()
+    assert (await _gate(api, admin_headers, f.settlement(a, [f.line(1, [code])]))).json()[
+        "decision"] == "pay"
+    assert await eventually(lambda: _recorded(api, admin_headers, code), bool)
+    await redis.set(LOCK_KEY, "held-by-test", ex=60)  # nobody may rebuild yet
+    await redis.flushdb()
+    await redis.set(LOCK_KEY, "held-by-test", ex=60)
+    fresh = f.cn20()
+    refused = await _gate(api, admin_headers, f.settlement(b, [f.line(1, [fresh])]))
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "HOT_SET_REBUILDING"
+    assert int(refused.headers["Retry-After"]) > 0
+    await redis.delete(LOCK_KEY)  # the consumer notices the lost set and rebuilds it
+    duplicate = await eventually(
+        lambda: _gate(api, admin_headers, f.settlement(b, [f.line(1, [code])])),
+        lambda response: response.status_code != 503,
+    )
+    assert duplicate.status_code == 200
+    assert duplicate.json()["lines"][0]["reasons"][0]["code"] == "DUPLICATE_PAYMENT"
+    again = await _gate(api, admin_headers, f.settlement(b, [f.line(1, [fresh])]))
+    assert again.json()["decision"] == "pay"  # the refused attempt claimed nothing
+
+
+async def test_rebuild_command_reloads_every_claim(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+) -> None:
+    a = await f.register(api, admin_headers)
+    codes = [f.cn20() for _ in range(3)]
+    await _gate(api, admin_headers, f.settlement(a, [f.line(1, codes)]))
+    await _gate(api, admin_headers, f.settlement(a, [f.line(1, [f.cn20()], split=True,
+                                                                quantity=2, pack_size=10)]))
+    for code in codes:
+        assert await eventually(lambda code=code: _recorded(api, admin_headers, code), bool)
+    env = {**os.environ, "TRACEGATE_DATABASE_URL": settings.database_url,
+           "TRACEGATE_REDIS_URL": settings.redis_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "rebuild-hot-set", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert b"rebuild" in err  # the progress bar
+    rebuilt = int(out.split()[1])
+    assert rebuilt >= 4
+    verify = await api.post("/v1/codes/verify", headers=await f.key_for(
+        api, admin_headers, "regulator"), json={"institution_id": a, "trace_codes": codes})
+    assert [r["status"] for r in verify.json()["results"]] == ["paid"] * 3
