@@ -8,16 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from migrations.metadata import target_metadata
+from migrations.metadata import include_name, target_metadata
 from service.settings import Settings
-
-
-def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    # Partitions (code_events_y2025m04, code_claims_p03, ...) are created by migrations but are
-    # not models; leave them out of autogenerate comparisons.
-    if type_ == "table":
-        return name in target_metadata.tables
-    return True
 
 
 def _configure_and_run(connection: Connection) -> None:
