@@ -59,9 +59,6 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
-    max_lines_per_settlement: int = Field(default=200, ge=1)
-    max_codes_per_line: int = Field(default=500, ge=1)
-    max_codes_per_verify: int = Field(default=1000, ge=1)
     # How long the gate waits for Kafka to acknowledge a settlement before answering 503.
     gate_publish_timeout_s: float = Field(default=3.0, gt=0)
 

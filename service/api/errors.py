@@ -6,12 +6,19 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.responses import JSONResponse
 from service.kit.errors import AppError
 
 log = logging.getLogger(__name__)
+
+# Failures of Redis or PostgreSQL themselves (connection refused, reset, timed out).
+OUTAGES: tuple[type[Exception], ...] = (
+    RedisError, OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError,
+)
 
 
 def error_response(
@@ -40,6 +47,13 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
+    """Redis or PostgreSQL unreachable is an outage, not a bug: 503 and try again."""
+    log.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
+    message = f"a backing service is unavailable ({type(exc).__name__}); retry shortly"
+    return error_response(503, "DEPENDENCY_UNAVAILABLE", message, {"Retry-After": "1"})
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL", "internal error")
@@ -49,4 +63,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
