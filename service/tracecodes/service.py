@@ -29,6 +29,7 @@ import calendar
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import NamedTuple
 
 from service.tracecodes.schemas import InvalidTraceCode, ParsedTraceCode, TraceCodeFormat
@@ -71,6 +72,9 @@ class _Element(NamedTuple):
     position: int  # of the AI's first digit
 
 
+# Pure and called for the same code more than once on the hot path (reading the first-seen
+# set, then deciding); results are immutable, so a bounded memo is safe.
+@lru_cache(maxsize=1 << 16)
 def parse_trace_code(text: str) -> ParsedTraceCode | InvalidTraceCode:
     """Classify, validate and canonicalise one code as sent (see the module docstring)."""
     code = _SURROUNDING_SPACE.sub("", text)
