@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.auth.schemas import Caller
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
+from service.institutions.models import Institution
 from service.kit.database import build_engine, build_sessionmaker
 from service.kit.kafka import build_producer
 from service.kit.metrics import Metrics
 from service.kit.redis_client import RedisClient, build_redis
+from service.kit.ttl_cache import TtlCache
 from service.records.recent import RecentAnswers
 from service.settings import Settings
 
@@ -30,6 +33,9 @@ class Clients:
     metrics: Metrics
     store: FirstSeenStore
     recent: RecentAnswers
+    # Read on every call, changed rarely: seconds of staleness buy a query per request.
+    callers: TtlCache[bytes, Caller] = field(default_factory=lambda: TtlCache(10.0))
+    institutions: TtlCache[str, Institution] = field(default_factory=lambda: TtlCache(5.0))
 
 
 @asynccontextmanager

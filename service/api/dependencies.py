@@ -62,14 +62,15 @@ async def get_caller(
         raise Unauthenticated("missing 'Authorization: Bearer <api key>'")
     async with clients.sessionmaker() as session:
         pepper = clients.settings.api_key_pepper.get_secret_value()
-        return await authenticate(session, pepper, credentials.credentials)
+        return await authenticate(session, pepper, credentials.credentials, clients.callers)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def get_gate_ports(clients: ClientsDep, session: SessionDep) -> GatePorts:
-    return GatePorts(session, clients.store, clients.recent, clients.producer, clients.settings)
+    return GatePorts(session, clients.store, clients.recent, clients.producer, clients.settings,
+                     clients.institutions)
 
 
 GatePortsDep = Annotated[GatePorts, Depends(get_gate_ports)]

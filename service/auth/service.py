@@ -14,6 +14,7 @@ from service.auth.models import ApiKey
 from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, Caller, Role
 from service.kit.errors import AppError, Unprocessable
 from service.kit.keyed_hash import digests_equal, keyed_digest
+from service.kit.ttl_cache import TtlCache
 
 KEY_PREFIX = "tg_"
 
@@ -36,12 +37,20 @@ def hash_key(pepper: str, key: str) -> bytes:
     return keyed_digest(pepper, key)
 
 
-async def authenticate(session: AsyncSession, pepper: str, key: str) -> Caller:
+async def authenticate(
+    session: AsyncSession, pepper: str, key: str, cache: TtlCache[bytes, Caller] | None = None
+) -> Caller:
+    """Known keys are cached for seconds (a revocation takes effect within the cache's TTL);
+    unknown keys never are, so a key works the moment it is created."""
     digest = hash_key(pepper, key)
-    stored = await repository.find_active_key(session, digest)
-    if stored is None or not digests_equal(stored.key_hash, digest):
-        raise Unauthenticated("unknown or revoked API key")
-    return Caller(stored.id, Role(stored.role), stored.institution_id)
+
+    async def load() -> Caller:
+        stored = await repository.find_active_key(session, digest)
+        if stored is None or not digests_equal(stored.key_hash, digest):
+            raise Unauthenticated("unknown or revoked API key")
+        return Caller(stored.id, Role(stored.role), stored.institution_id)
+
+    return await cache.get_or_load(digest, load) if cache is not None else await load()
 
 
 async def create_key(session: AsyncSession, pepper: str, request: ApiKeyCreate) -> ApiKeyCreated:

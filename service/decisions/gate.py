@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -15,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.decisions.schemas import SettlementIn, Source
 from service.decisions.service import Candidate, body_hash, decide_and_claim, release
 from service.firstseen.store import FirstSeenStore
+from service.institutions.models import Institution
 from service.institutions.service import get_for_settlement
 from service.kit.clock import utcnow
 from service.kit.errors import Conflict, Unavailable
 from service.kit.kafka import PublishFailed, publish_json
 from service.kit.keyed_hash import keyed_hex
+from service.kit.ttl_cache import TtlCache
 from service.policy.schemas import PolicyConfig
 from service.records import reversals
 from service.records.recent import RecentAnswers
@@ -45,6 +48,7 @@ class GatePorts:
     recent: RecentAnswers
     producer: AIOKafkaProducer
     settings: Settings
+    institutions: TtlCache[str, Institution]
 
 
 async def settle(request: SettlementIn, ports: GatePorts) -> dict[str, Any]:
@@ -52,7 +56,9 @@ async def settle(request: SettlementIn, ports: GatePorts) -> dict[str, Any]:
     prior = await reversals.find_settlement(ports.session, ports.recent, request.settlement_id)
     if prior is not None:
         return _replay(prior, digest)
-    institution = await get_for_settlement(ports.session, request.institution_id)
+    institution = await ports.institutions.get_or_load(
+        request.institution_id, partial(get_for_settlement, ports.session, request.institution_id)
+    )
     candidate = Candidate(request, institution, Source.GATE, digest,
                           patient_ref(ports.settings, request.patient_id), utcnow())
     policy = PolicyConfig.from_settings(ports.settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.dependencies import CallerDep, SessionDep, SettingsDep
+from service.api.dependencies import CallerDep, ClientsDep, SessionDep, SettingsDep
 from service.auth import service as auth
 from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, Role
 from service.flags import repository as flags_repository
@@ -23,10 +23,11 @@ router = APIRouter(prefix="/v1", tags=["admin"])
 @router.put("/institutions/{institution_id}")
 async def put_institution(
     institution_id: str, body: InstitutionIn, caller: CallerDep, session: SessionDep,
-    settings: SettingsDep,
+    settings: SettingsDep, clients: ClientsDep,
 ) -> InstitutionOut:
     auth.require_role(caller, Role.ADMIN)
     row = await institutions.put(session, institution_id, body)
+    clients.institutions.forget(institution_id)
     return await _institution_out(session, row, settings)
 
 
