@@ -27,7 +27,8 @@ from service.firstseen.store import FirstSeenStore
 from service.flags import repository as flags_repository
 from service.flags.publisher import publish_flags
 from service.institutions import repository as institutions_repository
-from service.institutions.models import Institution
+from service.institutions.schemas import InstitutionRef
+from service.institutions.service import to_ref
 from service.kit.clock import utcnow
 from service.kit.database import build_engine, build_sessionmaker
 from service.kit.kafka import build_producer
@@ -95,13 +96,13 @@ class BatchProcessor:
 
     async def _institutions(
         self, session: AsyncSession, events: list[Event]
-    ) -> dict[str, Institution]:
+    ) -> dict[str, InstitutionRef]:
         ids = {e.settlement.institution_id for e in events if isinstance(e, SettlementEvent)}
         rows = await institutions_repository.get_many(session, ids) if ids else []
-        return {row.institution_id: row for row in rows}
+        return {row.institution_id: to_ref(row) for row in rows}
 
     async def _record(
-        self, session: AsyncSession, events: list[Event], institutions: dict[str, Institution]
+        self, session: AsyncSession, events: list[Event], institutions: dict[str, InstitutionRef]
     ) -> _Outcome:
         """Runs of settlements are decided together; a reversal ends a run, so a pack reversed
         and sold again within one batch is seen in the order it happened."""
@@ -123,7 +124,7 @@ class BatchProcessor:
 
     async def _settle(
         self, session: AsyncSession, run: list[SettlementEvent],
-        institutions: dict[str, Institution], outcome: _Outcome,
+        institutions: dict[str, InstitutionRef], outcome: _Outcome,
     ) -> None:
         now = utcnow()
         gate = [_gate_record(e) for e in run if e.from_gate]
@@ -142,7 +143,7 @@ class BatchProcessor:
             outcome.flags.setdefault(flag["flag_id"], flag)
 
     async def _heal(
-        self, gate: list[SettlementRecord], institutions: dict[str, Institution]
+        self, gate: list[SettlementRecord], institutions: dict[str, InstitutionRef]
     ) -> None:
         """Put the gate's whole-pack claims back if the first-seen set lacks them (it was
         rebuilt while they were on their way to the record); a present claim is left alone."""
@@ -161,7 +162,7 @@ class BatchProcessor:
             await self.store.apply(changes, details)
 
     def _candidate(
-        self, event: SettlementEvent, institutions: dict[str, Institution], now: Any
+        self, event: SettlementEvent, institutions: dict[str, InstitutionRef], now: Any
     ) -> Candidate:
         settlement = event.settlement
         patient = settlement.patient_id
@@ -187,7 +188,7 @@ class BatchProcessor:
             log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
 
 
-def _known(event: Event, institutions: dict[str, Institution]) -> Event:
+def _known(event: Event, institutions: dict[str, InstitutionRef]) -> Event:
     if isinstance(event, SettlementEvent):
         institution_id = event.settlement.institution_id
         if institution_id not in institutions:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.auth.schemas import Caller
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
-from service.institutions.models import Institution
+from service.institutions.schemas import InstitutionRef
 from service.kit.database import build_engine, build_sessionmaker
 from service.kit.kafka import build_producer
 from service.kit.metrics import Metrics
@@ -35,7 +35,7 @@ class Clients:
     recent: RecentAnswers
     # Read on every call, changed rarely: seconds of staleness buy a query per request.
     callers: TtlCache[bytes, Caller] = field(default_factory=lambda: TtlCache(10.0))
-    institutions: TtlCache[str, Institution] = field(default_factory=lambda: TtlCache(5.0))
+    institutions: TtlCache[str, InstitutionRef] = field(default_factory=lambda: TtlCache(5.0))
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.decisions.schemas import SettlementIn, Source
 from service.decisions.service import Candidate, body_hash, decide_and_claim, release
 from service.firstseen.store import FirstSeenStore
-from service.institutions.models import Institution
+from service.institutions.schemas import InstitutionRef
 from service.institutions.service import get_for_settlement
 from service.kit.clock import utcnow
 from service.kit.errors import Conflict, Unavailable
@@ -48,7 +48,7 @@ class GatePorts:
     recent: RecentAnswers
     producer: AIOKafkaProducer
     settings: Settings
-    institutions: TtlCache[str, Institution]
+    institutions: TtlCache[str, InstitutionRef]
 
 
 async def settle(request: SettlementIn, ports: GatePorts) -> dict[str, Any]:

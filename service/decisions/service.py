@@ -29,7 +29,7 @@ from service.decisions.schemas import (
 )
 from service.firstseen.store import FirstSeenStore, Seen
 from service.flags.service import build_flag
-from service.institutions.models import Institution
+from service.institutions.schemas import InstitutionRef
 from service.institutions.service import to_policy
 from service.kit.errors import Unavailable
 from service.policy.schemas import PolicyConfig
@@ -47,7 +47,7 @@ class Candidate:
     """A settlement waiting for its decision, with what deciding it needs."""
 
     settlement: SettlementIn
-    institution: Institution
+    institution: InstitutionRef
     source: Source
     body_hash: bytes
     patient_ref: str | None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -23,3 +24,14 @@ class InstitutionOut(InstitutionIn):
     institution_id: str
     effective_go_live: dt.datetime
     counts: InstitutionCounts
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionRef:
+    """What deciding a settlement needs of its institution: an immutable snapshot, safe to
+    keep across sessions (an ORM row is expired by a rollback)."""
+
+    institution_id: str
+    number: int
+    kind: InstitutionKind
+    go_live_override: dt.date | None

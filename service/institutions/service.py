@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.institutions import repository
 from service.institutions.models import Institution
-from service.institutions.schemas import InstitutionIn
+from service.institutions.schemas import InstitutionIn, InstitutionRef
 from service.kit.errors import NotFound, Unprocessable
 from service.policy.schemas import InstitutionPolicy
 from service.settings import InstitutionKind
@@ -35,8 +35,14 @@ def check_institution_id(institution_id: str) -> None:
         )
 
 
-def to_policy(row: Institution) -> InstitutionPolicy:
+def to_policy(row: Institution | InstitutionRef) -> InstitutionPolicy:
     return InstitutionPolicy(row.institution_id, InstitutionKind(row.kind), row.go_live_override)
+
+
+def to_ref(row: Institution) -> InstitutionRef:
+    return InstitutionRef(
+        row.institution_id, row.number, InstitutionKind(row.kind), row.go_live_override
+    )
 
 
 async def put(session: AsyncSession, institution_id: str, data: InstitutionIn) -> Institution:
@@ -52,9 +58,9 @@ async def get_existing(session: AsyncSession, institution_id: str) -> Institutio
     return row
 
 
-async def get_for_settlement(session: AsyncSession, institution_id: str) -> Institution:
+async def get_for_settlement(session: AsyncSession, institution_id: str) -> InstitutionRef:
     """A settlement naming an unregistered institution is a 422, not a 404."""
     row = await repository.get(session, institution_id)
     if row is None:
         raise UnknownInstitution(f"institution {institution_id} is not registered")
-    return row
+    return to_ref(row)
