@@ -71,9 +71,11 @@ class Settings(BaseSettings):
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.REJECT
 
     # --- first-seen store (Redis) --------------------------------------------------------------
-    # 2**bucket_bits hashes hold the codes; size it so a bucket keeps a few hundred codes
-    # (the listpack sweet spot). slot_groups is how many Redis Cluster hash tags they spread over.
-    hotset_bucket_bits: int = Field(default=16, ge=4, le=28)
+    # slot_groups x 2**bucket_bits hashes hold the codes; size them so a bucket keeps ~250
+    # codes (the listpack sweet spot): the default suits ~16 million codes, a national set of
+    # 1,000亿 wants bucket_bits 24 over a cluster. Changing either triggers a rebuild.
+    # slot_groups is how many Redis Cluster hash tags (slots) the set spreads over.
+    hotset_bucket_bits: int = Field(default=12, ge=0, le=28)
     hotset_slot_groups: int = Field(default=16, ge=1, le=16384)
 
     # --- secrets -------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 A code lives as one field of one Redis hash, never as a key of its own (a key costs ~105 B):
   key   tg:fs{G}:B   G = slot group (a Redis Cluster hash tag), B = bucket within the group
-  field 8 bytes of BLAKE2b(canonical code) — the bytes not already spent on G and B
-  value 12 bytes for a whole pack: owner token, institution number, paid_at (u32 each);
-        split packs add units_used and pack_size (u16) and the token of every selling line.
-With a few hundred fields per bucket Redis keeps each hash as a listpack, ~24 B per code.
-Field collisions are possible in principle (64+ bits); they surface as a duplicate that
-PostgreSQL, the arbiter, does not confirm, and are resolved there.
+  field 6 bytes of BLAKE2b(canonical code), beyond the bits already spent on G and B
+  value 10 bytes for a whole pack: owner token and institution number (u32), the day paid
+        (u16, days since 2020-01-01); split packs add units_used and pack_size (u16) and the
+        token of every line that sold units from the pack.
+Sized so a bucket holds ~250 fields (buckets x 250 = expected codes), Redis keeps each hash
+as a listpack (ziplist in 6.2): measured ~20 B per code. Identity is 48 field bits plus the
+group and bucket bits (70+); a collision would show as a duplicate whose first payment the
+record does not know, and PostgreSQL stays the arbiter of first payments.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from dataclasses import dataclass
 
 from service.decisions.schemas import CodeState
 
-_WHOLE = struct.Struct(">III")
-_SPLIT_HEAD = struct.Struct(">IIIHH")
+_WHOLE = struct.Struct(">IIH")
+_SPLIT_HEAD = struct.Struct(">IIHHH")
 _TOKEN = struct.Struct(">I")
+_EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z
+_DAY = 86_400
+FIELD_BYTES = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +45,12 @@ class Layout:
         high = int.from_bytes(digest[:8], "big")
         group = high % self.slot_groups
         bucket = (high // self.slot_groups) % (1 << self.bucket_bits)
-        return CodeAddress(group, f"tg:fs{{{group}}}:{bucket}", digest[8:])
+        return CodeAddress(group, f"tg:fs{{{group}}}:{bucket}", digest[8 : 8 + FIELD_BYTES])
 
     def generation_key(self, group: int) -> str:
-        """Set once the group is complete; Redis losing its data loses this marker too."""
-        return f"tg:gen{{{group}}}"
+        """Set once the group is complete; Redis losing its data loses this marker too. The
+        name carries the layout, so a changed layout finds no marker and is rebuilt."""
+        return f"tg:gen{{{group}}}:{self.slot_groups}x{self.bucket_bits}"
 
     def generation_keys(self) -> list[str]:
         return [self.generation_key(group) for group in range(self.slot_groups)]
@@ -55,18 +61,21 @@ class Layout:
 
 
 def encode_state(state: CodeState) -> bytes:
+    day = max(0, min(0xFFFF, (state.paid_at - _EPOCH) // _DAY))
     if state.units_used is None or state.pack_size is None:
-        return _WHOLE.pack(state.owner, state.institution_no, state.paid_at)
+        return _WHOLE.pack(state.owner, state.institution_no, day)
     head = _SPLIT_HEAD.pack(
-        state.owner, state.institution_no, state.paid_at, state.units_used, state.pack_size
+        state.owner, state.institution_no, day, state.units_used, state.pack_size
     )
     return head + b"".join(_TOKEN.pack(token) for token in state.split_owners)
 
 
 def decode_state(raw: bytes) -> CodeState:
+    """`paid_at` comes back at day resolution (the record keeps the exact instant)."""
     if len(raw) == _WHOLE.size:
-        return CodeState(*_WHOLE.unpack(raw))
-    owner, institution_no, paid_at, used, pack_size = _SPLIT_HEAD.unpack_from(raw)
+        owner, institution_no, day = _WHOLE.unpack(raw)
+        return CodeState(owner, institution_no, _EPOCH + day * _DAY)
+    owner, institution_no, day, used, pack_size = _SPLIT_HEAD.unpack_from(raw)
     tail = raw[_SPLIT_HEAD.size :]
     tokens = tuple(token for (token,) in _TOKEN.iter_unpack(tail))
-    return CodeState(owner, institution_no, paid_at, used, pack_size, tokens)
+    return CodeState(owner, institution_no, _EPOCH + day * _DAY, used, pack_size, tokens)
