@@ -69,10 +69,7 @@ async def _loop(
     await _ensure_quietly(processor)
     idle_since = time.monotonic()
     while not stop.is_set():
-        batches = await consumer.getmany(
-            timeout_ms=settings.consumer_batch_timeout_ms, max_records=settings.consumer_max_batch
-        )
-        records = [record for partition in batches.values() for record in partition]
+        records = await _next_batch(consumer, settings)
         if not records:
             if time.monotonic() - idle_since > 1.0:  # a quiet system still notices a lost set
                 idle_since = time.monotonic()
@@ -81,6 +78,27 @@ async def _loop(
         await process_until_done(processor, records, stop)
         # Only after the batch is durable in PostgreSQL and its flags acknowledged.
         await consumer.commit()
+
+
+async def _next_batch(
+    consumer: AIOKafkaConsumer, settings: Settings
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Gather fetches for up to `consumer_batch_timeout_ms` or `consumer_max_batch` records:
+    a broker may answer each fetch with a few records, and the per-batch costs (two Redis
+    round trips, one transaction, one flush) are what large batches spread out."""
+    deadline = time.monotonic() + settings.consumer_batch_timeout_ms / 1000
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    while len(records) < settings.consumer_max_batch:
+        wait_ms = int((deadline - time.monotonic()) * 1000)
+        if wait_ms <= 0 and records:
+            break
+        fetched = await consumer.getmany(
+            timeout_ms=max(wait_ms, 1), max_records=settings.consumer_max_batch - len(records)
+        )
+        records += [record for partition in fetched.values() for record in partition]
+        if wait_ms <= 0:
+            break
+    return records
 
 
 async def _ensure_quietly(processor: BatchProcessor) -> None:

@@ -25,6 +25,7 @@ from service.decisions.schemas import (
     Decision,
     FirstPayment,
     SettlementIn,
+    SettlementLineIn,
     Source,
 )
 from service.firstseen.store import FirstSeenStore, Seen
@@ -197,10 +198,18 @@ def _line_records(settlement: SettlementIn, decision: Decision) -> list[dict[str
     for p in decision.payments:
         paid.setdefault(p.line_no, []).append([p.canonical, p.units, p.duplicate])
     return [
-        {**line.model_dump(mode="json"), **verdicts[line.line_no],
-         "paid_codes": paid.get(line.line_no, [])}
+        {**_line_json(line), **verdicts[line.line_no], "paid_codes": paid.get(line.line_no, [])}
         for line in settlement.lines
     ]
+
+
+def _line_json(line: SettlementLineIn) -> dict[str, Any]:
+    # By hand: model_dump costs more than the rest of deciding the line.
+    return {
+        "line_no": line.line_no, "drug_code": line.drug_code, "quantity": line.quantity,
+        "split": line.split, "pack_size": line.pack_size, "trace_codes": line.trace_codes,
+        "no_code_reason": line.no_code_reason.value if line.no_code_reason else None,
+    }
 
 
 def _claim_row(change: ClaimChange) -> ClaimRow:

@@ -4,6 +4,7 @@ round trip) per batch, one script call per slot group so it also runs on a Redis
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,10 +32,11 @@ class Seen:
 
 @dataclass(slots=True)
 class _GroupCall:
-    """The ops of one slot group, gathered for one script call."""
+    """The ops of one slot group, packed into the one argument of one script call."""
 
     keys: list[str]
-    args: list[bytes | str] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)
+    ops: list[bytes] = field(default_factory=list)
     origins: list[int] = field(default_factory=list)  # index of each op in the caller's list
     positions: dict[str, int] = field(default_factory=dict)
 
@@ -43,6 +45,36 @@ class _GroupCall:
             self.keys.append(key)
             self.positions[key] = len(self.keys)  # Lua's KEYS is 1-based
         return self.positions[key]
+
+    def add(self, origin: int, op: bytes, address: CodeAddress, *values: bytes) -> None:
+        index = self.key_index(address.bucket_key)
+        self.parts.append(op + _U16.pack(index) + address.field)
+        self.parts += [_U16.pack(len(value)) + value for value in values]
+        self.ops.append(op)
+        self.origins.append(origin)
+
+    def replies(self, reply: bytes) -> list[Any]:
+        """One entry per op: (value, pending) for a read, a bool for a change."""
+        out: list[Any] = []
+        at = 0
+        for op in self.ops:
+            if op == b"G":
+                value, at = _prefixed(reply, at)
+                pending, at = _prefixed(reply, at)
+                out.append((value, pending))
+            else:
+                out.append(reply[at] == 1)
+                at += 1
+        return out
+
+
+_U16 = struct.Struct(">H")
+
+
+def _prefixed(reply: bytes, at: int) -> tuple[bytes | None, int]:
+    (size,) = _U16.unpack_from(reply, at)
+    value = reply[at + 2 : at + 2 + size]
+    return (value or None), at + 2 + size
 
 
 class HotSetRebuilding(Unavailable):
@@ -73,7 +105,7 @@ class FirstSeenStore:
         unique = list(dict.fromkeys(codes))
         ops = [(b"G", code, b"", b"", b"") for code in unique]
         results = await self._run(ops)
-        return {code: _seen(result) for code, result in zip(unique, results, strict=True)}
+        return {code: _seen(*result) for code, result in zip(unique, results, strict=True)}
 
     async def apply(
         self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment]
@@ -92,10 +124,7 @@ class FirstSeenStore:
         calls: dict[int, _GroupCall] = {}
         for index, (op, code, expected, new, detail) in enumerate(ops):
             address = self.layout.address(code)
-            call = self._call_for(calls, address)
-            call.args += [op, str(call.key_index(address.bucket_key)), address.field]
-            call.args += [expected, new, detail]
-            call.origins.append(index)
+            self._call_for(calls, address).add(index, op, address, expected, new, detail)
         return await self._execute(calls, len(ops))
 
     def _call_for(self, calls: dict[int, _GroupCall], address: CodeAddress) -> _GroupCall:
@@ -111,7 +140,8 @@ class FirstSeenStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in calls.values():
                 # a pipeline is a valid client here: the script is queued, loaded if missing
-                await self._script(keys=call.keys, args=call.args, client=pipe)  # type: ignore[arg-type]
+                blob = b"".join(call.parts)
+                await self._script(keys=call.keys, args=[blob], client=pipe)  # type: ignore[arg-type]
             try:
                 replies = await pipe.execute()
             except ResponseError as exc:
@@ -120,7 +150,7 @@ class FirstSeenStore:
                 raise
         results: list[Any] = [None] * count
         for call, reply in zip(calls.values(), replies, strict=True):
-            for origin, value in zip(call.origins, reply, strict=True):
+            for origin, value in zip(call.origins, call.replies(reply), strict=True):
                 results[origin] = value
         return results
 
@@ -134,7 +164,6 @@ def _detail(change: ClaimChange, details: dict[str, FirstPayment]) -> bytes:
     return b"" if first is None or change.expected is not None else encode_detail(first)
 
 
-def _seen(reply: list[bytes | None]) -> Seen:
-    value, pending = reply
+def _seen(value: bytes | None, pending: bytes | None) -> Seen:
     state = decode_state(value) if value else None
     return Seen(state, decode_detail(pending) if pending else None)

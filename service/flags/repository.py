@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.flags.models import Flag
+from service.kit.database import core_table
 
 
 async def count_by_kind(session: AsyncSession, institution_id: str) -> dict[str, int]:
@@ -30,7 +31,8 @@ async def insert_flags(
     if not flags:
         return []
     rows = [_row(flag) for flag in flags]
-    statement = insert(Flag).on_conflict_do_nothing().returning(Flag.flag_id)
+    table = core_table(Flag)
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.flag_id)
     new_ids = set((await session.execute(statement, rows)).scalars())
     return [flag for flag in flags if flag["flag_id"] in new_ids]
 

@@ -3,7 +3,7 @@ the engine / sessionmaker factories used by the API lifespan and the consumer st
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +24,14 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def core_table(model: type[Base]) -> Table:
+    """The model's table, for Core inserts: multi-row writes skip the ORM's bulk-persistence
+    bookkeeping, which profiling showed costing a third of the consumer's write time."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def build_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 
 from service.kit.clock import SHANGHAI, local_midnight
 from service.policy.schemas import InstitutionPolicy, NoCodeReason, PolicyConfig
@@ -20,10 +21,12 @@ class SettledAtError(ValueError):
     """`settled_at` is neither RFC 3339 with an offset nor `YYYY-MM-DD HH:MM:SS`."""
 
 
+@lru_cache(maxsize=1 << 14)
 def parse_settled_at(text: str) -> dt.datetime:
-    """Read `settled_at` as an aware datetime (naive insurer format = Asia/Shanghai)."""
+    """Read `settled_at` as an aware datetime (naive insurer format = Asia/Shanghai).
+    Memoised: a busy second sees thousands of settlements with the same timestamp."""
     if _INSURER_FORMAT.match(text):
-        return _strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+        return _from_iso(text).replace(tzinfo=SHANGHAI)
     if _RFC3339.match(text):
         return _from_rfc3339(text)
     raise SettledAtError(
@@ -31,9 +34,10 @@ def parse_settled_at(text: str) -> dt.datetime:
     )
 
 
-def _strptime(text: str, pattern: str) -> dt.datetime:
+def _from_iso(text: str) -> dt.datetime:
+    # fromisoformat is C and ~10x faster than strptime; the regex has fixed the shape.
     try:
-        return dt.datetime.strptime(text, pattern)  # noqa: DTZ007 - zone attached by caller
+        return dt.datetime.fromisoformat(text)
     except ValueError as exc:
         raise SettledAtError(f"settled_at {text!r} is not a real date and time") from exc
 
@@ -45,10 +49,7 @@ def _from_rfc3339(text: str) -> dt.datetime:
         digits = re.match(r"\d+", tail)
         frac = digits.group(0) if digits else ""
         text = f"{head}.{frac[:6].ljust(6, '0')}{tail[len(frac):]}"
-    try:
-        return dt.datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError as exc:
-        raise SettledAtError(f"settled_at {text!r} is not a real date and time") from exc
+    return _from_iso(text.replace("z", "Z"))
 
 
 def go_live_date(institution: InstitutionPolicy, config: PolicyConfig) -> dt.date:

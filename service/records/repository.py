@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.decisions.schemas import FirstPayment
+from service.kit.database import core_table
 from service.records.models import (
     CodeClaim,
     CodeEvent,
@@ -43,7 +44,8 @@ async def insert_settlements(
 ) -> set[str]:
     """Returns the ids that were new: only their effects may be written."""
     rows = [_settlement_row(record) for record in records]
-    statement = insert(Settlement).on_conflict_do_nothing().returning(Settlement.settlement_id)
+    table = core_table(Settlement)
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.settlement_id)
     return set((await session.execute(statement, rows)).scalars())
 
 
@@ -58,7 +60,7 @@ def _settlement_row(record: SettlementRecord) -> dict[str, Any]:
 
 async def insert_code_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(CodeEvent).on_conflict_do_nothing(), rows)
+        await session.execute(insert(core_table(CodeEvent)).on_conflict_do_nothing(), rows)
 
 
 async def insert_whole_claims(
@@ -68,7 +70,8 @@ async def insert_whole_claims(
     if not record_claims:
         return set()
     rows = [_claim_row(record, claim) for record, claim in record_claims]
-    statement = insert(CodeClaim).on_conflict_do_nothing().returning(CodeClaim.code)
+    table = core_table(CodeClaim)
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.code)
     inserted = set((await session.execute(statement, rows)).scalars())
     return {row["code"] for row in rows} - inserted
 
@@ -94,7 +97,7 @@ async def add_split_units(
         row["units_used"] += claim.units or 0
     if not rows:
         return
-    statement = insert(CodeClaim)
+    statement = insert(core_table(CodeClaim))
     statement = statement.on_conflict_do_update(
         index_elements=[CodeClaim.code],
         set_={"units_used": CodeClaim.units_used + statement.excluded.units_used},
@@ -140,7 +143,7 @@ async def add_payment_counts(session: AsyncSession, counts: Counter[str]) -> Non
     if not counts:
         return
     rows = [{"institution_id": iid, "payments": n} for iid, n in sorted(counts.items())]
-    statement = insert(InstitutionStats)
+    statement = insert(core_table(InstitutionStats))
     statement = statement.on_conflict_do_update(
         index_elements=[InstitutionStats.institution_id],
         set_={"payments": InstitutionStats.payments + statement.excluded.payments},
@@ -165,7 +168,8 @@ async def reversal_line_sets(session: AsyncSession, settlement_id: str) -> list[
 
 async def insert_reversal(session: AsyncSession, row: dict[str, Any]) -> bool:
     """True when the reversal is new (a redelivery inserts nothing and must write nothing)."""
-    statement = insert(Reversal).on_conflict_do_nothing().returning(Reversal.reversal_id)
+    table = core_table(Reversal)
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.reversal_id)
     return (await session.execute(statement, [row])).first() is not None
 
 
