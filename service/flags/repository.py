@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, func, literal_column, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.flags.models import Flag
+from service.kit.bulk_insert import insert_rows
 from service.kit.database import core_table
 
 
@@ -31,9 +31,7 @@ async def insert_flags(
     if not flags:
         return []
     rows = [_row(flag) for flag in flags]
-    table = core_table(Flag)
-    statement = insert(table).on_conflict_do_nothing().returning(table.c.flag_id)
-    new_ids = set((await session.execute(statement, rows)).scalars())
+    new_ids = set(await insert_rows(session, core_table(Flag), rows, "flag_id"))
     return [flag for flag in flags if flag["flag_id"] in new_ids]
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.decisions.schemas import FirstPayment
+from service.kit.bulk_insert import insert_rows
 from service.kit.database import core_table
 from service.records.models import (
     CodeClaim,
@@ -44,9 +45,7 @@ async def insert_settlements(
 ) -> set[str]:
     """Returns the ids that were new: only their effects may be written."""
     rows = [_settlement_row(record) for record in records]
-    table = core_table(Settlement)
-    statement = insert(table).on_conflict_do_nothing().returning(table.c.settlement_id)
-    return set((await session.execute(statement, rows)).scalars())
+    return set(await insert_rows(session, core_table(Settlement), rows, "settlement_id"))
 
 
 def _settlement_row(record: SettlementRecord) -> dict[str, Any]:
@@ -59,8 +58,7 @@ def _settlement_row(record: SettlementRecord) -> dict[str, Any]:
 
 
 async def insert_code_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(core_table(CodeEvent)).on_conflict_do_nothing(), rows)
+    await insert_rows(session, core_table(CodeEvent), rows)
 
 
 async def insert_whole_claims(
@@ -70,9 +68,7 @@ async def insert_whole_claims(
     if not record_claims:
         return set()
     rows = [_claim_row(record, claim) for record, claim in record_claims]
-    table = core_table(CodeClaim)
-    statement = insert(table).on_conflict_do_nothing().returning(table.c.code)
-    inserted = set((await session.execute(statement, rows)).scalars())
+    inserted = set(await insert_rows(session, core_table(CodeClaim), rows, "code"))
     return {row["code"] for row in rows} - inserted
 
 
