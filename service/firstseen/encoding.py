@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from service.decisions.schemas import CodeState
 
@@ -41,12 +42,7 @@ class Layout:
     slot_groups: int
 
     def address(self, canonical: str) -> CodeAddress:
-        digest = hashlib.blake2b(canonical.encode(), digest_size=16).digest()
-        high = int.from_bytes(digest[:8], "big")
-        group = high % self.slot_groups
-        bucket = (high // self.slot_groups) % (1 << self.bucket_bits)
-        return CodeAddress(group, f"tg:fs{{{group}}}:{bucket}", digest[8 : 8 + FIELD_BYTES])
-
+        return _address(self.bucket_bits, self.slot_groups, canonical)
     def generation_key(self, group: int) -> str:
         """Set once the group is complete; Redis losing its data loses this marker too. The
         name carries the layout, so a changed layout finds no marker and is rebuilt."""
@@ -79,3 +75,13 @@ def decode_state(raw: bytes) -> CodeState:
     tail = raw[_SPLIT_HEAD.size :]
     tokens = tuple(token for (token,) in _TOKEN.iter_unpack(tail))
     return CodeState(owner, institution_no, _EPOCH + day * _DAY, used, pack_size, tokens)
+
+
+# A batch addresses each code up to three times (read, change, forget the pending detail).
+@lru_cache(maxsize=1 << 17)
+def _address(bucket_bits: int, slot_groups: int, canonical: str) -> CodeAddress:
+    digest = hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+    high = int.from_bytes(digest[:8], "big")
+    group = high % slot_groups
+    bucket = (high // slot_groups) % (1 << bucket_bits)
+    return CodeAddress(group, f"tg:fs{{{group}}}:{bucket}", digest[8 : 8 + FIELD_BYTES])
