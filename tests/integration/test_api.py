@@ -192,3 +192,25 @@ async def test_reversal_streamed_by_the_insurer(
     assert [e["type"] for e in events] == ["payment", "reversal"]
     assert events[1]["reversal_id"] == reversal["reversal_id"]
     assert history.json()["status"] == "unpaid"
+
+
+async def test_duplicate_paid_before_go_live_is_a_duplicate_payment_event(
+    api: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """Before go-live a duplicate is paid (warning) and flagged; it never takes the claim."""
+    a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
+    code = f.cn20()
+    early = "2025-03-01 09:00:00"
+    await _settle(api, admin_headers, f.settlement(a, [f.line(1, [code])], settled_at=early))
+    again = f.settlement(b, [f.line(1, [code])], settled_at=early)
+    answer = await _settle(api, admin_headers, again)
+    assert (answer["decision"], answer["lines"][0]["reasons"][0]["severity"]) == (
+        "pay", "warning")
+    history = await eventually(
+        lambda: api.get(f"/v1/codes/{code}", headers=admin_headers),
+        lambda r: r.status_code == 200 and len(r.json()["events"]) == 2,
+    )
+    events = history.json()["events"]
+    assert [(e["settlement_id"], e.get("duplicate", False)) for e in events] == [
+        (events[0]["settlement_id"], False), (again["settlement_id"], True)]
+    assert len(history.json()["flags"]) == 1
