@@ -1,0 +1,108 @@
+"""`tracegate loadtest gate`: the real API (`tracegate api`, uvicorn, one process) under
+open-loop load from a separate process, at fixed arrival rates. Kafka's acknowledgement is in
+every answer (the gate answers after it). No consumer runs meanwhile: the gate alone is
+measured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from loadtest.stack import ADMIN_KEY, Stack, api_port, create_topics, reset_record
+from loadtest.stats import summary_ms
+from loadtest.workload import Institution
+
+RATES = (500, 1000, 2000, 4000)
+
+
+def run_gate(
+    stack: Stack, institutions: Sequence[Institution], rates: Sequence[int], seconds: float,
+    run: str,
+) -> list[dict[str, Any]]:
+    asyncio.run(_reset(stack, run))
+    port = api_port()
+    env = stack.env(run, TRACEGATE_API_HOST="127.0.0.1", TRACEGATE_API_PORT=str(port))
+    api = stack.spawn(f"{run}-api", ["-m", "cli.main", "api"], env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, api.log_tail)
+        ids = ",".join(i.institution_id for i in institutions if i.go_live_override is None)
+        _load(stack, url, ids, 200, 1.0, f"{run}w")  # warm-up: connections, caches, JIT-less
+        results = []
+        for rate in rates:
+            raw = _load(stack, url, ids, rate, seconds, f"{run}{rate}")
+            results.append(_rate_result(rate, raw))
+            _wait_idle(url)  # a backlog left by one rate must not be charged to the next
+        return results
+    finally:
+        stack.stop_children()
+
+
+async def _reset(stack: Stack, run: str) -> None:
+    await reset_record(stack.dsn)
+    client = aioredis.from_url(stack.redis_url)
+    await client.flushall()
+    await client.aclose()
+    await create_topics(stack, run, 6)
+
+
+def _wait_ready(url: str, log_tail: Any) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"API not ready: {log_tail()}")
+
+
+def _wait_idle(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        began = time.perf_counter()
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5):  # noqa: S310
+                pass
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.perf_counter() - began < 0.02:
+            return
+        time.sleep(0.2)
+
+
+def _load(
+    stack: Stack, url: str, institutions: str, rate: int, seconds: float, run: str
+) -> dict[str, Any]:
+    out = stack.tmp / f"gate-{run}.json"
+    child = stack.spawn(f"gateload-{run}", [
+        "-m", "loadtest.gateload", "--url", url, "--key", ADMIN_KEY, "--rate", str(rate),
+        "--seconds", str(seconds), "--run", run, "--institutions", institutions,
+        "--out", str(out)], {})
+    while child.alive():
+        time.sleep(0.05)
+    if child.returncode != 0:
+        raise RuntimeError(f"gate load generator failed: {child.log_tail()}")
+    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    return result
+
+
+def _rate_result(rate: int, raw: dict[str, Any]) -> dict[str, Any]:
+    latency = summary_ms(raw["latencies"])
+    statuses: dict[str, int] = raw["statuses"]
+    errors = raw["sent"] - statuses.get("200", 0)
+    return {
+        "rate": rate, "p50_ms": latency["p50"], "p95_ms": latency["p95"],
+        "p99_ms": latency["p99"], "max_ms": latency["max"], "errors": errors,
+        "requests": raw["sent"], "statuses": statuses, "connections": raw["connections"],
+        "generator_lag_p99_ms": summary_ms(raw["lag"])["p99"],
+    }

