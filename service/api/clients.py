@@ -14,7 +14,7 @@ from service.auth.schemas import Caller
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
 from service.institutions.schemas import InstitutionRef
-from service.kit.database import build_engine, build_sessionmaker
+from service.kit.database import build_engine, build_reader, build_sessionmaker
 from service.kit.kafka import build_producer
 from service.kit.metrics import Metrics
 from service.kit.redis_client import RedisClient, build_redis
@@ -28,6 +28,7 @@ class Clients:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
     redis: RedisClient
     producer: AIOKafkaProducer
     metrics: Metrics
@@ -47,7 +48,8 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     try:
         layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
         yield Clients(
-            settings, engine, build_sessionmaker(engine), redis, producer, Metrics(),
+            settings, engine, build_sessionmaker(engine), build_reader(engine), redis, producer,
+            Metrics(),
             FirstSeenStore(redis, layout), RecentAnswers(redis),
         )
     finally:

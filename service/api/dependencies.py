@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,11 +14,12 @@ from service.api.clients import Clients
 from service.auth.schemas import Caller
 from service.auth.service import Unauthenticated, authenticate
 from service.decisions.gate import GatePorts
-from service.kit.redis_client import RedisClient
 from service.settings import Settings
 
 
-def get_clients(request: Request) -> Clients:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
+# thread, a thread hop per dependency per request that capped the gate at ~300 calls/s.
+async def get_clients(request: Request) -> Clients:
     clients: Clients = request.app.state.clients
     return clients
 
@@ -27,16 +27,8 @@ def get_clients(request: Request) -> Clients:
 ClientsDep = Annotated[Clients, Depends(get_clients)]
 
 
-def get_settings(clients: ClientsDep) -> Settings:
+async def get_settings(clients: ClientsDep) -> Settings:
     return clients.settings
-
-
-def get_redis(clients: ClientsDep) -> RedisClient:
-    return clients.redis
-
-
-def get_producer(clients: ClientsDep) -> AIOKafkaProducer:
-    return clients.producer
 
 
 async def get_session(clients: ClientsDep) -> AsyncIterator[AsyncSession]:
@@ -47,8 +39,6 @@ async def get_session(clients: ClientsDep) -> AsyncIterator[AsyncSession]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RedisDep = Annotated[RedisClient, Depends(get_redis)]
-ProducerDep = Annotated[AIOKafkaProducer, Depends(get_producer)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False)
@@ -68,9 +58,12 @@ async def get_caller(
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_gate_ports(clients: ClientsDep, session: SessionDep) -> GatePorts:
-    return GatePorts(session, clients.store, clients.recent, clients.producer, clients.settings,
-                     clients.institutions)
+async def get_gate_ports(clients: ClientsDep) -> AsyncIterator[GatePorts]:
+    """The gate writes Redis and Kafka, never PostgreSQL (the consumers record what it
+    decided), so its session only reads, in autocommit."""
+    async with clients.reader() as session:
+        yield GatePorts(session, clients.store, clients.recent, clients.producer,
+                        clients.settings, clients.institutions)
 
 
 GatePortsDep = Annotated[GatePorts, Depends(get_gate_ports)]

@@ -4,6 +4,7 @@ round trip) per batch, one script call per slot group so it also runs on a Redis
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
 from service.firstseen.encoding import CodeAddress, Layout, decode_state, encode_state
@@ -99,7 +100,7 @@ class FirstSeenStore:
     def __init__(self, redis: RedisClient, layout: Layout) -> None:
         self._redis = redis
         self.layout = layout
-        self._script = redis.register_script(CAS_SCRIPT)
+        self._sha = hashlib.sha1(CAS_SCRIPT.encode()).hexdigest()
 
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
         unique = list(dict.fromkeys(codes))
@@ -127,6 +128,20 @@ class FirstSeenStore:
             self._call_for(calls, address).add(index, op, address, expected, new, detail)
         return await self._execute(calls, len(ops))
 
+    async def _pipeline(self, calls: dict[int, _GroupCall]) -> list[Any]:
+        """EVALSHA straight away: redis-py's script objects ask SCRIPT EXISTS first, an extra
+        round trip per pipeline."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls.values():
+                pipe.evalsha(self._sha, len(call.keys), *call.keys, b"".join(call.parts))
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                raise
+            except ResponseError as exc:
+                _raise_rebuilding(exc)
+                raise
+
     def _call_for(self, calls: dict[int, _GroupCall], address: CodeAddress) -> _GroupCall:
         group = address.group
         if group not in calls:
@@ -137,22 +152,21 @@ class FirstSeenStore:
     async def _execute(self, calls: dict[int, _GroupCall], count: int) -> list[Any]:
         if not calls:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for call in calls.values():
-                # a pipeline is a valid client here: the script is queued, loaded if missing
-                blob = b"".join(call.parts)
-                await self._script(keys=call.keys, args=[blob], client=pipe)  # type: ignore[arg-type]
-            try:
-                replies = await pipe.execute()
-            except ResponseError as exc:
-                if "HOTSET_REBUILDING" in str(exc):
-                    raise HotSetRebuilding("the first-seen set is being rebuilt") from exc
-                raise
+        try:
+            replies = await self._pipeline(calls)
+        except NoScriptError:  # a new or restarted Redis: load once, then as before
+            await self._redis.script_load(CAS_SCRIPT)
+            replies = await self._pipeline(calls)
         results: list[Any] = [None] * count
         for call, reply in zip(calls.values(), replies, strict=True):
             for origin, value in zip(call.origins, call.replies(reply), strict=True):
                 results[origin] = value
         return results
+
+
+def _raise_rebuilding(exc: ResponseError) -> None:
+    if "HOTSET_REBUILDING" in str(exc):
+        raise HotSetRebuilding("the first-seen set is being rebuilt") from exc
 
 
 def _encoded(state: CodeState | None) -> bytes:

@@ -35,9 +35,16 @@ def core_table(model: type[Base]) -> Table:
 
 
 def build_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
+    # No pre-ping: it is a round trip on every checkout. A connection that died with its
+    # server fails its query, is discarded by the pool, and the caller answers 503 / retries.
+    return create_async_engine(database_url, pool_size=pool_size, max_overflow=pool_size)
+
+
+def build_reader(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for units of work that only read (the gate): autocommit, so a request costs
+    its queries and no BEGIN/COMMIT round trips."""
+    reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(reader, expire_on_commit=False)
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

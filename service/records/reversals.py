@@ -52,15 +52,18 @@ class SettlementView:
 async def find_settlement(
     session: AsyncSession, recent: RecentAnswers | None, settlement_id: str
 ) -> SettlementView | None:
-    row = await repository.get_settlement(session, settlement_id)
-    if row is not None:
-        return SettlementView(row.settlement_id, row.institution_id, row.patient_ref,
-                              row.body_hash, row.lines, row.answer)
+    """The gate's recent answers first (one Redis GET, and the record may not have it yet),
+    then the record."""
     cached = await recent.settlement(settlement_id) if recent is not None else None
-    if cached is None:
+    if cached is not None:
+        return SettlementView(settlement_id, cached["institution_id"], cached["patient_ref"],
+                              bytes.fromhex(cached["body_hash"]), cached["lines"],
+                              cached["answer"])
+    row = await repository.get_settlement(session, settlement_id)
+    if row is None:
         return None
-    return SettlementView(settlement_id, cached["institution_id"], cached["patient_ref"],
-                          bytes.fromhex(cached["body_hash"]), cached["lines"], cached["answer"])
+    return SettlementView(row.settlement_id, row.institution_id, row.patient_ref,
+                          row.body_hash, row.lines, row.answer)
 
 
 async def find_reversal(
