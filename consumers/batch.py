@@ -127,7 +127,7 @@ class BatchProcessor:
         institutions: dict[str, InstitutionRef], outcome: _Outcome,
     ) -> None:
         now = utcnow()
-        gate = [_gate_record(e) for e in run if e.from_gate]
+        gate = [e.gate_record for e in run if e.gate_record is not None]
         await self._heal(gate, institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
         decided = await decide_and_claim(stream, self.store, session, self.policy)
@@ -194,7 +194,3 @@ def _known(event: Event, institutions: dict[str, InstitutionRef]) -> Event:
         if institution_id not in institutions:
             return DeadLetter(event.record, f"unknown institution {institution_id}")
     return event
-
-
-def _gate_record(event: SettlementEvent) -> SettlementRecord:
-    return SettlementRecord.from_gate_event(event.raw, event.settlement.settled_at_instant)

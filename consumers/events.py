@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from service.decisions.schemas import Identifier, SettlementIn
 from service.policy.service import parse_settled_at
 from service.records.reversals import ReversalEventFields
+from service.records.schemas import SettlementRecord
 
 
 class ReversalEvent(BaseModel):
@@ -30,11 +31,11 @@ class ReversalEvent(BaseModel):
 class SettlementEvent:
     record: ConsumerRecord[bytes, bytes]
     settlement: SettlementIn
-    raw: dict[str, Any]
+    gate_record: SettlementRecord | None  # the gate's decision, for events the gate sent
 
     @property
     def from_gate(self) -> bool:
-        return self.raw.get("source") == "gate"
+        return self.gate_record is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,11 @@ Event = SettlementEvent | ReversalEventIn | DeadLetter
 
 
 def decode(record: ConsumerRecord[bytes, bytes]) -> Event:
+    value = record.value or b""
+    if b"\\u0000" in value:  # valid JSON, but PostgreSQL text cannot hold NUL
+        return DeadLetter(record, "event contains a NUL character (\\u0000)")
     try:
-        body = orjson.loads(record.value or b"")
+        body = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return DeadLetter(record, f"not JSON (UTF-8): {exc}")
     if not isinstance(body, dict):
@@ -92,16 +96,25 @@ def decode(record: ConsumerRecord[bytes, bytes]) -> Event:
 def _typed(record: ConsumerRecord[bytes, bytes], body: dict[str, Any]) -> Event:
     kind = body.get("type")
     if kind == "settlement":
-        if body.get("source") == "gate" and not _gate_shaped(body):
+        settlement = SettlementIn.model_validate(body)
+        if body.get("source") != "gate":
+            return SettlementEvent(record, settlement, None)
+        gate_record = _gate_record(body, settlement)
+        if gate_record is None:
             return DeadLetter(record, "a gate settlement must carry its decision and effects")
-        return SettlementEvent(record, SettlementIn.model_validate(body), body)
+        return SettlementEvent(record, settlement, gate_record)
     if kind == "reversal":
         return ReversalEventIn(record, ReversalEvent.model_validate(body))
     return DeadLetter(record, f"type must be 'settlement' or 'reversal', not {kind!r}")
 
 
-def _gate_shaped(body: dict[str, Any]) -> bool:
-    return isinstance(body.get("decision"), dict) and isinstance(body.get("effects"), dict)
+def _gate_record(body: dict[str, Any], settlement: SettlementIn) -> SettlementRecord | None:
+    """The gate's decision as the record keeps it; None if the event does not carry one whole
+    (it is then dead-lettered, not retried for ever)."""
+    try:
+        return SettlementRecord.from_gate_event(body, settlement.settled_at_instant)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.responses import JSONResponse
@@ -43,8 +43,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's own "error parsing the body" (not UTF-8, nested too deep): a malformed
+        # body, which the contract answers with 422. Nothing of ours raises HTTPException.
+        return error_response(422, "MALFORMED_BODY", f"request body is not JSON: {exc.detail}")
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _bad_value(_: Request, exc: Exception) -> JSONResponse:
+    """A value PostgreSQL cannot store (a NUL character, an out-of-range number or time):
+    the client's input, so 422 — the rules above it let it through, not a server fault."""
+    reason = getattr(exc, "orig", None) or exc
+    return error_response(422, "INVALID_VALUE", f"a value cannot be stored: {reason}")
 
 
 async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
@@ -63,6 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for bad_value in (DataError, OverflowError):
+        app.add_exception_handler(bad_value, _bad_value)
     for outage in OUTAGES:
         app.add_exception_handler(outage, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)

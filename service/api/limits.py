@@ -8,10 +8,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.errors import error_response
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -25,24 +21,34 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
-        try:
-            await self.app(scope, self._counting(receive), send)
-        except BodyTooLarge:
-            await self._refuse(scope, receive, send)
-
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge
-            return message
-
-        return counted
+        await _Counted(self, scope, receive, send).run()
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body over {self.max_bytes} bytes"
         await error_response(413, "BODY_TOO_LARGE", message)(scope, receive, send)
+
+
+class _Counted:
+    """A body without a declared length is counted as it arrives; past the limit the client
+    gets 413 at once and the app sees a disconnect (whatever it answers then is dropped)."""
+
+    def __init__(self, limit: BodySizeLimit, scope: Scope, receive: Receive, send: Send) -> None:
+        self.limit, self.scope, self.receive, self.send = limit, scope, receive, send
+        self.seen = 0
+        self.refused = False
+
+    async def run(self) -> None:
+        await self.limit.app(self.scope, self.counted, self.guarded_send)
+
+    async def counted(self) -> Message:
+        message = await self.receive()
+        self.seen += len(message.get("body", b""))
+        if self.seen > self.limit.max_bytes and not self.refused:
+            self.refused = True
+            await self.limit._refuse(self.scope, self.receive, self.send)
+            return {"type": "http.disconnect"}
+        return message
+
+    async def guarded_send(self, message: Message) -> None:
+        if not self.refused:
+            await self.send(message)

@@ -19,8 +19,18 @@ Identifier = Annotated[
 TraceCodeText = Annotated[str, StringConstraints(max_length=128)]
 
 
+def _no_nul(value: object) -> object:
+    """PostgreSQL text cannot hold NUL: refuse it here, not as a failed write later."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(text, str) and "\x00" in text for text in texts):
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 class SettlementLineIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    _no_nul = field_validator("*")(_no_nul)
 
     line_no: int = Field(ge=1, le=100_000)
     drug_code: str = Field(min_length=1, max_length=64)
@@ -35,6 +45,8 @@ class SettlementIn(BaseModel):
     """A settlement as the gate receives it and as the settlements topic carries it."""
 
     model_config = ConfigDict(extra="ignore")
+
+    _no_nul = field_validator("*")(_no_nul)
 
     settlement_id: Identifier
     institution_id: str = Field(min_length=12, max_length=12)

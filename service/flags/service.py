@@ -56,9 +56,23 @@ def encode_cursor(detected_at: dt.datetime, seq: int) -> str:
 def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     try:
         at, seq = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return dt.datetime.fromisoformat(at), int(seq)
+        moment, number = dt.datetime.fromisoformat(at), int(seq)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor is not one this API returned") from exc
+    if moment.tzinfo is None or not 0 <= number < 2**63:
+        raise InvalidCursor("cursor is not one this API returned")
+    return in_record_range("cursor", moment), number
+
+
+def in_record_range(name: str, moment: dt.datetime) -> dt.datetime:
+    """An instant the record can compare with (year 1 or 9999 overflow in UTC)."""
+    try:
+        utc = moment.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise Unprocessable(f"{name} is out of range") from exc
+    if not 1900 <= utc.year < 9999:
+        raise Unprocessable(f"{name} is out of range")
+    return utc
 
 
 async def list_flags(

@@ -26,12 +26,23 @@ def parse_settled_at(text: str) -> dt.datetime:
     """Read `settled_at` as an aware datetime (naive insurer format = Asia/Shanghai).
     Memoised: a busy second sees thousands of settlements with the same timestamp."""
     if _INSURER_FORMAT.match(text):
-        return _from_iso(text).replace(tzinfo=SHANGHAI)
+        return _plausible(text, _from_iso(text).replace(tzinfo=SHANGHAI))
     if _RFC3339.match(text):
-        return _from_rfc3339(text)
+        return _plausible(text, _from_rfc3339(text))
     raise SettledAtError(
         f"settled_at {text!r} must be RFC 3339 with an offset or 'YYYY-MM-DD HH:MM:SS'"
     )
+
+
+_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def _plausible(text: str, moment: dt.datetime) -> dt.datetime:
+    # Year 1 or 9999 is a typo, and one the record could not even store across time zones.
+    if not _EARLIEST <= moment < _LATEST:
+        raise SettledAtError(f"settled_at {text!r} is outside 2000-2099")
+    return moment
 
 
 def _from_iso(text: str) -> dt.datetime:

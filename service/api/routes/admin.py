@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.dependencies import CallerDep, ClientsDep, SessionDep, SettingsDep
+from service.api.responses import ERROR_RESPONSES
 from service.auth import service as auth
 from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, Role
 from service.flags import repository as flags_repository
@@ -17,7 +18,7 @@ from service.policy.service import go_live_instant
 from service.records import repository as records_repository
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], responses=ERROR_RESPONSES)
 
 
 @router.put("/institutions/{institution_id}")

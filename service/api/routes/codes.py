@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from service.api.dependencies import CallerDep, ClientsDep, SessionDep
-from service.api.responses import JSONResponse
+from service.api.responses import ERROR_RESPONSES, JSONResponse
 from service.api.schemas import CodeHistory, VerifyOut
 from service.auth import service as auth
 from service.auth.schemas import Role
@@ -16,7 +16,7 @@ from service.decisions.schemas import TraceCodeText
 from service.firstseen.service import verify
 from service.records.history import history
 
-router = APIRouter(prefix="/v1/codes", tags=["codes"])
+router = APIRouter(prefix="/v1/codes", tags=["codes"], responses=ERROR_RESPONSES)
 
 
 class VerifyRequest(BaseModel):

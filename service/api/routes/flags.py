@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from service.api.dependencies import CallerDep, ClientsDep, SessionDep
-from service.api.responses import JSONResponse
+from service.api.responses import ERROR_RESPONSES, JSONResponse
 from service.auth import service as auth
 from service.auth.schemas import Role
 from service.decisions.schemas import FlagKind
@@ -18,7 +18,7 @@ from service.flags.repository import FlagFilter
 from service.flags.schemas import FlagPage
 from service.kit.errors import Unprocessable
 
-router = APIRouter(prefix="/v1/flags", tags=["flags"])
+router = APIRouter(prefix="/v1/flags", tags=["flags"], responses=ERROR_RESPONSES)
 
 READERS = (Role.REGULATOR, Role.OPS, Role.ADMIN)
 
@@ -29,10 +29,16 @@ def _filter(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> FlagFilter:
-    for name, moment in (("since", since), ("until", until)):
-        if moment is not None and moment.tzinfo is None:
-            raise Unprocessable(f"{name} must be RFC 3339 with an offset")
-    return FlagFilter(kind.value if kind else None, institution_id, since, until)
+    return FlagFilter(kind.value if kind else None, institution_id, _instant("since", since),
+                      _instant("until", until))
+
+
+def _instant(name: str, moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise Unprocessable(f"{name} must be RFC 3339 with an offset")
+    return flags.in_record_range(name, moment)
 
 
 @router.get("", responses={200: {"model": FlagPage}}, response_model=None)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 
 from service.api.dependencies import ClientsDep
@@ -38,6 +39,7 @@ async def _postgres_reachable(clients: ClientsDep) -> bool:
     return True
 
 
-@router.get("/metrics")
-async def metrics(clients: ClientsDep) -> Response:
-    return Response(clients.metrics.render(), media_type="text/plain; version=0.0.4")
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(clients: ClientsDep) -> PlainTextResponse:
+    """Prometheus text format."""
+    return PlainTextResponse(clients.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -8,7 +8,7 @@ from functools import partial
 from fastapi import APIRouter
 
 from service.api.dependencies import CallerDep, ClientsDep, GatePortsDep, SessionDep
-from service.api.responses import JSONResponse
+from service.api.responses import ERROR_RESPONSES, JSONResponse
 from service.api.schemas import GateAnswer, ReversalAnswer
 from service.auth import service as auth
 from service.auth.schemas import Role
@@ -17,7 +17,7 @@ from service.decisions.schemas import SettlementIn
 from service.records import reversals
 from service.records.reversals import ReversalIn, SettlementNotFound
 
-router = APIRouter(prefix="/v1/settlements", tags=["settlements"])
+router = APIRouter(prefix="/v1/settlements", tags=["settlements"], responses=ERROR_RESPONSES)
 
 
 @router.post("", responses={200: {"model": GateAnswer}}, response_model=None)
