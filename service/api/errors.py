@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.responses import JSONResponse
@@ -65,6 +65,18 @@ async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "DEPENDENCY_UNAVAILABLE", message, {"Retry-After": "1"})
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Errors the driver does not classify: SQLSTATE class 22 (data exception, e.g. a NUL
+    character) is the client's input; anything else is ours."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(
+        getattr(orig, "__cause__", None), "sqlstate", None
+    )
+    if isinstance(sqlstate, str) and sqlstate.startswith("22"):
+        return await _bad_value(request, exc)
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL", "internal error")
@@ -74,6 +86,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     for bad_value in (DataError, OverflowError):
         app.add_exception_handler(bad_value, _bad_value)
     for outage in OUTAGES:

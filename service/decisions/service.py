@@ -75,18 +75,51 @@ async def decide_and_claim(
     candidates: Sequence[Candidate], store: FirstSeenStore, session: AsyncSession,
     policy: PolicyConfig,
 ) -> list[Decided]:
+    """Decide and claim; settlements that lost a race (and later ones that read the codes
+    they touched) are undone and decided again, the rest keep their claims: a claim that
+    others may already have seen is never taken back for someone else's lost race."""
+    done: dict[int, Decided] = {}
     for _ in range(MAX_ATTEMPTS):
-        decisions = await _decide_all(candidates, store, session, policy)
-        changes = [change for decision, _ in decisions for change in decision.changes]
-        details = {code: fp for _, fresh in decisions for code, fp in fresh.items()}
-        landed = await store.apply(changes, details)
-        if all(landed):
-            return [
-                Decided(_record(c, d), d.changes)
-                for c, (d, _) in zip(candidates, decisions, strict=True)
-            ]
-        await store.apply([_undo(c) for c, ok in zip(changes, landed, strict=True) if ok], {})
+        todo = [i for i in range(len(candidates)) if i not in done]
+        if not todo:
+            return [done[i] for i in range(len(candidates))]
+        batch = [candidates[i] for i in todo]
+        decisions = await _decide_all(batch, store, session, policy)
+        kept = await _apply(store, batch, [d for d, _ in decisions],
+                            {code: fp for _, fresh in decisions for code, fp in fresh.items()})
+        for position in kept:
+            decision = decisions[position][0]
+            done[todo[position]] = Decided(_record(batch[position], decision), decision.changes)
     raise ClaimContention("trace codes are being settled concurrently; retry", retry_after_s=1)
+
+
+async def _apply(
+    store: FirstSeenStore, batch: Sequence[Candidate], decisions: Sequence[Decision],
+    details: dict[str, FirstPayment],
+) -> set[int]:
+    """Apply every change; undo the settlements that must be decided again. Returns the
+    positions (in `batch`) whose claims stand."""
+    changes = [(p, c) for p, d in enumerate(decisions) for c in d.changes]
+    landed = await store.apply([c for _, c in changes], details)
+    failed = {p for (p, _), ok in zip(changes, landed, strict=True) if not ok}
+    redo = _tainted(batch, failed)
+    undo = [c for (p, c), ok in zip(changes, landed, strict=True) if ok and p in redo]
+    if undo:
+        await store.apply([_undo(c) for c in undo], {})
+    return set(range(len(batch))) - redo
+
+
+def _tainted(batch: Sequence[Candidate], failed: set[int]) -> set[int]:
+    """The failed settlements and every later one that read a code they touched (its
+    decision assumed their claims)."""
+    redo: set[int] = set()
+    touched: set[str] = set()
+    for position, candidate in enumerate(batch):
+        codes = set(_codes(candidate.settlement))
+        if position in failed or codes & touched:
+            redo.add(position)
+            touched |= codes
+    return redo
 
 
 async def release(store: FirstSeenStore, changes: Sequence[ClaimChange]) -> None:

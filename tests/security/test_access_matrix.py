@@ -1,0 +1,214 @@
+"""CONTRACT §4 access rules, as a matrix: every endpoint × every kind of caller.
+
+Callers: admin; a pos key acting for its own institution (`pos_own`) and one acting for another
+institution (`pos_other`); regulator; ops; and four that are nobody — no Authorization header,
+a well-formed key that was never issued, an admin key revoked before its first use, and the
+admin key sent under a scheme other than Bearer. Expected: 401 for nobody, 403 for a role or
+institution the endpoint does not allow, its success status otherwise; /healthz, /readyz and
+/metrics answer everybody (a bogus key included)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from service.settings import Settings
+from tests import factories as f
+from tests.hostile.support import history
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.usefixtures("consumer")
+
+Headers = dict[str, str]
+
+NOBODY = ("no_key", "unknown_key", "revoked_key", "wrong_scheme")
+CALLERS = ("admin", "pos_own", "pos_other", "regulator", "ops", *NOBODY)
+ERROR_CODES = {401: "UNAUTHENTICATED", 403: "FORBIDDEN"}
+
+
+@dataclass
+class World:
+    """What the requests act on: institution `own` (where pos_own belongs; `other` is where
+    pos_other belongs), a settlement recorded at `own` and its trace code."""
+
+    own: str
+    other: str
+    settlement_id: str
+    code: str
+    callers: dict[str, Headers] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    url: str
+    json: Any = None
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    allowed: frozenset[str]  # callers that succeed; "*" = everybody, keyless included
+    call: Callable[[World], Call]
+    success: int = 200
+
+    def expected(self, caller: str) -> int:
+        if "*" in self.allowed:
+            return self.success
+        if caller in NOBODY:
+            return 401
+        return self.success if caller in self.allowed else 403
+
+
+def _allow(*callers: str) -> frozenset[str]:
+    return frozenset(callers)
+
+
+def _institution_body(world: World) -> dict[str, Any]:
+    return {"name": f"test {world.own}", "kind": "retail_pharmacy", "region": "110105",
+            "go_live_override": None}
+
+
+ENDPOINTS = [
+    Endpoint("POST /v1/settlements", _allow("admin", "pos_own"), lambda w: Call(
+        "POST", "/v1/settlements", f.settlement(w.own, [f.line(1, [f.cn20()])]))),
+    Endpoint("POST /v1/settlements/{id}/reversal", _allow("admin", "pos_own"), lambda w: Call(
+        "POST", f"/v1/settlements/{w.settlement_id}/reversal",
+        {"reversal_id": f.settlement_id()})),
+    Endpoint("GET /v1/settlements/{id}", _allow("admin", "pos_own", "regulator"), lambda w: Call(
+        "GET", f"/v1/settlements/{w.settlement_id}")),
+    Endpoint("POST /v1/codes/verify", _allow("pos_own", "regulator"), lambda w: Call(
+        "POST", "/v1/codes/verify", {"institution_id": w.own, "trace_codes": [w.code]})),
+    Endpoint("GET /v1/codes/{code}", _allow("admin", "regulator", "ops"), lambda w: Call(
+        "GET", f"/v1/codes/{w.code}")),
+    Endpoint("GET /v1/flags", _allow("admin", "regulator", "ops"), lambda w: Call(
+        "GET", f"/v1/flags?institution_id={w.own}")),
+    Endpoint("GET /v1/flags/stream", _allow("admin", "regulator", "ops"), lambda w: Call(
+        "GET", f"/v1/flags/stream?institution_id={w.own}", stream=True)),
+    Endpoint("PUT /v1/institutions/{id}", _allow("admin"), lambda w: Call(
+        "PUT", f"/v1/institutions/{w.own}", _institution_body(w))),
+    Endpoint("GET /v1/institutions/{id}", _allow("admin", "regulator"), lambda w: Call(
+        "GET", f"/v1/institutions/{w.own}")),
+    Endpoint("POST /v1/api-keys", _allow("admin"), lambda w: Call(
+        "POST", "/v1/api-keys", {"role": "pos", "institution_id": w.own}), success=201),
+    Endpoint("GET /healthz", _allow("*"), lambda w: Call("GET", "/healthz")),
+    Endpoint("GET /readyz", _allow("*"), lambda w: Call("GET", "/readyz")),
+    Endpoint("GET /metrics", _allow("*"), lambda w: Call("GET", "/metrics")),
+]
+
+CASES = [pytest.param(endpoint, caller, id=f"{endpoint.name}|{caller}")
+         for endpoint in ENDPOINTS for caller in CALLERS]
+
+
+async def mint(api: httpx.AsyncClient, admin: Headers, role: str,
+               institution: str | None = None) -> tuple[int, str]:
+    body = {"role": role, "institution_id": institution}
+    response = await api.post("/v1/api-keys", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return response.json()["key_id"], response.json()["key"]
+
+
+async def revoke(settings: Settings, key_id: int) -> None:
+    connection = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        await connection.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
+    finally:
+        await connection.close()
+
+
+def bearer(key: str) -> Headers:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+async def world(
+    api: httpx.AsyncClient, admin_headers: Headers, settings: Settings
+) -> World:
+    own, other = await f.register(api, admin_headers), await f.register(api, admin_headers)
+    code = f.cn20()
+    body = f.settlement(own, [f.line(1, [code])])
+    response = await api.post("/v1/settlements", json=body, headers=admin_headers)
+    assert response.json()["decision"] == "pay", response.text
+    found = await eventually(lambda: history(api, admin_headers, code), bool)
+    assert found is not None, "the consumer never recorded the setup settlement"
+    revoked_id, revoked_key = await mint(api, admin_headers, "admin")
+    await revoke(settings, revoked_id)
+    admin_key = admin_headers["Authorization"].removeprefix("Bearer ")
+    callers = {
+        "admin": admin_headers,
+        "pos_own": bearer((await mint(api, admin_headers, "pos", own))[1]),
+        "pos_other": bearer((await mint(api, admin_headers, "pos", other))[1]),
+        "regulator": bearer((await mint(api, admin_headers, "regulator"))[1]),
+        "ops": bearer((await mint(api, admin_headers, "ops"))[1]),
+        "no_key": {},
+        "unknown_key": bearer("tg_" + secrets.token_urlsafe(32)),
+        "revoked_key": bearer(revoked_key),
+        "wrong_scheme": {"Authorization": f"Basic {admin_key}"},
+    }
+    return World(own, other, body["settlement_id"], code, callers)
+
+
+async def send(
+    call: Call, headers: Headers, api: httpx.AsyncClient, live_api: str
+) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body; an SSE stream is closed as soon as its headers arrive."""
+    if not call.stream:
+        response = await api.request(call.method, call.url, json=call.json, headers=headers)
+        return response.status_code, dict(response.headers), response.content
+    async with httpx.AsyncClient(base_url=live_api, timeout=10) as http:
+        async with http.stream(call.method, call.url, headers=headers) as response:
+            body = b"" if response.status_code == 200 else await response.aread()
+            return response.status_code, dict(response.headers), body
+
+
+@pytest.mark.parametrize(("endpoint", "caller"), CASES)
+async def test_access(
+    endpoint: Endpoint, caller: str, world: World, tolerant_api: httpx.AsyncClient,
+    live_api: str,
+) -> None:
+    call = endpoint.call(world)
+    status, headers, body = await send(call, world.callers[caller], tolerant_api, live_api)
+    expected = endpoint.expected(caller)
+    assert status == expected, f"{endpoint.name} as {caller}: {status} {body[:300]!r}"
+    if expected in ERROR_CODES:
+        assert headers["content-type"].startswith("application/json")
+        error = orjson.loads(body)["error"]
+        assert error["code"] == ERROR_CODES[expected]
+        assert error["message"]
+    elif call.stream:
+        assert headers["content-type"].startswith("text/event-stream")
+
+
+def test_the_matrix_covers_every_operation_of_the_openapi_document(app: FastAPI) -> None:
+    def shape(name: str) -> str:
+        return re.sub(r"\{[^}]*\}", "{}", name)
+
+    documented = {shape(f"{method.upper()} {path}")
+                  for path, operations in app.openapi()["paths"].items() for method in operations}
+    tested = {shape(endpoint.name) for endpoint in ENDPOINTS}
+    assert documented <= tested, f"untested operations: {sorted(documented - tested)}"
+
+
+async def test_revoking_a_key_in_use_shuts_it_out_within_the_cache_ttl(
+    tolerant_api: httpx.AsyncClient, admin_headers: Headers, settings: Settings
+) -> None:
+    """Known keys are cached in-process for 10 s (service/api/clients.py): a revocation must
+    take effect within that, and for good."""
+    key_id, key = await mint(tolerant_api, admin_headers, "regulator")
+    assert (await tolerant_api.get("/v1/flags?limit=1", headers=bearer(key))).status_code == 200
+    await revoke(settings, key_id)
+
+    async def status() -> int:
+        return (await tolerant_api.get("/v1/flags?limit=1", headers=bearer(key))).status_code
+
+    assert await eventually(status, lambda code: code == 401, timeout_s=12) == 401
