@@ -36,6 +36,7 @@ from service.kit.keyed_hash import keyed_hex
 from service.kit.redis_client import RedisClient, build_redis
 from service.policy.schemas import PolicyConfig
 from service.records import reversals
+from service.records.recent import RecentAnswers
 from service.records.schemas import SettlementRecord
 from service.records.service import count_payments, record_settlements
 from service.settings import Settings
@@ -127,7 +128,7 @@ class BatchProcessor:
         institutions: dict[str, InstitutionRef], outcome: _Outcome,
     ) -> None:
         now = utcnow()
-        gate = [e.gate_record for e in run if e.gate_record is not None]
+        gate = await self._gate_records(run)
         await self._heal(gate, institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
         decided = await decide_and_claim(stream, self.store, session, self.policy)
@@ -141,6 +142,20 @@ class BatchProcessor:
         # A flag recorded earlier in this batch is unpublished too: one entry per flag id.
         for flag in [*new_flags, *retry]:
             outcome.flags.setdefault(flag["flag_id"], flag)
+
+    async def _gate_records(self, run: list[SettlementEvent]) -> list[SettlementRecord]:
+        """The gate's decisions to record, less attempts the gate answered 503 for."""
+        gate = [e for e in run if e.gate_record is not None]
+        attempts = [(e.settlement.settlement_id, e.attempt) for e in gate if e.attempt]
+        voided = await RecentAnswers(self.redis).voided(attempts)
+        if voided:
+            log.warning("skipping %d gate settlements answered 503 (voided attempts)",
+                        len(voided))
+        return [
+            e.gate_record for e in gate
+            if e.gate_record is not None
+            and (e.settlement.settlement_id, e.attempt or "") not in voided
+        ]
 
     async def _heal(
         self, gate: list[SettlementRecord], institutions: dict[str, InstitutionRef]

@@ -32,6 +32,7 @@ class SettlementEvent:
     record: ConsumerRecord[bytes, bytes]
     settlement: SettlementIn
     gate_record: SettlementRecord | None  # the gate's decision, for events the gate sent
+    attempt: str | None = None  # the gate's attempt id (a 503'd attempt is voided)
 
     @property
     def from_gate(self) -> bool:
@@ -102,7 +103,9 @@ def _typed(record: ConsumerRecord[bytes, bytes], body: dict[str, Any]) -> Event:
         gate_record = _gate_record(body, settlement)
         if gate_record is None:
             return DeadLetter(record, "a gate settlement must carry its decision and effects")
-        return SettlementEvent(record, settlement, gate_record)
+        attempt = body.get("attempt")
+        return SettlementEvent(record, settlement, gate_record,
+                               attempt if isinstance(attempt, str) else None)
     if kind == "reversal":
         return ReversalEventIn(record, ReversalEvent.model_validate(body))
     return DeadLetter(record, f"type must be 'settlement' or 'reversal', not {kind!r}")

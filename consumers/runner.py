@@ -122,7 +122,8 @@ async def process_until_done(
             return
         except HotSetRebuilding:
             log.warning("first-seen set missing; rebuilding it (or waiting for whoever is)")
-            await processor.ensure_hot_set()
+            if not await processor.ensure_hot_set():
+                await asyncio.sleep(0.5)  # another process is rebuilding: wait, don't spin
         except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
             if stop.is_set():
                 raise

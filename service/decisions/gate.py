@@ -5,6 +5,7 @@ only then answer. If Kafka does not acknowledge, every claim is given back and t
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -13,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.decisions.schemas import SettlementIn, Source
+from service.decisions.schemas import ClaimChange, SettlementIn, Source
 from service.decisions.service import Candidate, body_hash, decide_and_claim, release
 from service.firstseen.store import FirstSeenStore
 from service.institutions.schemas import InstitutionRef
@@ -64,10 +65,11 @@ async def settle(request: SettlementIn, ports: GatePorts) -> dict[str, Any]:
     policy = PolicyConfig.from_settings(ports.settings)
     [decided] = await decide_and_claim([candidate], ports.store, ports.session, policy)
     record = decided.record
+    attempt = uuid.uuid4().hex
     try:
-        await _send(ports, request.settlement_id, _settlement_event(request, record))
+        await _send(ports, request.settlement_id, _settlement_event(request, record, attempt))
     except PublishFailed as exc:
-        await release(ports.store, decided.changes)
+        await _give_up(ports, request.settlement_id, attempt, decided.changes)
         raise RecordUnavailable(f"the record cannot take settlements now ({exc})") from exc
     await ports.recent.put_settlement(request.settlement_id, _recent(record))
     return record.answer
@@ -89,10 +91,23 @@ def _replay(prior: SettlementView, digest: bytes) -> dict[str, Any]:
     return {**prior.answer, "replayed": True}
 
 
-def _settlement_event(request: SettlementIn, record: SettlementRecord) -> dict[str, Any]:
+async def _give_up(
+    ports: GatePorts, settlement_id: str, attempt: str, changes: list[ClaimChange]
+) -> None:
+    """Kafka did not acknowledge in time, yet the produce may still land: void the attempt
+    first (the consumers skip it), then give its claims back."""
+    try:
+        await ports.recent.void_attempt(settlement_id, attempt)
+    finally:
+        await release(ports.store, changes)
+
+
+def _settlement_event(
+    request: SettlementIn, record: SettlementRecord, attempt: str
+) -> dict[str, Any]:
     body = request.model_dump(mode="json", exclude={"patient_id"})
     return {"type": "settlement", **body, "patient_ref": record.patient_ref, "source": "gate",
-            "decision": record.answer, "effects": record.effects_json()}
+            "attempt": attempt, "decision": record.answer, "effects": record.effects_json()}
 
 
 def _recent(record: SettlementRecord) -> dict[str, Any]:

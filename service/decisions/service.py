@@ -208,7 +208,7 @@ def _record(candidate: Candidate, decision: Decision) -> SettlementRecord:
         settled_at=settled_at, patient_ref=candidate.patient_ref,
         source=candidate.source.value, body_hash=candidate.body_hash,
         enforced=decision.enforced, lines=lines, answer=answer_json(decision, flags),
-        payments=decision.payments, claims=[_claim_row(c) for c in decision.changes],
+        payments=decision.payments, claims=_claim_rows(settlement, decision),
         flags=flags,
     )
 
@@ -245,6 +245,14 @@ def _line_json(line: SettlementLineIn) -> dict[str, Any]:
     }
 
 
-def _claim_row(change: ClaimChange) -> ClaimRow:
-    pack_size = change.new.pack_size if change.new is not None else None
-    return ClaimRow(change.canonical, change.line_no, change.units, pack_size)
+def _claim_rows(settlement: SettlementIn, decision: Decision) -> list[ClaimRow]:
+    """What the record must claim: every code paid as a first payment, including those the
+    first-seen set already credits to this line (a batch retried after its transaction
+    failed finds its own claims there, and must still write them to the record)."""
+    pack_sizes = {c.canonical: c.new.pack_size for c in decision.changes if c.new is not None}
+    lines = {line.line_no: line for line in settlement.lines}
+    return [
+        ClaimRow(p.canonical, p.line_no, p.units,
+                 (pack_sizes.get(p.canonical) or lines[p.line_no].pack_size) if p.units else None)
+        for p in decision.payments if not p.duplicate
+    ]

@@ -11,6 +11,7 @@ record the gate's settlements."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +42,7 @@ WHERE e.code = ANY($1::text[]) AND e.type = 'payment' AND e.units IS NOT NULL
 
 
 LOCK_KEY = "tg:rebuild-lock"
-LOCK_TTL_S = 3600
+LOCK_TTL_S = 6  # renewed every 2 s while a rebuild runs
 
 
 async def complete(redis: RedisClient, layout: Layout) -> bool:
@@ -62,18 +63,30 @@ async def ensure(dsn: str, redis: RedisClient, layout: Layout) -> bool:
 async def rebuild_exclusively(
     dsn: str, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None = None
 ) -> bool:
+    """The lock lives LOCK_TTL_S and is renewed while the rebuild runs, so a rebuilder that
+    dies leaves the job to another within seconds, not hours."""
     token = uuid.uuid4().hex
     if not await redis.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
         return False
+    renewal = asyncio.create_task(_renew(redis, token))
     try:
         await redis.delete(*layout.generation_keys())
         await clear(redis)
         await rebuild(dsn, redis, layout, progress)
         await _mark_complete(redis, layout, token)
     finally:
+        renewal.cancel()
         if await redis.get(LOCK_KEY) == token.encode():
             await redis.delete(LOCK_KEY)
     return True
+
+
+async def _renew(redis: RedisClient, token: str) -> None:
+    while True:
+        await asyncio.sleep(LOCK_TTL_S / 3)
+        if await redis.get(LOCK_KEY) != token.encode():
+            return
+        await redis.expire(LOCK_KEY, LOCK_TTL_S)
 
 
 async def _mark_complete(redis: RedisClient, layout: Layout, generation: str) -> None:

@@ -38,3 +38,20 @@ class RecentAnswers:
     async def _get(self, key: str) -> dict[str, Any] | None:
         raw = await self._redis.get(key)
         return None if raw is None else dict(orjson.loads(raw))
+
+    async def void_attempt(self, settlement_id: str, attempt: str) -> None:
+        """The gate answered 503 for this attempt: if its event still reaches the topic (a
+        produce that was only slow), the consumers must not record it."""
+        key = f"tg:void:{settlement_id}"
+        await self._redis.sadd(key, attempt)
+        await self._redis.expire(key, 7 * 24 * 3600)
+
+    async def voided(self, attempts: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (settlement_id, attempt) pairs the gate gave up on; one round trip."""
+        if not attempts:
+            return set()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for settlement_id, attempt in attempts:
+                pipe.sismember(f"tg:void:{settlement_id}", attempt)
+            answers = await pipe.execute()
+        return {pair for pair, voided in zip(attempts, answers, strict=True) if voided}

@@ -24,7 +24,9 @@ async def record_settlements(
     payments per institution (for `count_payments`). A settlement already recorded is a
     redelivery: none of its effects are written again."""
     new_ids = await repository.insert_settlements(session, records)
-    fresh = [record for record in records if record.settlement_id in new_ids]
+    # One record per new settlement: a copy redelivered within the same batch is not new.
+    fresh = list({r.settlement_id: r for r in reversed(records) if r.settlement_id in new_ids}
+                 .values())[::-1]
     await repository.insert_code_events(session, [r for f in fresh for r in _payment_rows(f)])
     arbiter_flags = await _claim(session, fresh, detected_at)
     flags = [flag for record in fresh for flag in record.flags] + arbiter_flags
