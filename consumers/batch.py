@@ -129,7 +129,7 @@ class BatchProcessor:
     ) -> None:
         now = utcnow()
         gate = await self._gate_records(run)
-        await self._heal(gate, institutions)
+        await self._heal(await self._older_than_rebuild(run, gate), institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
         decided = await decide_and_claim(stream, self.store, session, self.policy)
         recorded = [*gate, *(d.record for d in decided)]
@@ -156,6 +156,17 @@ class BatchProcessor:
             if e.gate_record is not None
             and (e.settlement.settlement_id, e.attempt or "") not in voided
         ]
+
+    async def _older_than_rebuild(
+        self, run: list[SettlementEvent], gate: list[SettlementRecord]
+    ) -> list[SettlementRecord]:
+        """Only a gate claim made before the last rebuild can be missing from the set; one
+        made after it is there (or was released by a reversal, and must stay released)."""
+        if not gate:
+            return []
+        rebuilt = await rebuild.rebuilt_at_ms(self.redis)
+        old = {e.settlement.settlement_id for e in run if e.record.timestamp <= rebuilt}
+        return [record for record in gate if record.settlement_id in old]
 
     async def _heal(
         self, gate: list[SettlementRecord], institutions: dict[str, InstitutionRef]

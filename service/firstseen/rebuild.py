@@ -12,6 +12,7 @@ record the gate's settlements."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -89,8 +90,19 @@ async def _renew(redis: RedisClient, token: str) -> None:
         await redis.expire(LOCK_KEY, LOCK_TTL_S)
 
 
+REBUILT_AT_KEY = "tg:rebuilt-at"
+
+
+async def rebuilt_at_ms(redis: RedisClient) -> int:
+    """When the set was last rebuilt (epoch ms; 0 if never): gate claims older than that may
+    be missing from it, newer ones cannot."""
+    raw = await redis.get(REBUILT_AT_KEY)
+    return int(raw) if raw else 0
+
+
 async def _mark_complete(redis: RedisClient, layout: Layout, generation: str) -> None:
     async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(REBUILT_AT_KEY, int(time.time() * 1000))
         for key in layout.generation_keys():
             pipe.set(key, generation)
         await pipe.execute()
