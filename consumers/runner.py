@@ -51,29 +51,35 @@ async def _consume_until_stopped(settings: Settings) -> None:
 async def consume(settings: Settings, stop: asyncio.Event) -> None:
     """Join the group and process batches until `stop` is set; the current batch finishes
     (and commits) first, so a graceful stop redelivers nothing."""
-    consumer = build_consumer(settings)
-    await consumer.start()
-    log.info("joined group %s on %s", settings.consumer_group, settings.topic_settlements)
-    try:
-        async with BatchProcessor.open(settings) as processor:
+    async with BatchProcessor.open(settings) as processor:
+        # Watching the first-seen set must not wait for the group join (seconds, more after a
+        # crash): a lost set is rebuilt while the consumer is still joining.
+        watcher = asyncio.create_task(_watch_hot_set(processor, stop))
+        consumer = build_consumer(settings)
+        try:
+            await consumer.start()
+            log.info("joined group %s on %s", settings.consumer_group,
+                     settings.topic_settlements)
             await _loop(consumer, processor, settings, stop)
-    finally:
-        await consumer.stop()
-        log.info("left group %s", settings.consumer_group)
+        finally:
+            watcher.cancel()
+            await consumer.stop()
+            log.info("left group %s", settings.consumer_group)
+
+
+async def _watch_hot_set(processor: BatchProcessor, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await _ensure_quietly(processor)
+        await asyncio.sleep(1.0)
 
 
 async def _loop(
     consumer: AIOKafkaConsumer, processor: BatchProcessor, settings: Settings,
     stop: asyncio.Event,
 ) -> None:
-    await _ensure_quietly(processor)
-    idle_since = time.monotonic()
     while not stop.is_set():
         records = await _next_batch(consumer, settings)
         if not records:
-            if time.monotonic() - idle_since > 1.0:  # a quiet system still notices a lost set
-                idle_since = time.monotonic()
-                await _ensure_quietly(processor)
             continue
         await process_until_done(processor, records, stop)
         # Only after the batch is durable in PostgreSQL and its flags acknowledged.

@@ -125,8 +125,13 @@ async def _payments(connection: Any, truth: GroundTruth, result: RecordAudit) ->
     for code, owner in truth.owners.items():
         _payment(result, code, owner, paid.get(code, []))
         _claim(result, code, owner, claimed.get(code))
+    # A settlement the gate refused but the record took anyway is the "refused" promise
+    # broken; its payments are then counted too, and rightly so for the counters.
+    made = truth.payments + Counter(dict(await connection.fetch(
+        "SELECT institution_id, count(*) FROM code_events WHERE type = 'payment' "
+        "AND settlement_id = ANY($1::text[]) GROUP BY institution_id", list(truth.refused))))
     got = {institution: payments for institution, payments in counters}
-    for institution, payments in truth.payments.items():
+    for institution, payments in made.items():
         if got.get(institution, 0) != payments:
             result.payment_counters_off += 1
             result.note("counters", f"{institution}: {got.get(institution, 0)} payments "

@@ -37,7 +37,7 @@ SHORT = Scale(
 )
 LONG = Scale(
     name="long", crash_codes=200_000, crash_kills=10,
-    redis_codes=60_000, redis_flushes=3, redis_restarts=2, rebuild_recovery_s=60.0,
+    redis_codes=60_000, redis_flushes=3, redis_restarts=2, rebuild_recovery_s=20.0,
     outage_codes=40_000, broker_stop_s=10.0, postgres_down_s=5.0, redis_stop_s=5.0,
     feed_rate=1_500.0,
 )

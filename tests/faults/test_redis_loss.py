@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from tests.faults import bugs
 from tests.faults.redis_loss import redis_loss
 from tests.faults.scale import Scale
 from tests.faults.scenario import ScenarioReport, timed
@@ -66,7 +65,6 @@ def test_record_equals_ground_truth(report: ScenarioReport) -> None:
         assert report.record_failures(aspect) == [], aspect
 
 
-@bugs.REBUILD_LOCK_OUTLIVES_REBUILDER
 def test_rebuild_survives_its_rebuilder_being_killed(report: ScenarioReport) -> None:
     assert report.failures("rebuild_survives_a_crash") == []
 
