@@ -107,11 +107,15 @@ async def _next_batch(
     return records
 
 
-async def _ensure_quietly(processor: BatchProcessor) -> None:
+async def _ensure_quietly(processor: BatchProcessor) -> bool:
+    """True if this process rebuilt the set. A rebuild that fails (Redis refusing writes or
+    just restarted, PostgreSQL down) is logged, never raised: the caller tries again later,
+    and the consumer must outlive every outage."""
     try:
-        await processor.ensure_hot_set()
+        return await processor.ensure_hot_set()
     except Exception:  # noqa: BLE001 - Redis or PostgreSQL down: the next round tries again
-        log.warning("could not check the first-seen set", exc_info=True)
+        log.warning("could not check or rebuild the first-seen set", exc_info=True)
+        return False
 
 
 async def process_until_done(
@@ -128,8 +132,8 @@ async def process_until_done(
             return
         except HotSetRebuilding:
             log.warning("first-seen set missing; rebuilding it (or waiting for whoever is)")
-            if not await processor.ensure_hot_set():
-                await asyncio.sleep(0.5)  # another process is rebuilding: wait, don't spin
+            if not await _ensure_quietly(processor):
+                await asyncio.sleep(0.5)  # rebuilt elsewhere, or Redis refuses: wait, don't spin
         except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
             if stop.is_set():
                 raise

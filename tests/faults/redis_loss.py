@@ -1,6 +1,7 @@
 """Issue 5 item 2: Redis loses the first-seen set mid-stream (FLUSHALL; redis-server killed with
-SIGKILL and started again empty on its port; and the consumer that rebuilds the set killed in
-the middle of it). While the set is missing the gate answers 503 HOT_SET_REBUILDING and claims
+SIGKILL and started again empty on its port; the consumer that rebuilds the set killed in the
+middle of it; the set lost while Redis refuses writes, so that it cannot be rebuilt for a
+while). While the set is missing the gate answers 503 HOT_SET_REBUILDING and claims
 nothing, the consumers pause; the set is rebuilt from PostgreSQL and everything carries on:
 no missed duplicate (the gate's and the stream's), no false flag."""
 
@@ -32,6 +33,7 @@ PAUSE_S = 2.0  # how long the record must stand still while the set is missing
 # A consumer waiting for the set may try its batch now and then, not in a tight loop.
 QUIET_ROLLBACKS_PER_S = 10.0
 TEST_LOCK = "held-by-the-fault-test"
+WRITES_REFUSED_S = 3.0
 LATE_RECOVERY_S = 45.0  # how much longer to wait for the set, to say when it came back
 
 
@@ -154,13 +156,11 @@ class _Scenario:
         async with self.redis() as redis:
             await redis.flushall()
             caught = await _wait_for_key(redis, LOCK_KEY, timeout_s=10.0)
-            consumer = self.stream.consumer
-            if caught and self.report.check("consumers_survive", consumer.alive(),
-                                            f"consumer exited ({consumer.returncode})"):
-                consumer.kill()
+            self.stream.revive()
+            if caught:
+                self.stream.consumer.kill()
+                self.stream.consumer.start()
             killed = time.monotonic()
-            if not consumer.alive():
-                consumer.start()
         self.report.fault(f"FLUSHALL at {self.stream.recorded.last} recorded settlements, then "
                           + ("SIGKILL of the consumer rebuilding the set" if caught else
                              "no rebuild seen to kill"))
@@ -188,6 +188,31 @@ class _Scenario:
         self.report.observe(
             f"set rebuilt {time.monotonic() - killed:.1f}s after its rebuilder was killed"
             if recovered else "set not rebuilt after its rebuilder was killed")
+        await self.after_recovery(paid, institution, attempt)
+
+    async def refuse_writes_while_set_missing(self) -> None:
+        """FLUSHALL while Redis refuses every write (maxmemory reached, as when the set
+        outgrows it): nobody can rebuild the set until Redis takes writes again. The
+        consumers must wait that out, not exit."""
+        paid = await self.recorded_code()
+        async with self.redis() as redis, redis.pipeline(transaction=True) as pipe:
+            pipe.flushall()
+            pipe.config_set("maxmemory", "1")
+            await pipe.execute()
+        self.report.fault(f"FLUSHALL at {self.stream.recorded.last} recorded settlements with "
+                          f"Redis refusing writes (maxmemory) for {WRITES_REFUSED_S:.0f}s")
+        attempt = self.workload.code(next(self.ids))
+        institution = self.institution_other_than(paid.institution)
+        refused = await self.settle(institution, attempt)
+        self.report.check(
+            "gate_503_while_set_missing",
+            refused.status_code == 503 and error_code(refused) == "HOT_SET_REBUILDING",
+            f"gate answered {refused.status_code} {refused.text[:200]} with the set missing "
+            "and Redis refusing writes")
+        await asyncio.sleep(WRITES_REFUSED_S)  # batches meet the missing set, try to rebuild
+        async with self.redis() as redis:
+            await redis.config_set("maxmemory", "0")
+        self.stream.revive()
         await self.after_recovery(paid, institution, attempt)
 
     async def rollbacks(self) -> int:
@@ -298,7 +323,7 @@ async def _run(
             scenario = _Scenario(stream, gate, servers, scale, run)
             faults = [scenario.flush_while_rebuild_is_held] * scale.redis_flushes
             faults += [scenario.restart_redis] * scale.redis_restarts
-            faults.append(scenario.kill_the_rebuilder)
+            faults += [scenario.kill_the_rebuilder, scenario.refuse_writes_while_set_missing]
             scenario.rng.shuffle(faults)
             stream.start(codes_per_s=scale.feed_rate)
             for number, fault in enumerate(faults, start=1):

@@ -140,15 +140,6 @@ class RecordedCount:
         self.last = count
         return count
 
-    async def reach(self, target: int, timeout_s: float) -> bool:
-        """Wait until at least `target` are recorded; False if that took over `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        while await self.now() < target:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
-
     async def grows(self, within_s: float) -> bool:
         """True as soon as the count moves; False if it stood still for `within_s`."""
         start = await self.now()
@@ -186,9 +177,24 @@ class StreamRun:
         """Wait until `fraction` of the stream's settlements (and `at_least` of them) is
         recorded; False (and the progress promise broken) if that took over `timeout_s`."""
         target = max(int(fraction * len(self.workload.truth.settlements)), at_least)
-        return self.report.check(
-            "consumers_progress", await self.recorded.reach(target, timeout_s),
-            f"stalled at {self.recorded.last} recorded settlements, waiting for {target}")
+        deadline = time.monotonic() + timeout_s
+        while await self.recorded.now() < target:
+            self.revive()
+            if time.monotonic() > deadline:
+                return self.report.check(
+                    "consumers_progress", False,
+                    f"stalled at {self.recorded.last} recorded settlements, waiting for {target}")
+            await asyncio.sleep(0.05)
+        return True
+
+    def revive(self) -> None:
+        """A consumer that exited by itself breaks a promise; it is started again (as a
+        supervisor would) so that the rest of the run still shows what it can."""
+        if not self.report.check(
+            "consumers_survive", self.consumer.alive(),
+            f"{self.consumer.name} exited ({self.consumer.returncode}) by itself "
+            f"with {self.recorded.last} settlements recorded; started again"):
+            self.consumer.start()
 
     async def finish(self) -> None:
         await self.drain()
@@ -201,7 +207,7 @@ class StreamRun:
         self.report.feed_resends = self.progress.resends
         behind = await wait_group_caught_up(
             self.settings.kafka_bootstrap, self.settings.topic_settlements,
-            self.settings.consumer_group, CATCH_UP_S)
+            self.settings.consumer_group, CATCH_UP_S, self.revive)
         self.report.check("consumers_progress", behind == 0,
                           f"the group is still {behind} events behind after {CATCH_UP_S:.0f}s")
 

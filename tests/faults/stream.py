@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -115,11 +115,12 @@ async def _partitions(reader: AIOKafkaConsumer, topic: str) -> list[TopicPartiti
 
 
 async def wait_group_caught_up(
-    bootstrap: str, topic: str, group: str, timeout_s: float
+    bootstrap: str, topic: str, group: str, timeout_s: float, meanwhile: Callable[[], None]
 ) -> int:
     """Once nothing more is produced: 0 as soon as the consumer group committed past every
-    event of `topic`, else how many events it is still behind after `timeout_s`. Asks the
-    coordinator for committed offsets without joining the group (no rebalance)."""
+    event of `topic`, else how many events it is still behind after `timeout_s`; calls
+    `meanwhile` between polls. Asks the coordinator for committed offsets without joining
+    the group (no rebalance)."""
     ends = await last_offsets(bootstrap, topic)
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                               enable_auto_commit=False)
@@ -132,6 +133,7 @@ async def wait_group_caught_up(
                 behind += max(0, end - (await reader.committed(tp) or 0))
             if not behind or time.monotonic() > deadline:
                 return behind
+            meanwhile()
             await asyncio.sleep(0.25)
     finally:
         await reader.stop()
