@@ -3,7 +3,6 @@ progress bar."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 
@@ -11,13 +10,14 @@ from tqdm import tqdm
 
 from service.firstseen import rebuild
 from service.firstseen.encoding import Layout
+from service.kit import event_loop
 from service.kit.redis_client import build_redis
 from service.settings import Settings
 
 
 def rebuild_hot_set(settings: Settings) -> int:
     started = time.perf_counter()
-    total = asyncio.run(_rebuild(settings))
+    total = event_loop.run(_rebuild(settings))
     elapsed = time.perf_counter() - started
     rate = total / elapsed if elapsed else 0.0
     sys.stdout.write(f"rebuilt {total} codes in {elapsed:.1f} s ({rate:,.0f} codes/s)\n")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import orjson
 
+from service.kit import event_loop
+
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -114,7 +116,7 @@ def main() -> int:
     host, port = args.url.removeprefix("http://").split(":")
     client = Client(host, int(port), args.key)
     requests = bodies(args.run, int(args.rate * args.seconds), args.institutions.split(","))
-    outcome = asyncio.run(run(client, requests, args.rate))
+    outcome = event_loop.run(run(client, requests, args.rate))
     args.out.write_bytes(orjson.dumps({
         "latencies": outcome.latencies, "statuses": outcome.statuses, "lag": outcome.lag,
         "sent": len(requests), "connections": client.opened,

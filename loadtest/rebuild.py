@@ -5,7 +5,6 @@ that this figure does not include)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +17,7 @@ from loadtest.memory import layout_for
 from loadtest.stack import reset_record
 from loadtest.workload import Institution
 from service.firstseen.rebuild import rebuild
+from service.kit import event_loop
 
 _PAID = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 _COLUMNS = ["code", "settlement_id", "line_no", "institution_id", "paid_at", "units_used",
@@ -28,7 +28,7 @@ def run_rebuild(
     dsn: str, redis_url: str, institutions: Sequence[Institution], codes: int,
     progress: Callable[[int], None],
 ) -> dict[str, Any]:
-    return asyncio.run(_run(dsn, redis_url, institutions, codes, progress))
+    return event_loop.run(_run(dsn, redis_url, institutions, codes, progress))
 
 
 async def _run(

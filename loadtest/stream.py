@@ -28,6 +28,7 @@ from loadtest.stack import Stack, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.truth import FlagKey
 from loadtest.workload import Workload
+from service.kit import event_loop
 
 _DEADLINE_S = 600.0
 
@@ -87,7 +88,7 @@ def run_stream(
     stack: Stack, workload: Workload, consumers: int, rate: float, run: str,
     profile_to: Path | None = None,
 ) -> StreamRun:
-    return asyncio.run(_run(stack, workload, consumers, rate, run, profile_to))
+    return event_loop.run(_run(stack, workload, consumers, rate, run, profile_to))
 
 
 async def _run(

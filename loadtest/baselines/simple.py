@@ -7,7 +7,6 @@ so they do less work than tracegate per code; the ratios are conservative for tr
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from loadtest.workload import Workload
+from service.kit import event_loop
 
 
 def codes_of(workload: Workload, limit: int) -> list[str]:
@@ -32,7 +32,7 @@ def codes_of(workload: Workload, limit: int) -> list[str]:
 def run_redis_key_per_code(
     redis_url: str, codes: Sequence[str], progress: Callable[[int], None]
 ) -> dict[str, Any]:
-    return asyncio.run(_redis(redis_url, codes, progress))
+    return event_loop.run(_redis(redis_url, codes, progress))
 
 
 async def _redis(
@@ -58,7 +58,7 @@ async def _redis(
 def run_postgres_only(
     dsn: str, codes: Sequence[str], progress: Callable[[int], None]
 ) -> dict[str, Any]:
-    return asyncio.run(_postgres(dsn, codes, progress))
+    return event_loop.run(_postgres(dsn, codes, progress))
 
 
 async def _postgres(

@@ -5,9 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from service.policy.schemas import NoCodeReason
 from service.policy.service import parse_settled_at
@@ -19,18 +26,8 @@ Identifier = Annotated[
 TraceCodeText = Annotated[str, StringConstraints(max_length=128)]
 
 
-def _no_nul(value: object) -> object:
-    """PostgreSQL text cannot hold NUL: refuse it here, not as a failed write later."""
-    texts = value if isinstance(value, list) else [value]
-    if any(isinstance(text, str) and "\x00" in text for text in texts):
-        raise ValueError("must not contain a NUL character")
-    return value
-
-
 class SettlementLineIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-    _no_nul = field_validator("*")(_no_nul)
 
     line_no: int = Field(ge=1, le=100_000)
     drug_code: str = Field(min_length=1, max_length=64)
@@ -45,8 +42,6 @@ class SettlementIn(BaseModel):
     """A settlement as the gate receives it and as the settlements topic carries it."""
 
     model_config = ConfigDict(extra="ignore")
-
-    _no_nul = field_validator("*")(_no_nul)
 
     settlement_id: Identifier
     institution_id: str = Field(min_length=12, max_length=12)
@@ -67,6 +62,18 @@ class SettlementIn(BaseModel):
         if len(numbers) != len(set(numbers)):
             raise ValueError("line_no values must be unique within a settlement")
         return lines
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        """PostgreSQL text cannot hold NUL: refuse it here, not as a failed write later. One
+        pass over the free texts (a validator per field was two thirds of validation time)."""
+        texts = [self.institution_id, self.settled_at, self.patient_id or ""]
+        for line in self.lines:
+            texts.append(line.drug_code)
+            texts += line.trace_codes
+        if "\x00" in "".join(texts):
+            raise ValueError("texts must not contain a NUL character")
+        return self
 
     @property
     def settled_at_instant(self) -> dt.datetime:

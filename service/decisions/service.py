@@ -202,36 +202,41 @@ def _record(candidate: Candidate, decision: Decision) -> SettlementRecord:
                    detected_at=candidate.detected_at, patient_ref=candidate.patient_ref)
         for draft in decision.flags
     ]
-    lines = _line_records(settlement, decision)
+    verdicts = [line.to_json() for line in decision.lines]  # the answer's and the record's
+    lines = _line_records(settlement, decision, verdicts)
     return SettlementRecord(
         settlement_id=settlement.settlement_id, institution_id=settlement.institution_id,
         settled_at=settled_at, patient_ref=candidate.patient_ref,
         source=candidate.source.value, body_hash=candidate.body_hash,
-        enforced=decision.enforced, lines=lines, answer=answer_json(decision, flags),
+        enforced=decision.enforced, lines=lines, answer=answer_json(decision, verdicts, flags),
         payments=decision.payments, claims=_claim_rows(settlement, decision),
         flags=flags,
     )
 
 
-def answer_json(decision: Decision, flags: list[dict[str, Any]]) -> dict[str, Any]:
+def answer_json(
+    decision: Decision, verdicts: list[dict[str, Any]], flags: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "settlement_id": decision.settlement_id,
         "decision": decision.outcome,
         "enforced": decision.enforced,
         "replayed": False,
-        "lines": [line.to_json() for line in decision.lines],
+        "lines": verdicts,
         "flags": [flag["flag_id"] for flag in flags],
     }
 
 
-def _line_records(settlement: SettlementIn, decision: Decision) -> list[dict[str, Any]]:
+def _line_records(
+    settlement: SettlementIn, decision: Decision, verdicts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Each line as sent, with its verdict and the codes it paid (what a reversal gives back)."""
-    verdicts = {line.line_no: line.to_json() for line in decision.lines}
+    by_line = {verdict["line_no"]: verdict for verdict in verdicts}
     paid: dict[int, list[list[Any]]] = {}
     for p in decision.payments:
         paid.setdefault(p.line_no, []).append([p.canonical, p.units, p.duplicate])
     return [
-        {**_line_json(line), **verdicts[line.line_no], "paid_codes": paid.get(line.line_no, [])}
+        {**_line_json(line), **by_line[line.line_no], "paid_codes": paid.get(line.line_no, [])}
         for line in settlement.lines
     ]
 
