@@ -18,12 +18,14 @@ from aiokafka.structs import ConsumerRecord
 from consumers.batch import BatchProcessor
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
+from service.kit.garbage_collection import tune_for_throughput
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def run_consumer(settings: Settings) -> int:
+    tune_for_throughput()
     event_loop.run(_consume_until_stopped(settings))
     return 0
 

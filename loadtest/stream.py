@@ -249,6 +249,6 @@ def _profile(stack: Stack, pid: int, out: Path | None, run: str) -> ChildProcess
     if out is None:
         return None
     py_spy = Path(sys.executable).with_name("py-spy")
-    return stack.spawn(f"{run}-py-spy", [str(py_spy), "record", "-p", str(pid), "-r", "100",
+    return stack.spawn(f"{run}-py-spy", [str(py_spy), "record", "-p", str(pid), "-r", "250",
                                          "--format", "raw", "-o", str(out), "--nonblocking"],
                        {}, python=False, stop_signal=signal.SIGINT)
