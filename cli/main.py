@@ -67,16 +67,14 @@ def _migrate(_: argparse.Namespace) -> int:
 def _api(_: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.api.app import create_app
-    from service.kit.garbage_collection import tune_for_throughput
     from service.settings import Settings
 
     settings = Settings()
-    app = create_app(settings)
-    tune_for_throughput()
     uvicorn.run(
-        app, host=settings.api_host, port=settings.api_port, log_level="warning",
+        "service.api.app:production_app", factory=True, workers=settings.api_workers,
+        host=settings.api_host, port=settings.api_port, log_level="warning",
         access_log=False, timeout_graceful_shutdown=5,
+        timeout_keep_alive=settings.api_keep_alive_s,
     )
     return 0
 

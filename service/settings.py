@@ -58,7 +58,16 @@ class Settings(BaseSettings):
     # --- HTTP API ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    # Processes serving the API on that port (one core each; the gate is CPU-bound in Python).
+    api_workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # PostgreSQL connections kept open by one API process. A gate call holds one from its
+    # first lookup until Kafka acknowledges, so this bounds the calls in flight that can
+    # read; a pool smaller than that opened and closed connections under load (~1 ms each).
+    api_database_pool: int = Field(default=40, ge=1)
+    # Clients (POS, HIS) keep their connections; closing idle ones after uvicorn's default
+    # 5 s made a client's next request meet a closed socket.
+    api_keep_alive_s: int = Field(default=75, ge=1)
     # How long the gate waits for Kafka to acknowledge a settlement before answering 503.
     gate_publish_timeout_s: float = Field(default=3.0, gt=0)
 

@@ -14,6 +14,7 @@ from service.api.responses import JSONResponse
 from service.api.routes import admin, codes, flags, health, settlements
 from service.auth.service import ensure_admin_key
 from service.firstseen import rebuild
+from service.kit.garbage_collection import tune_for_throughput
 from service.settings import Settings
 
 
@@ -39,6 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (settlements.router, codes.router, flags.router, admin.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def production_app() -> FastAPI:
+    """`tracegate api`'s app factory: uvicorn calls it in each worker process, after which
+    the process only serves requests (so its start-up objects leave the collector's sight)."""
+    app = create_app(Settings())
+    tune_for_throughput()
     return app
 
 

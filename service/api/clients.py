@@ -41,7 +41,9 @@ class Clients:
 
 @asynccontextmanager
 async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
-    engine = build_engine(settings.database_url)
+    # Overflow connections are closed on return: under load that is a connect per call.
+    engine = build_engine(settings.database_url, pool_size=settings.api_database_pool,
+                          max_overflow=settings.api_database_pool // 4)
     redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
     producer = build_producer(settings.kafka_bootstrap)
     await producer.start()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.models import ApiKey
@@ -11,12 +12,14 @@ async def find_active_key(session: AsyncSession, key_hash: bytes) -> ApiKey | No
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def key_hash_exists(session: AsyncSession, key_hash: bytes) -> bool:
-    query = select(ApiKey.id).where(ApiKey.key_hash == key_hash)
-    return (await session.execute(query)).first() is not None
-
-
 async def add_key(session: AsyncSession, key: ApiKey) -> ApiKey:
     session.add(key)
     await session.flush()
     return key
+
+
+async def add_key_if_absent(session: AsyncSession, key_hash: bytes, role: str) -> None:
+    """Every API worker bootstraps the same admin key at once: the second insert is a no-op,
+    not a unique violation that would stop that worker."""
+    statement = insert(ApiKey).values(key_hash=key_hash, role=role)
+    await session.execute(statement.on_conflict_do_nothing(index_elements=[ApiKey.key_hash]))

@@ -69,9 +69,7 @@ async def create_key(session: AsyncSession, pepper: str, request: ApiKeyCreate) 
 
 async def ensure_admin_key(session: AsyncSession, pepper: str, key: str) -> None:
     """Bootstrap: make sure a known admin key exists (a new stack has no other way in)."""
-    digest = hash_key(pepper, key)
-    if not await repository.key_hash_exists(session, digest):
-        await repository.add_key(session, ApiKey(key_hash=digest, role=Role.ADMIN.value))
+    await repository.add_key_if_absent(session, hash_key(pepper, key), Role.ADMIN.value)
 
 
 def require_role(caller: Caller, *roles: Role) -> None:

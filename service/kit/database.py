@@ -34,10 +34,15 @@ def core_table(model: type[Base]) -> Table:
     return table
 
 
-def build_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def build_engine(
+    database_url: str, *, pool_size: int = 10, max_overflow: int | None = None
+) -> AsyncEngine:
     # No pre-ping: it is a round trip on every checkout. A connection that died with its
     # server fails its query, is discarded by the pool, and the caller answers 503 / retries.
-    return create_async_engine(database_url, pool_size=pool_size, max_overflow=pool_size)
+    return create_async_engine(
+        database_url, pool_size=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+    )
 
 
 def build_reader(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
