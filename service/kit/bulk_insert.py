@@ -8,6 +8,7 @@ travel in asyncpg's binary format and the statement is prepared once per shape."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ async def insert_rows(
     if not rows:
         return []
     columns = list(rows[0])
-    statement = _statement(table, columns, returning)
+    statement = _statement(table, tuple(columns), returning)
     arrays = [_array(table, name, rows) for name in columns]
     connection = await (await session.connection()).get_raw_connection()
     driver: Any = connection.driver_connection
@@ -37,7 +38,8 @@ async def insert_rows(
     return [record[0] for record in await driver.fetch(statement, *arrays)]
 
 
-def _statement(table: Table, columns: list[str], returning: str | None) -> str:
+@lru_cache(maxsize=64)  # a handful of shapes, built per batch otherwise
+def _statement(table: Table, columns: tuple[str, ...], returning: str | None) -> str:
     arrays = ", ".join(f"${i}::{_array_type(table, name)}" for i, name in enumerate(columns, 1))
     selected = ", ".join(_selected(table, name) for name in columns)
     tail = f" RETURNING {returning}" if returning else ""
