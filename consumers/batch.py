@@ -35,6 +35,7 @@ from service.kit.kafka import build_producer
 from service.kit.keyed_hash import keyed_hex
 from service.kit.redis_client import RedisClient, build_redis
 from service.policy.schemas import PolicyConfig
+from service.records import repository as records_repository
 from service.records import reversals
 from service.records.recent import RecentAnswers
 from service.records.schemas import SettlementRecord
@@ -128,6 +129,10 @@ class BatchProcessor:
         institutions: dict[str, InstitutionRef], outcome: _Outcome,
     ) -> None:
         now = utcnow()
+        retry = await flags_repository.unpublished_flags(
+            session, [e.settlement.settlement_id for e in run]
+        )
+        run = await _unrecorded(session, run)
         gate = await self._gate_records(run)
         await self._heal(await self._older_than_rebuild(run, gate), institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
@@ -136,9 +141,6 @@ class BatchProcessor:
         new_flags, payments = await record_settlements(session, recorded, now)
         outcome.payments.update(payments)
         outcome.claimed += [claim.code for record in recorded for claim in record.claims]
-        retry = await flags_repository.unpublished_flags(
-            session, [e.settlement.settlement_id for e in run]
-        )
         # A flag recorded earlier in this batch is unpublished too: one entry per flag id.
         for flag in [*new_flags, *retry]:
             outcome.flags.setdefault(flag["flag_id"], flag)
@@ -212,6 +214,17 @@ class BatchProcessor:
             await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
         if dead:
             log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
+
+
+async def _unrecorded(session: AsyncSession, run: list[SettlementEvent]) -> list[SettlementEvent]:
+    """A redelivered settlement the record already holds changes nothing: deciding it again
+    would re-take codes that a reversal recorded since then has released (and a gate claim
+    would be healed back the same way). Copies within the batch are left to the record's
+    own idempotence (a retried batch finds its own claims and must still record them)."""
+    recorded = await records_repository.recorded_settlement_ids(
+        session, [e.settlement.settlement_id for e in run]
+    )
+    return [e for e in run if e.settlement.settlement_id not in recorded]
 
 
 def _known(event: Event, institutions: dict[str, InstitutionRef]) -> Event:

@@ -152,6 +152,14 @@ async def get_settlement(session: AsyncSession, settlement_id: str) -> Settlemen
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def recorded_settlement_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    """Which of these settlements the record already holds (one query)."""
+    if not ids:
+        return set()
+    query = select(Settlement.settlement_id).where(Settlement.settlement_id.in_(set(ids)))
+    return set((await session.execute(query)).scalars())
+
+
 async def get_reversal(session: AsyncSession, reversal_id: str) -> Reversal | None:
     query = select(Reversal).where(Reversal.reversal_id == reversal_id)
     return (await session.execute(query)).scalar_one_or_none()

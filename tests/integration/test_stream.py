@@ -133,6 +133,33 @@ async def test_streamed_settlements_with_duplicates_redeliveries_and_bad_events(
     assert [fl["settlement_id"] for fl in history["flags"]] == [again["settlement_id"]]
 
 
+async def test_a_settlement_redelivered_after_its_reversal_claims_nothing(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    """Found by the full load test: settlement, its reversal, then a redelivered copy of the
+    settlement (same partition, in that order). The copy is already recorded, so it must not
+    take the released code again; the next payment of the code is a first payment."""
+    institution = await f.register(api, admin_headers)
+    code = f.cn20()
+    paid = _stream(f.settlement(institution, [f.line(1, [code])]))
+    reversal = {"type": "reversal", "source": "stream", "settlement_id": paid["settlement_id"],
+                "reversal_id": f"R-{paid['settlement_id']}"}
+    await _produce(producer, settings.topic_settlements, [paid, reversal, paid])
+    await eventually(lambda: _history(api, admin_headers, code),
+                     lambda h: h is not None and len(h["events"]) == 2)
+    resold = _stream(f.settlement(institution, [f.line(1, [code])]))
+    await _produce(producer, settings.topic_settlements, [resold])
+    history = await eventually(lambda: _history(api, admin_headers, code),
+                               lambda h: h is not None and len(h["events"]) >= 3)
+    assert history is not None
+    # History is in event time: the reversal's is its Kafka timestamp, after both sales.
+    assert sorted((e["type"], e["settlement_id"]) for e in history["events"]) == sorted([
+        ("payment", paid["settlement_id"]), ("reversal", paid["settlement_id"]),
+        ("payment", resold["settlement_id"])])
+    assert await _flags(api, admin_headers, institution) == []
+
+
 async def test_flags_reach_the_topic_exactly_once(
     api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
     producer: AIOKafkaProducer,
