@@ -11,11 +11,13 @@ from tqdm import tqdm
 from service.firstseen import rebuild
 from service.firstseen.encoding import Layout
 from service.kit import event_loop
+from service.kit.garbage_collection import tune_for_throughput
 from service.kit.redis_client import build_redis
 from service.settings import Settings
 
 
 def rebuild_hot_set(settings: Settings) -> int:
+    tune_for_throughput()
     started = time.perf_counter()
     total = event_loop.run(_rebuild(settings))
     elapsed = time.perf_counter() - started

@@ -38,8 +38,10 @@ def _parser() -> argparse.ArgumentParser:
 def _single(command: str, plan: Plan) -> dict[str, Any]:
     from loadtest import suite
     from loadtest.gate import RATES, run_gate
+    from service.kit.garbage_collection import tune_for_throughput
 
     workload = generate(plan.settlements, seed=plan.seed)
+    tune_for_throughput()
     runs: dict[str, Callable[[Stack, Workload], Any]] = {
         "stream": lambda s, w: suite.stream_section(s, w, plan),
         "gate": lambda s, w: run_gate(s, w.institutions, RATES, plan.gate_seconds, "gate"),

@@ -43,6 +43,10 @@ class Layout:
 
     def address(self, canonical: str) -> CodeAddress:
         return _address(self.bucket_bits, self.slot_groups, canonical)
+
+    def address_once(self, canonical: str) -> CodeAddress:
+        """For bulk loads, which meet each code once: the memo would only churn."""
+        return _address.__wrapped__(self.bucket_bits, self.slot_groups, canonical)
     def generation_key(self, group: int) -> str:
         """Set once the group is complete; Redis losing its data loses this marker too. The
         name carries the layout, so a changed layout finds no marker and is rebuilt."""

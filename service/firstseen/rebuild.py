@@ -163,7 +163,7 @@ async def _sellers(connection: Any, codes: list[str]) -> dict[str, list[int]]:
 async def _write(redis: RedisClient, layout: Layout, states: dict[str, CodeState]) -> None:
     buckets: dict[str, dict[bytes, bytes]] = defaultdict(dict)
     for code, state in states.items():
-        address = layout.address(code)
+        address = layout.address_once(code)
         buckets[address.bucket_key][address.field] = encode_state(state)
     async with redis.pipeline(transaction=False) as pipe:
         for key, mapping in buckets.items():
