@@ -57,9 +57,11 @@ def run_all(plan: Plan, quick: bool) -> dict[str, Any]:
     stack = open_stack(workload.institutions)
     began = time.monotonic()
     try:
-        results = {"stream": stream_section(stack, workload, plan),
-                   "gate": {"rates": run_gate(stack, workload.institutions, RATES,
-                                              plan.gate_seconds, "gate")}}
+        # The gate first: after the stream section (~1.8 M events kept in Tansu's memory,
+        # the record truncated nine times) its p99 at 500/s was 450 ms instead of 14 ms.
+        gate = {"rates": run_gate(stack, workload.institutions, RATES, plan.gate_seconds,
+                                  "gate")}
+        results = {"stream": stream_section(stack, workload, plan), "gate": gate}
         results.update(store_sections(stack, workload, plan))
     finally:
         stack.close()
