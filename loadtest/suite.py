@@ -57,7 +57,7 @@ def run_all(plan: Plan, quick: bool) -> dict[str, Any]:
     stack = open_stack(workload.institutions)
     began = time.monotonic()
     try:
-        # The gate first: after the stream section (~1.8 M events kept in Tansu's memory,
+        # The gate first: after the stream section (~550,000 events kept in Tansu's memory,
         # the record truncated nine times) its p99 at 500/s was 450 ms instead of 14 ms.
         gate = {"rates": run_gate(stack, workload.institutions, RATES, plan.gate_seconds,
                                   "gate")}
