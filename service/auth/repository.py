@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from sqlalchemy import select
+import datetime as dt
+
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,3 +25,17 @@ async def add_key_if_absent(session: AsyncSession, key_hash: bytes, role: str) -
     not a unique violation that would stop that worker."""
     statement = insert(ApiKey).values(key_hash=key_hash, role=role)
     await session.execute(statement.on_conflict_do_nothing(index_elements=[ApiKey.key_hash]))
+
+
+async def revoke_key(session: AsyncSession, key_id: int) -> tuple[bytes, dt.datetime] | None:
+    """Revoke once: a second revocation keeps the first time. The key's digest and revocation
+    time, or None for an unknown id."""
+    statement = (
+        update(ApiKey).where(ApiKey.id == key_id)
+        .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
+        .returning(ApiKey.key_hash, ApiKey.revoked_at)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None or row.revoked_at is None:  # revoked_at is set by the statement itself
+        return None
+    return row.key_hash, row.revoked_at

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -32,3 +33,8 @@ class ApiKeyCreated(BaseModel):
     key_id: int
     role: Role
     institution_id: str | None
+
+
+class ApiKeyRevoked(BaseModel):
+    key_id: int
+    revoked_at: dt.datetime

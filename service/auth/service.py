@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth import repository
 from service.auth.models import ApiKey
-from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, Caller, Role
-from service.kit.errors import AppError, Unprocessable
+from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRevoked, Caller, Role
+from service.kit.errors import AppError, Conflict, NotFound, Unprocessable
 from service.kit.keyed_hash import digests_equal, keyed_digest
 from service.kit.ttl_cache import TtlCache
 
@@ -27,6 +27,14 @@ class Unauthenticated(AppError):
 class Forbidden(AppError):
     status_code = 403
     code = "FORBIDDEN"
+
+
+class KeyNotFound(NotFound):
+    code = "KEY_NOT_FOUND"
+
+
+class KeyInUse(Conflict):
+    code = "KEY_IN_USE"
 
 
 def new_key() -> str:
@@ -65,6 +73,24 @@ async def create_key(session: AsyncSession, pepper: str, request: ApiKeyCreate) 
     return ApiKeyCreated(
         key=key, key_id=row.id, role=request.role, institution_id=request.institution_id
     )
+
+
+async def revoke_key(
+    session: AsyncSession, caller: Caller, key_id: int,
+    cache: TtlCache[bytes, Caller] | None = None,
+) -> ApiKeyRevoked:
+    """From now on the key is refused: at once by this process, within the key cache's TTL
+    (10 s) by the other API processes. Revoking twice is harmless; revoking the key of the
+    call itself is refused, so an admin cannot lock the last way in out by mistake."""
+    if caller.key_id == key_id:
+        raise KeyInUse("this call is made with that key; revoke it with another admin key")
+    revoked = await repository.revoke_key(session, key_id)
+    if revoked is None:
+        raise KeyNotFound(f"no API key with id {key_id}")
+    key_hash, revoked_at = revoked
+    if cache is not None:
+        cache.forget(key_hash)
+    return ApiKeyRevoked(key_id=key_id, revoked_at=revoked_at)
 
 
 async def ensure_admin_key(session: AsyncSession, pepper: str, key: str) -> None:

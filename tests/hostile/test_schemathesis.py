@@ -104,6 +104,7 @@ class Targets:
     institution: str
     settlement_id: str
     code: str
+    spare_key: int  # a key positive cases may revoke (the campaign's own keys stay usable)
 
 
 def realistic(label: str, case: Any, targets: Targets) -> None:
@@ -121,6 +122,8 @@ def realistic(label: str, case: Any, targets: Targets) -> None:
         path["settlement_id"] = targets.settlement_id
     elif label == "GET /v1/codes/{trace_code}":
         path["trace_code"] = targets.code
+    elif label == "DELETE /v1/api-keys/{key_id}":
+        path["key_id"] = targets.spare_key
 
 
 def _json_successes(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -206,7 +209,10 @@ async def campaign(
     assert (await api.post("/v1/settlements", json=paid, headers=admin_headers)).json()[
         "decision"] == "pay"
     assert await eventually(lambda: history(api, admin_headers, code), bool)
-    targets = Targets(institution, paid["settlement_id"], code)
+    # Fuzzed revocations cannot hit the admin key (a key cannot revoke itself); the regulator
+    # key is minted last so that a small fuzzed id is far more likely someone else's.
+    spare = await api.post("/v1/api-keys", json={"role": "ops"}, headers=admin_headers)
+    targets = Targets(institution, paid["settlement_id"], code, spare.json()["key_id"])
     keys = {"admin": admin_headers, "regulator": await f.key_for(api, admin_headers, "regulator")}
     seed_text = os.environ.get("TRACEGATE_FUZZ_SEED")
     seed = int(seed_text) if seed_text else None

@@ -45,6 +45,10 @@ class World:
     settlement_id: str
     code: str
     callers: dict[str, Headers] = field(default_factory=dict)
+    spare_keys: list[int] = field(default_factory=list)  # for the revocation calls
+
+    def spare_key(self) -> int:
+        return self.spare_keys.pop()
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ ENDPOINTS = [
         "GET", f"/v1/institutions/{w.own}")),
     Endpoint("POST /v1/api-keys", _allow("admin"), lambda w: Call(
         "POST", "/v1/api-keys", {"role": "pos", "institution_id": w.own}), success=201),
+    Endpoint("DELETE /v1/api-keys/{id}", _allow("admin"), lambda w: Call(
+        "DELETE", f"/v1/api-keys/{w.spare_key()}")),
     Endpoint("GET /healthz", _allow("*"), lambda w: Call("GET", "/healthz")),
     Endpoint("GET /readyz", _allow("*"), lambda w: Call("GET", "/readyz")),
     Endpoint("GET /metrics", _allow("*"), lambda w: Call("GET", "/metrics")),
@@ -118,12 +124,11 @@ async def mint(api: httpx.AsyncClient, admin: Headers, role: str,
     return response.json()["key_id"], response.json()["key"]
 
 
-async def revoke(settings: Settings, key_id: int) -> None:
-    connection = await asyncpg.connect(settings.asyncpg_dsn)
-    try:
-        await connection.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
-    finally:
-        await connection.close()
+async def revoke(api: httpx.AsyncClient, admin: Headers, key_id: int) -> dict[str, Any]:
+    response = await api.delete(f"/v1/api-keys/{key_id}", headers=admin)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def bearer(key: str) -> Headers:
@@ -142,7 +147,7 @@ async def world(
     found = await eventually(lambda: history(api, admin_headers, code), bool)
     assert found is not None, "the consumer never recorded the setup settlement"
     revoked_id, revoked_key = await mint(api, admin_headers, "admin")
-    await revoke(settings, revoked_id)
+    await revoke(api, admin_headers, revoked_id)
     admin_key = admin_headers["Authorization"].removeprefix("Bearer ")
     callers = {
         "admin": admin_headers,
@@ -155,7 +160,8 @@ async def world(
         "revoked_key": bearer(revoked_key),
         "wrong_scheme": {"Authorization": f"Basic {admin_key}"},
     }
-    return World(own, other, body["settlement_id"], code, callers)
+    spares = [(await mint(api, admin_headers, "ops"))[0] for _ in CALLERS]
+    return World(own, other, body["settlement_id"], code, callers, spares)
 
 
 async def send(
@@ -202,13 +208,47 @@ def test_the_matrix_covers_every_operation_of_the_openapi_document(app: FastAPI)
 async def test_revoking_a_key_in_use_shuts_it_out_within_the_cache_ttl(
     tolerant_api: httpx.AsyncClient, admin_headers: Headers, settings: Settings
 ) -> None:
-    """Known keys are cached in-process for 10 s (service/api/clients.py): a revocation must
-    take effect within that, and for good."""
+    """Known keys are cached in-process for 10 s (service/api/clients.py): a revocation made
+    through another API process (here: straight in the table) takes effect within that."""
     key_id, key = await mint(tolerant_api, admin_headers, "regulator")
     assert (await tolerant_api.get("/v1/flags?limit=1", headers=bearer(key))).status_code == 200
-    await revoke(settings, key_id)
+    await revoke_elsewhere(settings, key_id)
 
     async def status() -> int:
         return (await tolerant_api.get("/v1/flags?limit=1", headers=bearer(key))).status_code
 
     assert await eventually(status, lambda code: code == 401, timeout_s=12) == 401
+
+
+async def revoke_elsewhere(settings: Settings, key_id: int) -> None:
+    """What another API worker's revocation looks like to this one: the row changes."""
+    connection = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        await connection.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
+    finally:
+        await connection.close()
+
+
+async def test_revoking_through_the_api_shuts_the_key_out_at_once(
+    tolerant_api: httpx.AsyncClient, admin_headers: Headers
+) -> None:
+    key_id, key = await mint(tolerant_api, admin_headers, "regulator")
+    assert (await tolerant_api.get("/v1/flags?limit=1", headers=bearer(key))).status_code == 200
+    first = await revoke(tolerant_api, admin_headers, key_id)
+    assert first["key_id"] == key_id
+    # This process forgets the cached key with the revocation: no 10 s grace here.
+    assert (await tolerant_api.get("/v1/flags?limit=1", headers=bearer(key))).status_code == 401
+    assert await revoke(tolerant_api, admin_headers, key_id) == first  # idempotent
+    unknown = await tolerant_api.delete("/v1/api-keys/999999999", headers=admin_headers)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "KEY_NOT_FOUND"
+
+
+async def test_an_admin_cannot_revoke_the_key_it_calls_with(
+    tolerant_api: httpx.AsyncClient, admin_headers: Headers
+) -> None:
+    key_id, key = await mint(tolerant_api, admin_headers, "admin")
+    own = await tolerant_api.delete(f"/v1/api-keys/{key_id}", headers=bearer(key))
+    assert own.status_code == 409
+    assert own.json()["error"]["code"] == "KEY_IN_USE"
+    assert (await tolerant_api.get("/v1/flags?limit=1", headers=bearer(key))).status_code == 200

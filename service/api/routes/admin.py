@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.api.dependencies import CallerDep, ClientsDep, SessionDep, SettingsDep
 from service.api.responses import ERROR_RESPONSES
 from service.auth import service as auth
-from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, Role
+from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRevoked, Role
 from service.flags import repository as flags_repository
 from service.institutions import service as institutions
 from service.institutions.models import Institution
@@ -65,3 +65,13 @@ async def create_api_key(
     if body.institution_id is not None:
         await institutions.get_for_settlement(session, body.institution_id)
     return await auth.create_key(session, settings.api_key_pepper.get_secret_value(), body)
+
+
+@router.delete("/api-keys/{key_id}")
+async def revoke_api_key(
+    key_id: int, caller: CallerDep, session: SessionDep, clients: ClientsDep
+) -> ApiKeyRevoked:
+    """Not in CONTRACT §4 (which only mints keys): a leaked or retired key must be revocable
+    without SQL. Idempotent; the answer keeps the first revocation time."""
+    auth.require_role(caller, Role.ADMIN)
+    return await auth.revoke_key(session, caller, key_id, clients.callers)
