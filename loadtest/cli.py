@@ -14,6 +14,8 @@ from loadtest.stack import Stack, open_stack
 from loadtest.suite import RESULTS, Plan, run_all
 from loadtest.workload import Workload, generate
 
+README = RESULTS.parent.parent / "README.md"
+
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
@@ -22,6 +24,8 @@ def main(argv: list[str]) -> int:
         results = run_all(plan, args.quick)
         json_path, md_path = report.write(results, RESULTS)
         sys.stdout.write(md_path.read_text() + f"\nwrote {json_path} and {md_path}\n")
+        if report.show_in_readme(results, README):
+            sys.stdout.write(f"and the tables in {README}\n")
         return 0 if results["stream"]["correct"] else 1
     sys.stdout.write(json.dumps(_single(args.command, plan), indent=2, default=str) + "\n")
     return 0

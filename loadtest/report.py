@@ -58,6 +58,23 @@ def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+README_BEGIN = "<!-- loadtest:begin (written by `tracegate loadtest all`) -->"
+README_END = "<!-- loadtest:end -->"
+
+
+def show_in_readme(results: dict[str, Any], readme: Path) -> bool:
+    """Put a full run's tables into the README between its markers (a quick run's figures
+    are too small a sample to stand there). False if the README has no markers."""
+    text = readme.read_text()
+    if results["meta"]["quick"] or README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    body = markdown(results).split("\n", 2)[2]  # without the page title
+    readme.write_text(f"{head}{README_BEGIN}\n{body}{README_END}{tail}")
+    return True
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta, stream = results["meta"], results["stream"]
     lines = [

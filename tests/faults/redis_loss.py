@@ -105,14 +105,7 @@ class _Scenario:
             await pipe.execute()
         self.report.fault(f"FLUSHALL at {self.stream.recorded.last} recorded settlements "
                           f"(rebuild held off for {PAUSE_S:.0f}s)")
-        attempt = self.workload.code(next(self.ids))
-        institution = self.institution_other_than(paid.institution)
-        refused = await self.settle(institution, attempt)
-        self.report.check(
-            "gate_503_while_set_missing",
-            refused.status_code == 503 and error_code(refused) == "HOT_SET_REBUILDING"
-            and int(refused.headers.get("Retry-After", "0")) > 0,
-            f"gate answered {refused.status_code} {refused.text[:200]} with the set missing")
+        institution, attempt = await self.gate_refuses_while_missing(paid, "")
         await asyncio.sleep(1.0)  # a batch past its Redis round trips may still commit
         cpu_before, paused = self.stream.consumer.cpu_seconds(), time.monotonic()
         rollbacks_before = await self.rollbacks()
@@ -201,19 +194,28 @@ class _Scenario:
             await pipe.execute()
         self.report.fault(f"FLUSHALL at {self.stream.recorded.last} recorded settlements with "
                           f"Redis refusing writes (maxmemory) for {WRITES_REFUSED_S:.0f}s")
-        attempt = self.workload.code(next(self.ids))
-        institution = self.institution_other_than(paid.institution)
-        refused = await self.settle(institution, attempt)
-        self.report.check(
-            "gate_503_while_set_missing",
-            refused.status_code == 503 and error_code(refused) == "HOT_SET_REBUILDING",
-            f"gate answered {refused.status_code} {refused.text[:200]} with the set missing "
-            "and Redis refusing writes")
+        institution, attempt = await self.gate_refuses_while_missing(
+            paid, " and Redis refusing writes")
         await asyncio.sleep(WRITES_REFUSED_S)  # batches meet the missing set, try to rebuild
         async with self.redis() as redis:
             await redis.config_set("maxmemory", "0")
         self.stream.revive()
         await self.after_recovery(paid, institution, attempt)
+
+    async def gate_refuses_while_missing(self, paid: _Paid, context: str) -> tuple[str, str]:
+        """A fresh code settled at another institution while the set is missing: the gate
+        must answer 503 HOT_SET_REBUILDING with a Retry-After. Returns (institution, code)
+        for `after_recovery` to check that the refused attempt claimed nothing."""
+        attempt = self.workload.code(next(self.ids))
+        institution = self.institution_other_than(paid.institution)
+        refused = await self.settle(institution, attempt)
+        self.report.check(
+            "gate_503_while_set_missing",
+            refused.status_code == 503 and error_code(refused) == "HOT_SET_REBUILDING"
+            and int(refused.headers.get("Retry-After", "0")) > 0,
+            f"gate answered {refused.status_code} {refused.text[:200]} with the set "
+            f"missing{context}")
+        return institution, attempt
 
     async def rollbacks(self) -> int:
         connection = await asyncpg.connect(self.stream.settings.asyncpg_dsn)

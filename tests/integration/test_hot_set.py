@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -73,7 +74,7 @@ async def test_rebuild_command_reloads_every_claim(
     await _gate(api, admin_headers, f.settlement(a, [f.line(1, [f.cn20()], split=True,
                                                                 quantity=2, pack_size=10)]))
     for code in codes:
-        assert await eventually(lambda code=code: _recorded(api, admin_headers, code), bool)
+        assert await eventually(partial(_recorded, api, admin_headers, code), bool)
     env = {**os.environ, "TRACEGATE_DATABASE_URL": settings.database_url,
            "TRACEGATE_REDIS_URL": settings.redis_url}
     process = await asyncio.create_subprocess_exec(

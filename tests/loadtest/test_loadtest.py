@@ -81,7 +81,7 @@ def test_store_gate_and_baseline_paths_produce_figures(
 ) -> None:
     stack, workload = tiny
     codes = codes_of(workload, 500)
-    results = {
+    results: dict[str, Any] = {
         "stream": {"codes_per_s": 1, "codes_per_s_2_consumers": 1, "correct": True,
                    "flag_latency_ms": {"p50": 1, "p95": 1, "p99": 1}},
         "gate": {"rates": run_gate(stack, workload.institutions, [50], 0.5, "tg")},
@@ -101,3 +101,32 @@ def test_store_gate_and_baseline_paths_produce_figures(
     json_path, md_path = report.write(results, tmp_path)
     assert "memory B/code" in md_path.read_text()
     assert json_path.is_file()
+
+
+def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
+    results: dict[str, Any] = {
+        "stream": {"codes_per_s": 7, "codes_per_s_2_consumers": 9, "correct": True,
+                   "flag_latency_ms": {"p50": 1, "p95": 2, "p99": 3}},
+        "gate": {"rates": [{"rate": 500, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3, "max_ms": 4,
+                            "errors": 0}]},
+        "memory": {"bytes_per_code": 20.8}, "rebuild": {"codes_per_s": 5},
+        "baselines": {"redis_key_per_code": {"codes_per_s": 1},
+                      "postgres_only": {"codes_per_s": 1}, "quixstreams": {"codes_per_s": 1}},
+        "ceiling": {"redis_ops_per_s": None},
+        "meta": {"quick": True, "command": "tracegate loadtest all",
+                 "machine": {"cpus": 2, "memory_gb": 1}, "notes": []},
+    }
+    report.write(results, tmp_path)  # adds the verdicts the tables show
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\nbefore\n{report.README_BEGIN}\nold\n{report.README_END}\nafter\n")
+    assert not report.show_in_readme(results, readme)  # a quick run does not stand there
+    assert "old" in readme.read_text()
+    results["meta"]["quick"] = False
+    for _ in range(2):  # and writing it again replaces, not appends
+        assert report.show_in_readme(results, readme)
+    text = readme.read_text()
+    assert "old" not in text
+    assert text.count("| stream codes/s (1 consumer) | 7 |") == 1
+    assert text.startswith("# x\nbefore\n")
+    assert text.endswith(f"{report.README_END}\nafter\n")
+    assert "# tracegate load test" not in text
