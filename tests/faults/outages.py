@@ -19,20 +19,17 @@ from pathlib import Path
 import httpx
 
 from service.settings import Settings
-from tests.faults.gate import Gate, Readiness, error_code, open_gate
-from tests.faults.processes import ConsumerProcess, OwnServers, suspended
+from tests.faults.gate import Gate, Readiness, error_code
+from tests.faults.processes import OwnServers, suspended
 from tests.faults.scale import Scale
 from tests.faults.scenario import (
     ScenarioReport,
     StreamRun,
+    gated_stream,
     isolated,
-    new_run,
-    stream_run,
     wait_for_batch_writing,
 )
-from tests.faults.workload import generate, institution_ids
 
-INSTITUTIONS = 6
 RECOVERY_S = 30.0
 
 class _Scenario:
@@ -186,24 +183,17 @@ async def outages(base: Settings, workdir: Path, scale: Scale) -> ScenarioReport
 async def _run(
     settings: Settings, servers: OwnServers, workdir: Path, scale: Scale
 ) -> ScenarioReport:
-    run = new_run()
     report = ScenarioReport("outages", scale.name)
-    institutions = institution_ids(run, INSTITUTIONS)
-    workload = await asyncio.to_thread(
-        generate, run, institutions, scale.outage_codes, settings.settlements_partitions)
-    consumer = ConsumerProcess("consumer", settings, workdir / f"outages-{run}-consumer.log")
-    async with open_gate(settings) as gate:
-        await gate.register(institutions)
-        async with stream_run(settings, workload, consumer, report) as stream:
-            scenario = _Scenario(stream, gate, servers, scale)
-            stream.start(codes_per_s=scale.feed_rate)
-            for fraction, fault in ((0.15, scenario.broker_stop),
-                                    (0.4, scenario.postgres_restart),
-                                    (0.65, scenario.redis_stop)):
-                if not await stream.reach(fraction, at_least=stream.recorded.last + 1):
-                    break
-                await fault()
-            await stream.drain()
-            await scenario.refused_stay_unclaimed()
-            await stream.close()
+    async with gated_stream(settings, workdir, report, scale.outage_codes) as (stream, gate, _):
+        scenario = _Scenario(stream, gate, servers, scale)
+        stream.start(codes_per_s=scale.feed_rate)
+        for fraction, fault in ((0.15, scenario.broker_stop),
+                                (0.4, scenario.postgres_restart),
+                                (0.65, scenario.redis_stop)):
+            if not await stream.reach(fraction, at_least=stream.recorded.last + 1):
+                break
+            await fault()
+        await stream.drain()
+        await scenario.refused_stay_unclaimed()
+        await stream.close()
     return report

@@ -22,13 +22,12 @@ from service.firstseen import rebuild
 from service.firstseen.encoding import Layout
 from service.firstseen.rebuild import LOCK_KEY
 from service.settings import Settings
-from tests.faults.gate import Gate, error_code, open_gate
-from tests.faults.processes import ConsumerProcess, OwnServers
+from tests.faults.gate import Gate, error_code
+from tests.faults.processes import OwnServers
 from tests.faults.scale import Scale
-from tests.faults.scenario import ScenarioReport, StreamRun, isolated, new_run, stream_run
-from tests.faults.workload import Workload, generate, institution_ids
+from tests.faults.scenario import ScenarioReport, StreamRun, gated_stream, isolated
+from tests.faults.workload import Workload
 
-INSTITUTIONS = 6
 PAUSE_S = 2.0  # how long the record must stand still while the set is missing
 # A consumer waiting for the set may try its batch now and then, not in a tight loop.
 QUIET_ROLLBACKS_PER_S = 10.0
@@ -313,25 +312,18 @@ async def redis_loss(base: Settings, workdir: Path, scale: Scale) -> ScenarioRep
 async def _run(
     settings: Settings, servers: OwnServers, workdir: Path, scale: Scale
 ) -> ScenarioReport:
-    run = new_run()
     report = ScenarioReport("redis-loss", scale.name)
-    institutions = institution_ids(run, INSTITUTIONS)
-    workload = await asyncio.to_thread(
-        generate, run, institutions, scale.redis_codes, settings.settlements_partitions)
-    consumer = ConsumerProcess("consumer", settings, workdir / f"redis-{run}-consumer.log")
-    async with open_gate(settings) as gate:
-        await gate.register(institutions)
-        async with stream_run(settings, workload, consumer, report) as stream:
-            scenario = _Scenario(stream, gate, servers, scale, run)
-            faults = [scenario.flush_while_rebuild_is_held] * scale.redis_flushes
-            faults += [scenario.restart_redis] * scale.redis_restarts
-            faults += [scenario.kill_the_rebuilder, scenario.refuse_writes_while_set_missing]
-            scenario.rng.shuffle(faults)
-            stream.start(codes_per_s=scale.feed_rate)
-            for number, fault in enumerate(faults, start=1):
-                fraction = 0.85 * number / (len(faults) + 1)
-                if not await stream.reach(fraction, at_least=stream.recorded.last + 1):
-                    break
-                await fault()
-            await stream.finish()
+    async with gated_stream(settings, workdir, report, scale.redis_codes) as (stream, gate, run):
+        scenario = _Scenario(stream, gate, servers, scale, run)
+        faults = [scenario.flush_while_rebuild_is_held] * scale.redis_flushes
+        faults += [scenario.restart_redis] * scale.redis_restarts
+        faults += [scenario.kill_the_rebuilder, scenario.refuse_writes_while_set_missing]
+        scenario.rng.shuffle(faults)
+        stream.start(codes_per_s=scale.feed_rate)
+        for number, fault in enumerate(faults, start=1):
+            fraction = 0.85 * number / (len(faults) + 1)
+            if not await stream.reach(fraction, at_least=stream.recorded.last + 1):
+                break
+            await fault()
+        await stream.finish()
     return report

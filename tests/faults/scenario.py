@@ -10,16 +10,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from cli.devstack.servers import create_topics
 from service.settings import Settings
+from tests.faults.gate import Gate, open_gate
 from tests.faults.processes import ConsumerProcess
 from tests.faults.record import RecordAudit, audit
 from tests.faults.stream import FeedProgress, feed, wait_group_caught_up
-from tests.faults.workload import Workload
+from tests.faults.workload import Workload, generate, institution_ids
 
 # Smaller than the default 2,000: more batch boundaries for a fault to land between or in.
 BATCH = 500
@@ -239,6 +241,27 @@ async def stream_run(
         yield run
     finally:
         await run.abandon()
+
+
+INSTITUTIONS = 6  # institutions of a gated scenario's workload
+
+
+@asynccontextmanager
+async def gated_stream(
+    settings: Settings, workdir: Path, report: ScenarioReport, codes: int,
+) -> AsyncIterator[tuple[StreamRun, Gate, int]]:
+    """A fresh workload of `codes` codes fed to one consumer process, and an in-process gate
+    on the same servers with the workload's institutions registered; (stream, gate, run)."""
+    run = new_run()
+    institutions = institution_ids(run, INSTITUTIONS)
+    workload = await asyncio.to_thread(
+        generate, run, institutions, codes, settings.settlements_partitions)
+    consumer = ConsumerProcess(
+        "consumer", settings, workdir / f"{report.scenario}-{run}-consumer.log")
+    async with open_gate(settings) as gate:
+        await gate.register(institutions)
+        async with stream_run(settings, workload, consumer, report) as stream:
+            yield stream, gate, run
 
 
 async def timed(scenario: Awaitable[ScenarioReport]) -> ScenarioReport:
