@@ -109,13 +109,14 @@ class BatchProcessor:
         """Runs of settlements are decided together; a reversal ends a run, so a pack reversed
         and sold again within one batch is seen in the order it happened."""
         outcome = _Outcome({}, [], [])
+        recorded = await self._recorded_before(session, events, outcome)
         run: list[SettlementEvent] = []
         for event in [*events, None]:
             if isinstance(event, SettlementEvent):
                 run.append(event)
                 continue
             if run:
-                await self._settle(session, run, institutions, outcome)
+                await self._settle(session, run, institutions, recorded, outcome)
                 run = []
             if isinstance(event, ReversalEventIn):
                 error = await reversals.record_reversal_event(session, self.store, event.fields)
@@ -124,25 +125,41 @@ class BatchProcessor:
         await count_payments(session, outcome.payments)
         return outcome
 
+    @staticmethod
+    async def _recorded_before(
+        session: AsyncSession, events: list[Event], outcome: _Outcome
+    ) -> set[str]:
+        """Which of the batch's settlements the record already holds (one query), and their
+        flags that never reached the topic (a crash between commit and publish), queued for
+        publishing again."""
+        ids = [e.settlement.settlement_id for e in events if isinstance(e, SettlementEvent)]
+        if not ids:
+            return set()
+        for flag in await flags_repository.unpublished_flags(session, ids):
+            outcome.flags.setdefault(flag["flag_id"], flag)
+        return await records_repository.recorded_settlement_ids(session, ids)
+
     async def _settle(
         self, session: AsyncSession, run: list[SettlementEvent],
-        institutions: dict[str, InstitutionRef], outcome: _Outcome,
+        institutions: dict[str, InstitutionRef], recorded_ids: set[str], outcome: _Outcome,
     ) -> None:
+        """`recorded_ids`: settlements the record holds, this batch's earlier runs included.
+        A redelivered one changes nothing: deciding it again would re-take codes that a
+        reversal recorded since has released (a gate claim would be healed back the same
+        way). Copies within one run are left to the record's own idempotence (a retried
+        batch finds its own claims and must still record them)."""
         now = utcnow()
-        retry = await flags_repository.unpublished_flags(
-            session, [e.settlement.settlement_id for e in run]
-        )
-        run = await _unrecorded(session, run)
+        run = [e for e in run if e.settlement.settlement_id not in recorded_ids]
         gate = await self._gate_records(run)
         await self._heal(await self._older_than_rebuild(run, gate), institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
         decided = await decide_and_claim(stream, self.store, session, self.policy)
         recorded = [*gate, *(d.record for d in decided)]
         new_flags, payments = await record_settlements(session, recorded, now)
+        recorded_ids.update(record.settlement_id for record in recorded)
         outcome.payments.update(payments)
         outcome.claimed += [claim.code for record in recorded for claim in record.claims]
-        # A flag recorded earlier in this batch is unpublished too: one entry per flag id.
-        for flag in [*new_flags, *retry]:
+        for flag in new_flags:
             outcome.flags.setdefault(flag["flag_id"], flag)
 
     async def _gate_records(self, run: list[SettlementEvent]) -> list[SettlementRecord]:
@@ -214,17 +231,6 @@ class BatchProcessor:
             await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
         if dead:
             log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
-
-
-async def _unrecorded(session: AsyncSession, run: list[SettlementEvent]) -> list[SettlementEvent]:
-    """A redelivered settlement the record already holds changes nothing: deciding it again
-    would re-take codes that a reversal recorded since then has released (and a gate claim
-    would be healed back the same way). Copies within the batch are left to the record's
-    own idempotence (a retried batch finds its own claims and must still record them)."""
-    recorded = await records_repository.recorded_settlement_ids(
-        session, [e.settlement.settlement_id for e in run]
-    )
-    return [e for e in run if e.settlement.settlement_id not in recorded]
 
 
 def _known(event: Event, institutions: dict[str, InstitutionRef]) -> Event:

@@ -8,7 +8,7 @@ so they do less work than tracegate per code; the ratios are conservative for tr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -41,13 +41,10 @@ async def _redis(
     client = Redis.from_url(redis_url)
     try:
         await client.flushall()
-        began, duplicates = time.perf_counter(), 0
-        for index, code in enumerate(codes):
-            if not await client.set(f"fs:{code}", b"1", nx=True):
-                duplicates += 1
-            if index % 1000 == 999:
-                progress(1000)
-        seconds = time.perf_counter() - began
+        async def first_seen(code: str) -> bool:
+            return bool(await client.set(f"fs:{code}", b"1", nx=True))
+
+        seconds, duplicates = await _one_by_one(codes, first_seen, progress)
         used = int((await client.info("memory"))["used_memory"])
         await client.flushall()
     finally:
@@ -70,18 +67,28 @@ async def _postgres(
                                  "lt_first_seen (code text PRIMARY KEY)")
         statement = await connection.prepare(
             "INSERT INTO lt_first_seen VALUES ($1) ON CONFLICT DO NOTHING RETURNING code")
-        began, duplicates = time.perf_counter(), 0
-        for index, code in enumerate(codes):
-            if await statement.fetchval(code) is None:
-                duplicates += 1
-            if index % 1000 == 999:
-                progress(1000)
-        seconds = time.perf_counter() - began
+        async def first_seen(code: str) -> bool:
+            return await statement.fetchval(code) is not None
+
+        seconds, duplicates = await _one_by_one(codes, first_seen, progress)
         await connection.execute("DROP TABLE lt_first_seen")
     finally:
         await connection.close()
     return _result(codes, seconds, duplicates,
                    table="logged; the ephemeral server has fsync off, as for tracegate")
+
+
+async def _one_by_one(
+    codes: Sequence[str], first_seen: Callable[[str], Awaitable[bool]],
+    progress: Callable[[int], None],
+) -> tuple[float, int]:
+    """Ask about each code in turn, one round trip each: (seconds, duplicates seen)."""
+    began, duplicates = time.perf_counter(), 0
+    for index, code in enumerate(codes):
+        duplicates += not await first_seen(code)
+        if index % 1000 == 999:
+            progress(1000)
+    return time.perf_counter() - began, duplicates
 
 
 def _result(codes: Sequence[str], seconds: float, duplicates: int, **extra: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import httpx
 
 from service.settings import Settings
 from tests.faults.gate import Gate, Readiness, error_code
-from tests.faults.processes import OwnServers, suspended
+from tests.faults.processes import OwnServers, own_servers, suspended
 from tests.faults.scale import Scale
 from tests.faults.scenario import (
     ScenarioReport,
@@ -168,16 +168,13 @@ class _Scenario:
 
 
 async def outages(base: Settings, workdir: Path, scale: Scale) -> ScenarioReport:
-    servers = OwnServers(workdir)
-    try:
+    async with own_servers(workdir) as servers:
         postgres = await asyncio.to_thread(servers.start_postgres)
         redis = await asyncio.to_thread(servers.start_redis)
         kafka = await asyncio.to_thread(servers.start_kafka)
         settings = isolated(base, "outages", database_url=postgres.url, redis_url=redis.url,
                             kafka_bootstrap=kafka.bootstrap)
         return await _run(settings, servers, workdir, scale)
-    finally:
-        await asyncio.to_thread(servers.close)
 
 
 async def _run(

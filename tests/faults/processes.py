@@ -5,12 +5,13 @@ same port. Everything started here is stopped by `stop()`/`close()`, also when a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from cli.devstack.process import ChildProcess, spawn
@@ -191,3 +192,13 @@ class OwnServers:
         for server in (self.kafka, self.redis, self.postgres):
             if server is not None:
                 server.stop()
+
+
+@contextlib.asynccontextmanager
+async def own_servers(workdir: Path) -> AsyncIterator[OwnServers]:
+    """A scenario's own servers (start those it needs), all stopped on the way out."""
+    servers = OwnServers(workdir)
+    try:
+        yield servers
+    finally:
+        await asyncio.to_thread(servers.close)

@@ -23,7 +23,7 @@ from service.firstseen.encoding import Layout
 from service.firstseen.rebuild import LOCK_KEY
 from service.settings import Settings
 from tests.faults.gate import Gate, error_code
-from tests.faults.processes import OwnServers
+from tests.faults.processes import OwnServers, own_servers
 from tests.faults.scale import Scale
 from tests.faults.scenario import ScenarioReport, StreamRun, gated_stream, isolated
 from tests.faults.workload import Workload
@@ -300,13 +300,10 @@ def _tally(answers: list[str]) -> str:
 
 
 async def redis_loss(base: Settings, workdir: Path, scale: Scale) -> ScenarioReport:
-    servers = OwnServers(workdir)
-    try:
+    async with own_servers(workdir) as servers:
         redis = await asyncio.to_thread(servers.start_redis)
         settings = isolated(base, "redis", redis_url=redis.url)
         return await _run(settings, servers, workdir, scale)
-    finally:
-        await asyncio.to_thread(servers.close)
 
 
 async def _run(

@@ -5,6 +5,7 @@ consumer stopped cleanly, record audited)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -27,6 +28,8 @@ from tests.faults.workload import Workload, generate, institution_ids
 BATCH = 500
 CATCH_UP_S = 240.0
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class ScenarioReport:
@@ -265,8 +268,10 @@ async def gated_stream(
 
 
 async def timed(scenario: Awaitable[ScenarioReport]) -> ScenarioReport:
-    """Run a scenario; its report gets the wall time it took, setting up included."""
+    """Run a scenario; its report gets the wall time it took, setting up included, and is
+    logged whole (pytest shows it with a failure)."""
     begin = time.monotonic()
     report = await scenario
     report.wall_s = time.monotonic() - begin
+    log.warning("%s scenario: %s", report.scenario, report.to_json())
     return report

@@ -3,7 +3,6 @@ ground truth, restarted each time; the record equals the truth."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,10 @@ from tests.faults.crash import crash
 from tests.faults.scale import Scale
 from tests.faults.scenario import ScenarioReport, timed
 
-log = logging.getLogger(__name__)
-
 
 @pytest.fixture(scope="module")
 async def report(settings: Settings, workdir: Path, scale: Scale) -> ScenarioReport:
-    result = await timed(crash(settings, workdir, scale))
-    log.warning("crash scenario: %s", result.to_json())
-    return result
+    return await timed(crash(settings, workdir, scale))
 
 
 def test_every_kill_lands_mid_stream(report: ScenarioReport, scale: Scale) -> None:

@@ -4,7 +4,6 @@ the consumer resumes and nothing is lost."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,10 @@ from tests.faults.outages import outages
 from tests.faults.scale import Scale
 from tests.faults.scenario import ScenarioReport, timed
 
-log = logging.getLogger(__name__)
-
 
 @pytest.fixture(scope="module")
 async def report(settings: Settings, workdir: Path, scale: Scale) -> ScenarioReport:
-    result = await timed(outages(settings, workdir, scale))
-    log.warning("outages scenario: %s", result.to_json())
-    return result
+    return await timed(outages(settings, workdir, scale))
 
 
 def test_every_outage_was_injected(report: ScenarioReport) -> None:

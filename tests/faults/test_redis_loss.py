@@ -4,7 +4,6 @@ missing, the consumers pause and rebuild it from PostgreSQL, then carry on."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,10 @@ from tests.faults.redis_loss import redis_loss
 from tests.faults.scale import Scale
 from tests.faults.scenario import ScenarioReport, timed
 
-log = logging.getLogger(__name__)
-
 
 @pytest.fixture(scope="module")
 async def report(settings: Settings, workdir: Path, scale: Scale) -> ScenarioReport:
-    result = await timed(redis_loss(settings, workdir, scale))
-    log.warning("redis-loss scenario: %s", result.to_json())
-    return result
+    return await timed(redis_loss(settings, workdir, scale))
 
 
 def test_every_fault_was_injected(report: ScenarioReport, scale: Scale) -> None:
