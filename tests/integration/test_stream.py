@@ -171,9 +171,56 @@ async def test_flags_reach_the_topic_exactly_once(
     flags = await eventually(lambda: _flags(api, admin_headers, a), lambda x: len(x) >= 2)
     ids = {fl["flag_id"] for fl in flags}
     assert len(ids) == 2
-    on_topic = [orjson.loads(r.value)["flag_id"] for r in
-                await _read_topic(settings, settings.topic_flags, 2)]
-    assert sorted(i for i in on_topic if i in ids) == sorted(ids)
+    records = await _read_topic(settings, settings.topic_flags, 2)
+    ours = [r for r in records if orjson.loads(r.value)["flag_id"] in ids]
+    assert sorted(orjson.loads(r.value)["flag_id"] for r in ours) == sorted(ids)
+    # CONTRACT §5: keyed by the canonical trace code, the value a whole flag.
+    assert {r.key for r in ours} == {code.encode()}
+    fields = {"flag_id", "kind", "severity", "trace_code", "institution_id", "settlement_id",
+              "line_no", "settled_at", "detected_at", "patient_ref", "first_payment"}
+    flags_on_topic = [orjson.loads(record.value) for record in ours]
+    for flag in flags_on_topic:
+        assert fields <= flag.keys(), flag
+    # Partitions are not ordered among themselves: whichever came first is the first payment,
+    # and both duplicates cite that one, never themselves.
+    firsts = {flag["first_payment"]["settlement_id"] for flag in flags_on_topic}
+    assert len(firsts) == 1
+    assert firsts <= {e["settlement_id"] for e in events}
+    assert firsts.isdisjoint(flag["settlement_id"] for flag in flags_on_topic)
+
+
+async def test_the_gate_publishes_what_it_accepted_with_its_decision(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+) -> None:
+    """CONTRACT §5: keyed by settlement_id, `"source": "gate"`, `"decision"` the whole answer."""
+    pharmacy = await f.register(api, admin_headers)
+    body = f.settlement(pharmacy, [f.line(1, [f.cn20()])])
+    answer = (await api.post("/v1/settlements", json=body, headers=admin_headers)).json()
+    key = body["settlement_id"].encode()
+    found = [r for r in await _read_topic(settings, settings.topic_settlements, 1)
+             if r.key == key]
+    assert len(found) == 1
+    event = orjson.loads(found[0].value)
+    assert (event["type"], event["source"]) == ("settlement", "gate")
+    assert event["decision"] == answer
+    assert event["lines"][0]["trace_codes"] == body["lines"][0]["trace_codes"]
+
+
+async def test_a_settlement_without_source_is_judged_like_a_streamed_one(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    """CONTRACT §5: no `source` means it did not pass the gate: a re-used code is flagged."""
+    a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
+    code = f.cn20()
+    first = {"type": "settlement", **f.settlement(a, [f.line(1, [code])])}
+    await _produce(producer, settings.topic_settlements, [first])
+    await eventually(lambda: _history(api, admin_headers, code), bool)
+    again = {"type": "settlement", **f.settlement(b, [f.line(1, [code])])}
+    await _produce(producer, settings.topic_settlements, [again])
+    flags = await eventually(lambda: _flags(api, admin_headers, b), bool)
+    assert [(fl["kind"], fl["settlement_id"]) for fl in flags] == [
+        ("duplicate_payment", again["settlement_id"])]
 
 
 async def test_gate_and_stream_race_on_one_fresh_code(
