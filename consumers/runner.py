@@ -134,6 +134,8 @@ async def process_until_done(
             await processor.process(records)
             return
         except HotSetRebuilding:
+            if stop.is_set():  # stopping: the batch is redelivered, not waited out
+                raise
             log.warning("first-seen set missing; rebuilding it (or waiting for whoever is)")
             if not await _ensure_quietly(processor):
                 await asyncio.sleep(0.5)  # rebuilt elsewhere, or Redis refuses: wait, don't spin

@@ -110,11 +110,11 @@ async def _mark_complete(redis: RedisClient, layout: Layout, generation: str) ->
 
 async def clear(redis: RedisClient) -> int:
     """Drop the set and its pending details (the record is the truth being reloaded)."""
-    removed = 0
-    for pattern in ("tg:fs{*", "tg:pd{*"):
-        async for key in redis.scan_iter(match=pattern, count=1000):
-            removed += await redis.unlink(key)
-    return removed
+    async with redis.pipeline(transaction=False) as pipe:  # one round trip, not one per key
+        for pattern in ("tg:fs{*", "tg:pd{*"):
+            async for key in redis.scan_iter(match=pattern, count=1000):
+                pipe.unlink(key)
+        return sum(await pipe.execute())
 
 
 async def rebuild(

@@ -17,7 +17,3 @@ def utcnow() -> dt.datetime:
 def local_midnight(day: dt.date) -> dt.datetime:
     """The instant a calendar day starts in Asia/Shanghai."""
     return dt.datetime.combine(day, dt.time.min, tzinfo=SHANGHAI)
-
-
-def rfc3339(moment: dt.datetime) -> str:
-    return moment.isoformat()

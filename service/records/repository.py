@@ -177,16 +177,6 @@ async def insert_reversal(session: AsyncSession, row: dict[str, Any]) -> bool:
     return (await session.execute(statement, [row])).first() is not None
 
 
-async def held_whole_claims(
-    session: AsyncSession, settlement_id: str, codes: Sequence[str]
-) -> set[str]:
-    query = select(CodeClaim.code).where(
-        CodeClaim.code.in_(codes), CodeClaim.settlement_id == settlement_id,
-        CodeClaim.units_used.is_(None),
-    )
-    return set((await session.execute(query)).scalars())
-
-
 async def release_claims(
     session: AsyncSession, settlement_id: str, whole: Sequence[str],
     split_units: Sequence[tuple[str, int]],
