@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.decisions.schemas import ClaimChange, CodeState
-from service.firstseen.encoding import Layout
+from service.firstseen.encoding import CODES_PER_BUCKET, Layout
 from service.firstseen.store import FirstSeenStore
 from service.settings import Settings
 
@@ -25,13 +25,11 @@ def run_memory(redis_url: str, codes: int, progress: Callable[[int], None]) -> d
 
 
 def layout_for(codes: int) -> Layout:
-    """The default layout (sized for ~16 million codes) from 8 million codes up; below that,
-    buckets sized as settings.py says (~250 codes each), so a small run measures the same
-    bucket density and not mostly per-key overhead."""
+    """The layout an operator would configure for this many codes: buckets of ~64 codes as
+    settings.py says (10 million codes: bucket_bits 13, the default), so a small run measures
+    the same bucket density and not mostly per-key overhead."""
     settings = Settings()
-    if codes >= 8_000_000:
-        return Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
-    per_group = codes / (settings.hotset_slot_groups * 250)
+    per_group = codes / (settings.hotset_slot_groups * CODES_PER_BUCKET)
     return Layout(max(0, round(math.log2(max(per_group, 1)))), settings.hotset_slot_groups)
 
 

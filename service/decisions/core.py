@@ -13,7 +13,7 @@ Choices where the contract is silent (recorded in the issue notes):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -71,9 +71,10 @@ class DecisionContext:
 
 def owner_token(settlement_id: str, line_no: int) -> int:
     """4 bytes that name a (settlement, line) in the first-seen set: enough to tell a replay
-    from a duplicate; PostgreSQL, not this token, is the final word."""
-    digest = hashlib.blake2b(f"{settlement_id}\x00{line_no}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big")
+    from a duplicate; PostgreSQL, not this token, is the final word. CRC-32 because the
+    rebuild computes it inside PostgreSQL (`crc32()`, PostgreSQL 18) and must agree with this;
+    the line number after the last ':' keeps the text unambiguous."""
+    return zlib.crc32(f"{settlement_id}:{line_no}".encode())
 
 
 def decide(settlement: SettlementIn, ctx: DecisionContext) -> Decision:

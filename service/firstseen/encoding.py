@@ -6,9 +6,11 @@ A code lives as one field of one Redis hash, never as a key of its own (a key co
   value 10 bytes for a whole pack: owner token and institution number (u32), the day paid
         (u16, days since 2020-01-01); split packs add units_used and pack_size (u16) and the
         token of every line that sold units from the pack.
-Sized so a bucket holds ~250 fields (buckets x 250 = expected codes), Redis keeps each hash
-as a listpack (ziplist in 6.2): measured ~20 B per code. Identity is 48 field bits plus the
-group and bucket bits (70+); a collision would show as a duplicate whose first payment the
+Sized so a bucket holds ~64 fields (buckets x 64 = expected codes), Redis keeps each hash as
+a listpack (ziplist in 6.2; up to 512 fields, so a set may outgrow its sizing 8x): measured
+~21.5 B per code. Redis finds a field by scanning the listpack, so fuller buckets cost CPU on
+every read and claim (see settings.py). Identity is 48 field bits plus the group and bucket
+bits (64 with the default layout); a collision would show as a duplicate whose first payment the
 record does not know, and PostgreSQL stays the arbiter of first payments.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,6 +31,9 @@ _TOKEN = struct.Struct(">I")
 _EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z
 _DAY = 86_400
 FIELD_BYTES = 6
+CODES_PER_BUCKET = 64
+# 2: owner tokens are CRC-32 (were BLAKE2b-32), so the rebuild can compute them in SQL.
+ENCODING_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +51,32 @@ class Layout:
     def address(self, canonical: str) -> CodeAddress:
         return _address(self.bucket_bits, self.slot_groups, canonical)
 
-    def address_once(self, canonical: str) -> CodeAddress:
-        """For bulk loads, which meet each code once: the memo would only churn."""
-        return _address.__wrapped__(self.bucket_bits, self.slot_groups, canonical)
+    def locate(self, canonical: str) -> tuple[int, int, bytes]:
+        """(group, bucket, field) without the memo or the key text: for bulk loads, which
+        meet each code once and write a bucket's fields together."""
+        return _locate(self.bucket_bits, self.slot_groups, canonical)
+
+    def gather(
+        self, rows: Iterable[tuple[str, bytes]], buckets: list[defaultdict[int, list[bytes]]]
+    ) -> None:
+        """For bulk loads: append `field + value` of each (canonical code, value) to
+        buckets[group][bucket]. `locate`'s arithmetic, inlined: a call per code was a third of
+        a rebuild's cost (tests/unit/test_firstseen_encoding.py holds the two equal)."""
+        blake2b, from_bytes, end = hashlib.blake2b, int.from_bytes, 8 + FIELD_BYTES
+        groups, mask = self.slot_groups, (1 << self.bucket_bits) - 1
+        for canonical, value in rows:
+            digest = blake2b(canonical.encode(), digest_size=16).digest()
+            high = from_bytes(digest[:8], "big")
+            buckets[high % groups][(high // groups) & mask].append(digest[8:end] + value)
+
+    def bucket_key(self, group: int, bucket: int) -> str:
+        return _bucket_key(group, bucket)
+
     def generation_key(self, group: int) -> str:
         """Set once the group is complete; Redis losing its data loses this marker too. The
-        name carries the layout, so a changed layout finds no marker and is rebuilt."""
-        return f"tg:gen{{{group}}}:{self.slot_groups}x{self.bucket_bits}"
+        name carries the layout and the encoding version, so a changed layout or encoding
+        finds no marker and is rebuilt."""
+        return f"tg:gen{{{group}}}:v{ENCODING_VERSION}:{self.slot_groups}x{self.bucket_bits}"
 
     def generation_keys(self) -> list[str]:
         return [self.generation_key(group) for group in range(self.slot_groups)]
@@ -84,8 +110,17 @@ def decode_state(raw: bytes) -> CodeState:
 # A batch addresses each code up to three times (read, change, forget the pending detail).
 @lru_cache(maxsize=1 << 17)
 def _address(bucket_bits: int, slot_groups: int, canonical: str) -> CodeAddress:
+    group, bucket, field = _locate(bucket_bits, slot_groups, canonical)
+    return CodeAddress(group, _bucket_key(group, bucket), field)
+
+
+def _locate(bucket_bits: int, slot_groups: int, canonical: str) -> tuple[int, int, bytes]:
     digest = hashlib.blake2b(canonical.encode(), digest_size=16).digest()
     high = int.from_bytes(digest[:8], "big")
     group = high % slot_groups
     bucket = (high // slot_groups) % (1 << bucket_bits)
-    return CodeAddress(group, f"tg:fs{{{group}}}:{bucket}", digest[8 : 8 + FIELD_BYTES])
+    return group, bucket, digest[8 : 8 + FIELD_BYTES]
+
+
+def _bucket_key(group: int, bucket: int) -> str:
+    return f"tg:fs{{{group}}}:{bucket}"

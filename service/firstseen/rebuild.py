@@ -2,20 +2,22 @@
 Redis lost it).
 
 PostgreSQL's `code_claims` holds every code that is paid now; this streams it with a
-server-side cursor and writes the compact Redis layout in pipelined multi-field HSETs, one
-round trip per chunk. Each slot group has a generation marker that the Lua script insists
-on: it is removed first and set last, so while the set is incomplete the gate answers 503
-HOT_SET_REBUILDING and the consumers wait, instead of taking a missing claim for "unpaid".
-Claims the gate made that the record does not hold yet are put back by the consumers as they
-record the gate's settlements."""
+server-side cursor (PostgreSQL encodes whole-pack values itself), addresses each code, and
+writes each slot group's buckets with one call of load.lua per flush. Each slot group has a
+generation marker that cas.lua insists on: it is removed first and set last, so while the set
+is incomplete the gate answers 503 HOT_SET_REBUILDING and the consumers wait, instead of
+taking a missing claim for "unpaid". Claims the gate made that the record does not hold yet
+are put back by the consumers as they record the gate's settlements."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -25,20 +27,41 @@ from service.decisions.schemas import CodeState
 from service.firstseen.encoding import Layout, encode_state
 from service.kit.redis_client import RedisClient
 
-CHUNK = 20_000
+LOAD_SCRIPT = resources.files(__package__).joinpath("load.lua").read_text()
+_U16 = struct.Struct(">H")
 
-_CLAIMS = """
-SELECT c.code, c.settlement_id, c.line_no, i.number, extract(epoch FROM c.paid_at)::bigint,
+CHUNK = 50_000
+FLUSH_EVERY = 1_000_000  # codes buffered before they are written (~60 MB)
+
+# Whole packs, nearly all of the set: PostgreSQL encodes the value exactly as `encode_state`
+# does (owner token = CRC-32 of "settlement_id:line_no", institution number as u32, days since
+# 2020-01-01 as u16) and frames it for load.lua (its length, 10, as u16), so Python only
+# addresses each code. tests/integration/test_hot_set.py holds the two encodings equal.
+_WHOLE_CLAIMS = """
+SELECT c.code,
+       '\\x000a'::bytea
+       || int4send(crc32(convert_to(c.settlement_id || ':' || c.line_no, 'UTF8'))::bit(32)::int4)
+       || int4send(i.number::bit(32)::int4)
+       || substr(int4send(greatest(0, least(65535,
+              (c.paid_at AT TIME ZONE 'UTC')::date - date '2020-01-01'))), 3, 2)
+FROM code_claims c JOIN institutions i USING (institution_id)
+WHERE c.units_used IS NULL
+"""
+_SPLIT_CLAIMS = """
+SELECT c.code, c.settlement_id, c.line_no, i.number, floor(extract(epoch FROM c.paid_at))::bigint,
        c.units_used, c.pack_size
 FROM code_claims c JOIN institutions i USING (institution_id)
+WHERE c.units_used IS NOT NULL
 """
-# The lines that sold units from each open split pack, minus those reversed since.
+# The lines that sold units from each open split pack, minus those reversed since, in a
+# stable order (so two rebuilds write the same bytes).
 _SPLIT_SELLERS = """
 SELECT e.code, e.settlement_id, e.line_no FROM code_events e
 WHERE e.code = ANY($1::text[]) AND e.type = 'payment' AND e.units IS NOT NULL
   AND NOT e.duplicate
   AND NOT EXISTS (SELECT 1 FROM code_events r WHERE r.code = e.code AND r.type = 'reversal'
                   AND r.settlement_id = e.settlement_id AND r.line_no = e.line_no)
+ORDER BY e.event_at, e.recorded_at, e.settlement_id, e.line_no
 """
 
 
@@ -120,37 +143,51 @@ async def clear(redis: RedisClient) -> int:
 async def rebuild(
     dsn: str, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None = None
 ) -> int:
+    """Stream the claims and write them; PostgreSQL computes the next chunk and Redis stores
+    the last one while this process addresses the current one."""
+    writer = _Writer(redis, layout, str(await redis.script_load(LOAD_SCRIPT)))
     connection = await asyncpg.connect(dsn)
     try:
-        total = 0
-        async for chunk in _chunks(connection):
-            states = await _states(connection, chunk)
-            await _write(redis, layout, states)
-            total += len(states)
-            if progress is not None:
-                progress(len(states))
-        return total
+        async for chunk in _chunks(connection, _WHOLE_CLAIMS):
+            await writer.add(chunk)
+            _report(progress, len(chunk))
+        async for chunk in _chunks(connection, _SPLIT_CLAIMS):
+            await writer.add(await _split_values(connection, chunk))
+            _report(progress, len(chunk))
+        return await writer.finish()
     finally:
         await connection.close()
 
 
-async def _chunks(connection: Any) -> AsyncIterator[list[Any]]:
+def _report(progress: Callable[[int], None] | None, count: int) -> None:
+    if progress is not None:
+        progress(count)
+
+
+async def _chunks(connection: Any, query: str) -> AsyncIterator[list[Any]]:
+    """Rows in chunks, the next one already asked for while the caller works on this one."""
     async with connection.transaction():
-        cursor = await connection.cursor(_CLAIMS)
-        while chunk := await cursor.fetch(CHUNK):
-            yield chunk
+        cursor = await connection.cursor(query)
+        ahead = asyncio.ensure_future(cursor.fetch(CHUNK))
+        try:
+            while chunk := await ahead:
+                ahead = asyncio.ensure_future(cursor.fetch(CHUNK))
+                await asyncio.sleep(0)  # let the request go out before the caller's CPU work
+                yield chunk
+        finally:
+            ahead.cancel()
 
 
-async def _states(connection: Any, rows: list[Any]) -> dict[str, CodeState]:
-    states: dict[str, CodeState] = {}
-    split_codes = [row[0] for row in rows if row[5] is not None]
-    sellers = await _sellers(connection, split_codes) if split_codes else {}
+async def _split_values(connection: Any, rows: list[Any]) -> list[tuple[str, bytes]]:
+    """Split packs (few): their value lists every line that sold units, from code_events."""
+    sellers = await _sellers(connection, [row[0] for row in rows])
+    values: list[tuple[str, bytes]] = []
     for code, sid, line_no, number, paid_at, used, pack_size in rows:
-        token = owner_token(sid, line_no)
-        owners = tuple(sellers.get(code, (token,)))
-        states[code] = CodeState(token, number, paid_at, used, pack_size,
-                                 owners if used is not None else ())
-    return states
+        owners = tuple(sellers.get(code, (owner_token(sid, line_no),)))
+        state = CodeState(owner_token(sid, line_no), number, paid_at, used, pack_size, owners)
+        value = encode_state(state)
+        values.append((code, _U16.pack(len(value)) + value))
+    return values
 
 
 async def _sellers(connection: Any, codes: list[str]) -> dict[str, list[int]]:
@@ -160,12 +197,48 @@ async def _sellers(connection: Any, codes: list[str]) -> dict[str, list[int]]:
     return sellers
 
 
-async def _write(redis: RedisClient, layout: Layout, states: dict[str, CodeState]) -> None:
-    buckets: dict[str, dict[bytes, bytes]] = defaultdict(dict)
-    for code, state in states.items():
-        address = layout.address_once(code)
-        buckets[address.bucket_key][address.field] = encode_state(state)
-    async with redis.pipeline(transaction=False) as pipe:
-        for key, mapping in buckets.items():
-            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        await pipe.execute()
+class _Writer:
+    """Buffers `field + framed value` by slot group and bucket and, every FLUSH_EVERY codes,
+    writes each group with one script call (one hash tag): every bucket then gets several
+    fields per HSET whatever the layout's size, and memory stays bounded whatever the set's.
+    One write is in flight while the next chunks are addressed."""
+
+    def __init__(self, redis: RedisClient, layout: Layout, sha: str) -> None:
+        self._redis, self._layout, self._sha = redis, layout, sha
+        self._buckets = self._empty()
+        self._buffered = self.written = 0
+        self._in_flight: asyncio.Future[Any] | None = None
+
+    def _empty(self) -> list[defaultdict[int, list[bytes]]]:
+        return [defaultdict(list) for _ in range(self._layout.slot_groups)]
+
+    async def add(self, rows: list[tuple[str, bytes]]) -> None:
+        self._layout.gather(rows, self._buckets)
+        self._buffered += len(rows)
+        if self._buffered >= FLUSH_EVERY:
+            await self._flush()
+
+    async def finish(self) -> int:
+        await self._flush()
+        if self._in_flight is not None:
+            await self._in_flight
+        return self.written
+
+    async def _flush(self) -> None:
+        calls = [self._call(group, buckets) for group, buckets in enumerate(self._buckets)]
+        self.written += self._buffered
+        self._buckets, self._buffered = self._empty(), 0
+        if self._in_flight is not None:
+            await self._in_flight
+        self._in_flight = asyncio.ensure_future(self._send([c for c in calls if c[0]]))
+        await asyncio.sleep(0)  # let it go out
+
+    def _call(self, group: int, buckets: dict[int, list[bytes]]) -> tuple[list[str], list[bytes]]:
+        keys = [self._layout.bucket_key(group, bucket) for bucket in buckets]
+        return keys, [b"".join(fields) for fields in buckets.values()]
+
+    async def _send(self, calls: list[tuple[list[str], list[bytes]]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, blobs in calls:
+                pipe.evalsha(self._sha, len(keys), *keys, *blobs)
+            await pipe.execute()

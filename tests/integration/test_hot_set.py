@@ -14,6 +14,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from service.firstseen.encoding import Layout, decode_state
 from service.firstseen.rebuild import LOCK_KEY
 from service.settings import Settings
 from tests import factories as f
@@ -32,6 +33,20 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 async def _recorded(api: httpx.AsyncClient, headers: dict[str, str], code: str) -> Any:
     response = await api.get(f"/v1/codes/{code}", headers=headers)
     return response.json() if response.status_code == 200 else None
+
+
+async def _raw(redis: Redis, layout: Layout, code: str) -> bytes | None:
+    address = layout.address(code)
+    value = await redis.hget(address.bucket_key, address.field)
+    assert value is None or isinstance(value, bytes)
+    return value
+
+
+def _sellers(raw: bytes | None) -> tuple[int, int | None, int | None, frozenset[int]]:
+    assert raw is not None
+    state = decode_state(raw)
+    assert state.owner in state.split_owners
+    return state.institution_no, state.units_used, state.pack_size, frozenset(state.split_owners)
 
 
 async def _gate(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
@@ -69,12 +84,15 @@ async def test_rebuild_command_reloads_every_claim(
     api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
 ) -> None:
     a = await f.register(api, admin_headers)
-    codes = [f.cn20() for _ in range(3)]
+    codes, split = [f.cn20() for _ in range(3)], f.cn20()
     await _gate(api, admin_headers, f.settlement(a, [f.line(1, codes)]))
-    await _gate(api, admin_headers, f.settlement(a, [f.line(1, [f.cn20()], split=True,
-                                                                quantity=2, pack_size=10)]))
-    for code in codes:
+    for quantity in (2, 3):  # two lines sell units of one split pack
+        await _gate(api, admin_headers, f.settlement(a, [f.line(1, [split], split=True,
+                                                                quantity=quantity, pack_size=10)]))
+    for code in [*codes, split]:
         assert await eventually(partial(_recorded, api, admin_headers, code), bool)
+    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    before = [await _raw(redis, layout, code) for code in [*codes, split]]
     env = {**os.environ, "TRACEGATE_DATABASE_URL": settings.database_url,
            "TRACEGATE_REDIS_URL": settings.redis_url}
     process = await asyncio.create_subprocess_exec(
@@ -86,6 +104,13 @@ async def test_rebuild_command_reloads_every_claim(
     assert b"rebuild" in err  # the progress bar
     rebuilt = int(out.split()[1])
     assert rebuilt >= 4
+    # whole packs (encoded by PostgreSQL) byte for byte as the gate wrote them; the split pack
+    # (encoded in Python) with the same sellers, though perhaps listed in another order: the
+    # record orders two sales of one batch by partition, not by the gate's order
+    after = [await _raw(redis, layout, code) for code in [*codes, split]]
+    assert after[:3] == before[:3]
+    assert all(before)
+    assert _sellers(after[3]) == _sellers(before[3])
     verify = await api.post("/v1/codes/verify", headers=await f.key_for(
         api, admin_headers, "regulator"), json={"institution_id": a, "trace_codes": codes})
     assert [r["status"] for r in verify.json()["results"]] == ["paid"] * 3

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 
 from service.decisions.schemas import CodeState
-from service.firstseen.encoding import Layout, decode_state, encode_state
+from service.firstseen.encoding import ENCODING_VERSION, Layout, decode_state, encode_state
 
 PAID = int(dt.datetime(2025, 7, 1, 10, tzinfo=dt.UTC).timestamp())
 
@@ -46,3 +47,21 @@ def test_codes_spread_over_groups_and_buckets() -> None:
     addresses = [layout.address(f"8{i:019d}") for i in range(4000)]
     assert {a.group for a in addresses} == set(range(8))
     assert len({a.bucket_key for a in addresses}) == 8 * 16
+
+
+def test_bulk_gather_puts_each_code_where_locate_says() -> None:
+    layout = Layout(bucket_bits=3, slot_groups=4)
+    codes = [f"8{i:019d}" for i in range(500)]
+    buckets: list[defaultdict[int, list[bytes]]] = [defaultdict(list) for _ in range(4)]
+    layout.gather([(code, b"|v") for code in codes], buckets)
+    expected: list[defaultdict[int, list[bytes]]] = [defaultdict(list) for _ in range(4)]
+    for code in codes:
+        group, bucket, field = layout.locate(code)
+        expected[group][bucket].append(field + b"|v")
+        assert layout.bucket_key(group, bucket) == layout.address(code).bucket_key
+    assert buckets == expected
+    assert sum(len(fields) for group in buckets for fields in group.values()) == 500
+
+
+def test_a_changed_encoding_version_has_other_generation_markers() -> None:
+    assert f":v{ENCODING_VERSION}:" in Layout(12, 16).generation_key(0)
