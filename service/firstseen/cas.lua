@@ -17,6 +17,14 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
 end
 local blob, pos, out, pending = ARGV[1], 1, {}, KEYS[1]
+-- The pending hash holds a batch's new claims until the record has them, hundreds per group;
+-- as a listpack every lookup would scan them all (measured: 2.6 µs per op at 400 entries, 1 µs
+-- at 100). A value longer than hash-max-listpack-value makes Redis keep it a hash table, and
+-- keeps the key from vanishing (to come back as a listpack) whenever the batch is recorded.
+-- Its 1-byte field cannot meet a code's 6-byte field.
+if redis.call('HEXISTS', pending, '!') == 0 then
+  redis.call('HSET', pending, '!', string.rep('-', 200))
+end
 local function u16(at) return string.byte(blob, at) * 256 + string.byte(blob, at + 1) end
 local function chunk()
   local size = u16(pos)

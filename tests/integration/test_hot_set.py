@@ -114,3 +114,19 @@ async def test_rebuild_command_reloads_every_claim(
     verify = await api.post("/v1/codes/verify", headers=await f.key_for(
         api, admin_headers, "regulator"), json={"institution_id": a, "trace_codes": codes})
     assert [r["status"] for r in verify.json()["results"]] == ["paid"] * 3
+
+
+async def test_pending_details_live_in_a_hash_table_not_a_scanned_listpack(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+) -> None:
+    """A batch leaves hundreds of pending details per group; as a listpack each lookup would
+    scan them all. The script keeps the hash a hash table even when it holds one detail."""
+    a = await f.register(api, admin_headers)
+    code = f.cn20()
+    paid = await _gate(api, admin_headers, f.settlement(a, [f.line(1, [code])]))
+    assert paid.status_code == 200
+    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    pending = layout.pending_key(layout.address(code).group)
+    assert await redis.object("encoding", pending) == b"hashtable"
+    assert await eventually(partial(_recorded, api, admin_headers, code), bool)
+    assert await redis.hexists(pending, "!")  # what keeps it one (and keeps the key)
