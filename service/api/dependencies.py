@@ -50,9 +50,10 @@ async def get_caller(
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("missing 'Authorization: Bearer <api key>'")
-    async with clients.sessionmaker() as session:
-        pepper = clients.settings.api_key_pepper.get_secret_value()
-        return await authenticate(session, pepper, credentials.credentials, clients.callers)
+    pepper = clients.settings.api_key_pepper.get_secret_value()
+    return await authenticate(
+        clients.sessionmaker, pepper, credentials.credentials, clients.callers
+    )
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

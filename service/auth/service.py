@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.auth import repository
 from service.auth.models import ApiKey
@@ -46,14 +46,17 @@ def hash_key(pepper: str, key: str) -> bytes:
 
 
 async def authenticate(
-    session: AsyncSession, pepper: str, key: str, cache: TtlCache[bytes, Caller] | None = None
+    sessions: async_sessionmaker[AsyncSession], pepper: str, key: str,
+    cache: TtlCache[bytes, Caller] | None = None,
 ) -> Caller:
     """Known keys are cached for seconds (a revocation takes effect within the cache's TTL);
-    unknown keys never are, so a key works the moment it is created."""
+    unknown keys never are, so a key works the moment it is created. A session is opened only
+    when the cache misses: not every call pays for one."""
     digest = hash_key(pepper, key)
 
     async def load() -> Caller:
-        stored = await repository.find_active_key(session, digest)
+        async with sessions() as session:
+            stored = await repository.find_active_key(session, digest)
         if stored is None or not digests_equal(stored.key_hash, digest):
             raise Unauthenticated("unknown or revoked API key")
         return Caller(stored.id, Role(stored.role), stored.institution_id)

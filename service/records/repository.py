@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import Select, bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -148,8 +149,15 @@ async def add_payment_counts(session: AsyncSession, counts: Counter[str]) -> Non
 
 
 async def get_settlement(session: AsyncSession, settlement_id: str) -> Settlement | None:
-    query = select(Settlement).where(Settlement.settlement_id == settlement_id)
-    return (await session.execute(query)).scalar_one_or_none()
+    params = {"settlement_id": settlement_id}
+    return (await session.execute(_settlement_by_id(), params)).scalar_one_or_none()
+
+
+@cache
+def _settlement_by_id() -> Select[Settlement]:
+    """Built once: the gate asks this on every call, and building the statement cost as much
+    as running it."""
+    return select(Settlement).where(Settlement.settlement_id == bindparam("settlement_id"))
 
 
 async def recorded_settlement_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
