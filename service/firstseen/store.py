@@ -136,7 +136,7 @@ class FirstSeenStore:
                 pipe.evalsha(self._sha, len(call.keys), *call.keys, b"".join(call.parts))
             try:
                 return list(await pipe.execute())
-            except NoScriptError:
+            except NoScriptError:  # a ResponseError too, but _execute's to handle
                 raise
             except ResponseError as exc:
                 _raise_rebuilding(exc)

@@ -1,5 +1,6 @@
-"""Prometheus metrics of one process, in a registry of its own (built at start-up, not a
-module global, so tests can run several apps in one interpreter)."""
+"""Prometheus metrics of one API process, in a registry of its own (built at start-up, not a
+module global, so tests can run several apps in one interpreter). Flags are raised by the
+consumers, which expose no metrics: operations watch the flags topic (GET /v1/flags/stream)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,6 @@ class Metrics:
         self.decisions = Counter(
             "tracegate_gate_decisions", "Gate decisions by outcome", ["decision"],
             registry=self.registry,
-        )
-        self.flags = Counter(
-            "tracegate_flags_raised", "Flags raised by kind", ["kind"], registry=self.registry
         )
         self.gate_seconds = Histogram(
             "tracegate_gate_seconds", "Gate latency, Kafka ack included",
