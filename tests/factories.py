@@ -17,6 +17,11 @@ def cn20() -> str:
     return "8" + str(secrets.randbelow(10**19)).zfill(19)
 
 
+def gs1_serial() -> str:
+    """A fresh AI 21 serial for GTIN 06901234567892 (10 characters of the GS1 set)."""
+    return settlement_id()[-10:].replace("-", "A").upper()
+
+
 def institution_id(prefix: str = "T") -> str:
     return (prefix + secrets.token_hex(6).upper())[:12]
 
@@ -75,3 +80,12 @@ async def key_for(
     response = await api.post("/v1/api-keys", json=body, headers=admin)
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['key']}"}
+
+
+async def replay_and_change(
+    api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]
+) -> tuple[httpx.Response, httpx.Response]:
+    """`body` posted again as it is, then with another line: a replay, then a conflict."""
+    again = await api.post("/v1/settlements", json=body, headers=headers)
+    changed = {**body, "lines": [line(1, [cn20()])]}
+    return again, await api.post("/v1/settlements", json=changed, headers=headers)

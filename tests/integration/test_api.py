@@ -158,7 +158,7 @@ async def test_one_pack_in_two_spellings_is_one_code(
     api: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
     inst = await f.register(api, admin_headers)
-    serial = f.settlement_id()[-10:].replace("-", "A").upper()
+    serial = f.gs1_serial()
     raw = f"]d2010690123456789221{serial}\x1d17270131"
     parenthesised = f"(17)270131(01)06901234567892(21){serial}\r\n"
     await _settle(api, admin_headers, f.settlement(inst, [f.line(1, [raw])]))

@@ -53,12 +53,10 @@ async def test_replay_returns_the_same_answer_and_a_changed_body_conflicts(
 ) -> None:
     body = f.settlement(pharmacy, [f.line(1, [f.cn20()])])
     answer = await _settle(api, pos, body)
-    again = await _settle(api, pos, body)
-    assert again == {**answer, "replayed": True}
-    changed = {**body, "lines": [f.line(1, [f.cn20()])]}
-    response = await api.post("/v1/settlements", json=changed, headers=pos)
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "SETTLEMENT_CONFLICT"
+    again, changed = await f.replay_and_change(api, pos, body)
+    assert again.json() == {**answer, "replayed": True}
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "SETTLEMENT_CONFLICT"
 
 
 async def test_partial_decision_and_rejected_line_claims_nothing(
