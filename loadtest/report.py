@@ -94,7 +94,8 @@ def markdown(results: dict[str, Any]) -> str:
         value = f"{v['value']} ({v['errors']} errors)" if v.get("errors") else v["value"]
         lines.append(f"| {name} | {value} | {v['target']} | {'yes' if v['met'] else 'no'} "
                      f"| {off} |")
-    lines += ["", *_throughput_table(results), "", *_gate_table(results), "",
+    lines += ["", *_throughput_table(results), "", *_latency_within(stream), "",
+              *_gate_table(results), "",
               *[f"- {note}" for note in meta["notes"]], ""]
     return "\n".join(lines)
 
@@ -116,6 +117,16 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     out.append(f"| redis-benchmark SET, -P 64 (ops/s) | "
                f"{results['ceiling'].get('redis_ops_per_s')} | |")
     return out
+
+
+def _latency_within(stream: dict[str, Any]) -> list[str]:
+    within = stream.get("flag_latency_within_capacity")
+    if within is None:
+        return []
+    ms = within["ms"]
+    return [f"Flag latency at {within['codes_per_s']:,.0f} codes/s (half of one consumer's "
+            f"capacity, so no backlog): p50 {ms['p50']} ms, p95 {ms['p95']} ms, "
+            f"p99 {ms['p99']} ms."]
 
 
 def _gate_table(results: dict[str, Any]) -> list[str]:

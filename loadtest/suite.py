@@ -77,15 +77,22 @@ def stream_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, An
     paced = _repeat(plan.repeats, "stream, 20,000 codes/s",
                     lambda n: run_stream(stack, workload, 1, LATENCY_RATE, f"slr{n}"))
     latency = sorted(paced, key=lambda r: r.to_json()["flag_latency_ms"]["p99"])
+    # 20,000 codes/s is past one consumer's capacity here, so that figure is a backlog's age;
+    # at half the measured capacity it is the pipeline's own latency (one run).
+    half = round(median([r.codes_per_s for r in one]) / 2, -2)
+    [within] = _repeat(1, f"stream, {half:,.0f} codes/s",
+                       lambda n: run_stream(stack, workload, 1, half, f"slh{n}"))
     return {
         "codes_per_s": round(median([r.codes_per_s for r in one])),
         "codes_per_s_2_consumers": round(median([r.codes_per_s for r in two])),
         "flag_latency_ms": latency[len(latency) // 2].to_json()["flag_latency_ms"],
         "flag_latency_at_codes_per_s": LATENCY_RATE,
-        "correct": all(r.correct for r in [*one, *two, *paced]),
+        "flag_latency_within_capacity": {"codes_per_s": half,
+                                         "ms": within.to_json()["flag_latency_ms"]},
+        "correct": all(r.correct for r in [*one, *two, *paced, within]),
         "workload": {"settlements": plan.settlements, "events": len(workload.events),
                      "codes": workload.codes, **workload.truth.to_json()},
-        "runs": [r.to_json() for r in [*one, *two, *paced]],
+        "runs": [r.to_json() for r in [*one, *two, *paced, within]],
         "profile": {"consumer_1": summarise(profile), "raw": str(profile.name)},
     }
 
