@@ -40,6 +40,7 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
         max_poll_records=settings.consumer_max_batch,
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
     )
 
 
