@@ -36,7 +36,7 @@ FLUSH_EVERY = 1_000_000  # codes buffered before they are written (~60 MB)
 # Whole packs, nearly all of the set: PostgreSQL encodes the value exactly as `encode_state`
 # does (owner token = CRC-32 of "settlement_id:line_no", institution number as u32, days since
 # 2020-01-01 as u16) and frames it for load.lua (its length, 10, as u16), so Python only
-# addresses each code. tests/integration/test_hot_set.py holds the two encodings equal.
+# addresses each code. tests/integration/test_rebuild_encoding.py holds the two equal.
 _WHOLE_CLAIMS = """
 SELECT c.code,
        '\\x000a'::bytea
@@ -183,8 +183,9 @@ async def _split_values(connection: Any, rows: list[Any]) -> list[tuple[str, byt
     sellers = await _sellers(connection, [row[0] for row in rows])
     values: list[tuple[str, bytes]] = []
     for code, sid, line_no, number, paid_at, used, pack_size in rows:
-        owners = tuple(sellers.get(code, (owner_token(sid, line_no),)))
-        state = CodeState(owner_token(sid, line_no), number, paid_at, used, pack_size, owners)
+        token = owner_token(sid, line_no)
+        owners = tuple(sellers.get(code, (token,)))
+        state = CodeState(token, number, paid_at, used, pack_size, owners)
         value = encode_state(state)
         values.append((code, _U16.pack(len(value)) + value))
     return values
@@ -201,7 +202,9 @@ class _Writer:
     """Buffers `field + framed value` by slot group and bucket and, every FLUSH_EVERY codes,
     writes each group with one script call (one hash tag): every bucket then gets several
     fields per HSET whatever the layout's size, and memory stays bounded whatever the set's.
-    One write is in flight while the next chunks are addressed."""
+    One write is in flight while the next chunks are addressed. A call holds Redis for as
+    long as its group's share of a flush takes (~0.1 s with 16 groups): nothing else may
+    use the set during a rebuild anyway."""
 
     def __init__(self, redis: RedisClient, layout: Layout, sha: str) -> None:
         self._redis, self._layout, self._sha = redis, layout, sha
