@@ -20,8 +20,8 @@ from loadtest.stats import summary_ms
 from loadtest.workload import Institution
 
 RATES = (500, 1000, 2000, 4000)
-# One uvicorn worker per core: the gate is CPU-bound in Python (~1.8 ms a call here), and a
-# single process saturates near 550 calls/s on this machine.
+# One uvicorn worker per core: the gate is CPU-bound in Python (~2.5 ms of CPU a call here),
+# and a single process saturates near 400-550 calls/s on this machine.
 API_WORKERS = 2
 
 
