@@ -89,8 +89,12 @@ async def test_rebuild_command_reloads_every_claim(
     for quantity in (2, 3):  # two lines sell units of one split pack
         await _gate(api, admin_headers, f.settlement(a, [f.line(1, [split], split=True,
                                                                 quantity=quantity, pack_size=10)]))
-    for code in [*codes, split]:
+    for code in codes:
         assert await eventually(partial(_recorded, api, admin_headers, code), bool)
+    # Both split sales in the record: the rebuild reloads what the record holds (a split sale
+    # still on its way to the record when a rebuild runs is not put back: see the issue note)
+    assert await eventually(partial(_recorded, api, admin_headers, split),
+                            lambda h: h is not None and len(h["events"]) == 2)
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     before = [await _raw(redis, layout, code) for code in [*codes, split]]
     env = {**os.environ, "TRACEGATE_DATABASE_URL": settings.database_url,
