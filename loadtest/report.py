@@ -125,7 +125,7 @@ def _latency_within(stream: dict[str, Any]) -> list[str]:
         return []
     ms = within["ms"]
     return [f"Flag latency at {within['codes_per_s']:,.0f} codes/s (half of one consumer's "
-            f"capacity, so no backlog): p50 {ms['p50']} ms, p95 {ms['p95']} ms, "
+            f"measured capacity, below saturation): p50 {ms['p50']} ms, p95 {ms['p95']} ms, "
             f"p99 {ms['p99']} ms."]
 
 
