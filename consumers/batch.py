@@ -18,9 +18,9 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from consumers.events import DeadLetter, Event, ReversalEventIn, SettlementEvent, decode
-from service.decisions.core import owner_token
+from service.decisions.core import owner_token, with_split_sale
 from service.decisions.schemas import ClaimChange, CodeState, FirstPayment, Source
-from service.decisions.service import Candidate, body_hash, decide_and_claim
+from service.decisions.service import MAX_ATTEMPTS, Candidate, body_hash, decide_and_claim
 from service.firstseen import rebuild
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
@@ -38,7 +38,7 @@ from service.policy.schemas import PolicyConfig
 from service.records import repository as records_repository
 from service.records import reversals
 from service.records.recent import RecentAnswers
-from service.records.schemas import SettlementRecord
+from service.records.schemas import ClaimRow, SettlementRecord
 from service.records.service import count_payments, record_settlements
 from service.settings import Settings
 
@@ -190,21 +190,55 @@ class BatchProcessor:
     async def _heal(
         self, gate: list[SettlementRecord], institutions: dict[str, InstitutionRef]
     ) -> None:
-        """Put the gate's whole-pack claims back if the first-seen set lacks them (it was
-        rebuilt while they were on their way to the record); a present claim is left alone."""
+        """Put back what the gate claimed and the first-seen set lacks (it was rebuilt while
+        these were on their way to the record): a whole pack if absent, a split sale's units
+        and token unless listed (a rebuild that read the sale from the record listed it)."""
+        sales = [(record, claim) for record in gate for claim in record.claims]
+        await self._heal_whole([s for s in sales if s[1].units is None], institutions)
+        split = [s for s in sales if s[1].units is not None]
+        for _ in range(MAX_ATTEMPTS):
+            if await self._heal_split(split, institutions):
+                return
+        log.warning("could not put back %d split sales: their packs keep changing", len(split))
+
+    async def _heal_whole(
+        self, claims: list[tuple[SettlementRecord, ClaimRow]],
+        institutions: dict[str, InstitutionRef],
+    ) -> None:
+        """A present claim is left alone (compare-and-set against absent)."""
         changes, details = [], {}
-        for record in gate:
+        for record, claim in claims:
             number = institutions[record.institution_id].number
-            paid_at = int(record.settled_at.timestamp())
-            for claim in record.claims:
-                if claim.units is None:
-                    state = CodeState(owner_token(record.settlement_id, claim.line_no), number,
-                                      paid_at)
-                    changes.append(ClaimChange(claim.code, claim.line_no, None, state))
-                    details[claim.code] = FirstPayment(record.settlement_id,
-                                                       record.institution_id, record.settled_at)
+            state = CodeState(owner_token(record.settlement_id, claim.line_no), number,
+                              int(record.settled_at.timestamp()))
+            changes.append(ClaimChange(claim.code, claim.line_no, None, state))
+            details[claim.code] = _first_payment(record)
         if changes:
             await self.store.apply(changes, details)
+
+    async def _heal_split(
+        self, sales: list[tuple[SettlementRecord, ClaimRow]],
+        institutions: dict[str, InstitutionRef],
+    ) -> bool:
+        """One read, one compare-and-set per pack; False if a change got in between (sales
+        that landed are listed now, so trying again skips them)."""
+        if not sales:
+            return True
+        seen = await self.store.read(claim.code for _, claim in sales)
+        states = {code: found.state for code, found in seen.items()}
+        changes: list[ClaimChange] = []
+        details: dict[str, FirstPayment] = {}
+        for record, claim in sales:
+            before = states[claim.code]
+            after = with_split_sale(
+                before, owner_token(record.settlement_id, claim.line_no),
+                institutions[record.institution_id].number, int(record.settled_at.timestamp()),
+                claim.units or 0, claim.pack_size or 0)
+            if after is not None:
+                changes.append(ClaimChange(claim.code, claim.line_no, before, after))
+                details.setdefault(claim.code, _first_payment(record))
+                states[claim.code] = after
+        return all(await self.store.apply(changes, details)) if changes else True
 
     def _candidate(
         self, event: SettlementEvent, institutions: dict[str, InstitutionRef], now: Any
@@ -231,6 +265,10 @@ class BatchProcessor:
             await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
         if dead:
             log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
+
+
+def _first_payment(record: SettlementRecord) -> FirstPayment:
+    return FirstPayment(record.settlement_id, record.institution_id, record.settled_at)
 
 
 def _known(event: Event, institutions: dict[str, InstitutionRef]) -> Event:

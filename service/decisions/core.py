@@ -279,6 +279,22 @@ def _refusal_flags(line: SettlementLineIn, reasons: list[Reason]) -> list[FlagDr
     return drafts
 
 
+def with_split_sale(
+    state: CodeState | None, token: int, institution_no: int, paid_at: int, units: int,
+    pack_size: int,
+) -> CodeState | None:
+    """A split sale put back into a first-seen state that may lack it (the set was rebuilt
+    while the sale was on its way to the record). None when there is nothing to put back: the
+    state lists the sale already (the rebuild read it from the record), or holds the code as a
+    whole pack (the record arbitrates that)."""
+    if state is None:
+        return CodeState(token, institution_no, paid_at, units, pack_size, (token,))
+    if not state.is_split or token in state.split_owners:
+        return None
+    return replace(state, units_used=(state.units_used or 0) + units,
+                   split_owners=(*state.split_owners, token))
+
+
 def plan_release(
     settlement_id: str, lines: list[dict[str, Any]], line_nos: set[int],
     states: Mapping[str, CodeState],

@@ -4,6 +4,7 @@ is rebuilt from PostgreSQL, and no duplicate slips through afterwards."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -14,9 +15,13 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from consumers.batch import BatchProcessor
+from service.decisions.core import owner_token
 from service.firstseen.encoding import Layout, decode_state
 from service.firstseen.rebuild import LOCK_KEY
-from service.settings import Settings
+from service.institutions.schemas import InstitutionRef
+from service.records.schemas import ClaimRow, SettlementRecord
+from service.settings import InstitutionKind, Settings
 from tests import factories as f
 from tests.waiting import eventually
 
@@ -134,3 +139,32 @@ async def test_pending_details_live_in_a_hash_table_not_a_scanned_listpack(
     assert await redis.object("encoding", pending) == b"hashtable"
     assert await eventually(partial(_recorded, api, admin_headers, code), bool)
     assert await redis.hexists(pending, "!")  # what keeps it one (and keeps the key)
+
+
+async def test_consumers_put_back_gate_sales_a_rebuild_missed(settings: Settings) -> None:
+    """A rebuild reloads the record; gate sales still on their way to it are put back as the
+    consumers record them: a whole pack if absent, a split sale's units unless listed."""
+    paid = dt.datetime(2025, 7, 1, 10, tzinfo=dt.UTC)
+    ref = InstitutionRef("HEAL00000001", 4242, InstitutionKind.RETAIL_PHARMACY, None)
+    split, whole = f.cn20(), f.cn20()
+
+    def sale(sid: str, *claims: ClaimRow) -> SettlementRecord:
+        return SettlementRecord(sid, ref.institution_id, paid, None, "gate", b"", True, [], {},
+                                claims=list(claims))
+
+    first = sale("S-heal-1", ClaimRow(split, 1, 2, 10), ClaimRow(whole, 2))
+    second = sale("S-heal-2", ClaimRow(split, 1, 3, 10))
+    async with BatchProcessor.open(settings) as processor:
+        heal = partial(processor._heal, institutions={ref.institution_id: ref})
+        await heal([first])
+        await heal([second, second])  # a sale is listed once, however often it comes
+        await heal([first, second])  # all listed: nothing changes
+        seen = await processor.store.read([split, whole])
+    pack = seen[split].state
+    assert pack is not None
+    tokens = (owner_token("S-heal-1", 1), owner_token("S-heal-2", 1))
+    assert (pack.units_used, pack.pack_size, pack.split_owners) == (5, 10, tokens)
+    restored = seen[whole].state
+    assert restored is not None
+    assert (restored.owner, restored.institution_no, restored.is_split) == (
+        owner_token("S-heal-1", 2), 4242, False)

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from service.decisions.core import DecisionContext, decide, owner_token, plan_release
+from service.decisions.core import (
+    DecisionContext,
+    decide,
+    owner_token,
+    plan_release,
+    with_split_sale,
+)
 from service.decisions.schemas import (
     CodeState,
     Decision,
@@ -221,3 +227,14 @@ def test_release_gives_back_whole_claims_and_split_units() -> None:
 def test_severity_enum_values_match_the_contract() -> None:
     assert {s.value for s in Severity} == {"error", "warning", "info"}
     assert {r.value for r in ReasonCode} >= {"MISSING_TRACE_CODE", "SPLIT_OVERUSE", "EXEMPT"}
+
+
+def test_a_split_sale_is_put_back_once_and_never_over_a_whole_pack() -> None:
+    first, second = owner_token("S-1", 1), owner_token("S-2", 1)
+    opened = with_split_sale(None, first, 7, 0, 2, 10)
+    assert opened == CodeState(first, 7, 0, 2, 10, (first,))
+    both = with_split_sale(opened, second, 7, 0, 3, 10)
+    assert both is not None
+    assert (both.units_used, both.split_owners) == (5, (first, second))
+    assert with_split_sale(both, second, 7, 0, 3, 10) is None  # listed already
+    assert with_split_sale(CodeState(first, 7, 0), second, 7, 0, 3, 10) is None  # whole pack
