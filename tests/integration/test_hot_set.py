@@ -96,8 +96,8 @@ async def test_rebuild_command_reloads_every_claim(
                                                                 quantity=quantity, pack_size=10)]))
     for code in codes:
         assert await eventually(partial(_recorded, api, admin_headers, code), bool)
-    # Both split sales in the record: the rebuild reloads what the record holds (a split sale
-    # still on its way to the record when a rebuild runs is not put back: see the issue note)
+    # Both split sales in the record first: this compares what the rebuild reads (a sale still
+    # on its way is put back later, by the consumer that records it)
     assert await eventually(partial(_recorded, api, admin_headers, split),
                             lambda h: h is not None and len(h["events"]) == 2)
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
