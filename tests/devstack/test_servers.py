@@ -35,7 +35,9 @@ def running(pid: int) -> bool:
 
 def stop_and_check(handle: ServerHandle) -> None:
     pids = handle.pids
-    assert all(running(pid) for pid in pids)
+    # Only the server itself must be up: a descendant listed a moment ago may be a backend
+    # that was exiting (the test's own connection, just closed).
+    assert running(handle.pid)
     handle.stop()
     handle.stop()  # idempotent
     assert [pid for pid in pids if running(pid)] == []
