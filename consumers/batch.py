@@ -119,7 +119,8 @@ class BatchProcessor:
                 await self._settle(session, run, institutions, recorded, outcome)
                 run = []
             if isinstance(event, ReversalEventIn):
-                error = await reversals.record_reversal_event(session, self.store, event.fields)
+                error = await reversals.record_reversal_event(
+                    session, self.store, event.fields, await self._before_rebuild(event))
                 if error is not None:
                     outcome.dead.append(DeadLetter(event.record, error))
         await count_payments(session, outcome.payments)
@@ -186,6 +187,12 @@ class BatchProcessor:
         rebuilt = await rebuild.rebuilt_at_ms(self.redis)
         old = {e.settlement.settlement_id for e in run if e.record.timestamp <= rebuilt}
         return [record for record in gate if record.settlement_id in old]
+
+    async def _before_rebuild(self, event: ReversalEventIn) -> bool:
+        """A gate reversal older than the last rebuild: what it released may be back."""
+        if event.reversal.source != "gate":
+            return False
+        return bool(event.record.timestamp <= await rebuild.rebuilt_at_ms(self.redis))
 
     async def _heal(
         self, gate: list[SettlementRecord], institutions: dict[str, InstitutionRef]

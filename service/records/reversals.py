@@ -183,16 +183,22 @@ class ReversalEventFields:
 
 
 async def record_reversal_event(
-    session: AsyncSession, store: FirstSeenStore, event: ReversalEventFields
+    session: AsyncSession, store: FirstSeenStore, event: ReversalEventFields,
+    release_again: bool = False,
 ) -> str | None:
     """Record a reversal from the settlements topic; returns why it cannot be (for the DLQ).
     A gate reversal was released by the gate; a stream reversal is released here, from what
-    the record says the lines paid, so a redelivery releases the same codes again."""
+    the record says the lines paid, so a redelivery releases the same codes again.
+    `release_again`: a gate reversal made before the first-seen set was last rebuilt, whose
+    codes the rebuild or a consumer's heal may have put back (its sale was recorded, the
+    reversal not yet): released here as well, which changes nothing if they are not held."""
     view = await find_settlement(session, None, event.settlement_id)
     if view is None:
         return f"reversal {event.reversal_id} names unknown settlement {event.settlement_id}"
     if event.source == "gate" and event.effects is not None:
         released, answer = event.effects["released"], event.effects["answer"]
+        if release_again:
+            await _release_again(session, store, view, event.line_nos)
     elif await repository.get_reversal(session, event.reversal_id) is not None:
         return None
     else:
@@ -206,6 +212,17 @@ async def record_reversal_event(
     await record_reversal(session, view, event.reversal_id, event.line_nos, released,
                           event.reversed_at, answer)
     return None
+
+
+async def _release_again(
+    session: AsyncSession, store: FirstSeenStore, view: SettlementView,
+    line_nos: list[int] | None,
+) -> None:
+    try:
+        lines = await lines_to_reverse(session, None, view, line_nos)
+    except UnknownLine:  # the gate checked the lines; an event that names others releases none
+        return
+    await release_in_store(store, view, lines)
 
 
 def reversal_answer(

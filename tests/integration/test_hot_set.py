@@ -7,19 +7,23 @@ import asyncio
 import datetime as dt
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
 from consumers.batch import BatchProcessor
 from service.decisions.core import owner_token
 from service.firstseen.encoding import Layout, decode_state
-from service.firstseen.rebuild import LOCK_KEY
+from service.firstseen.rebuild import LOCK_KEY, REBUILT_AT_KEY
 from service.institutions.schemas import InstitutionRef
+from service.records.reversals import reversal_answer
 from service.records.schemas import ClaimRow, SettlementRecord
 from service.settings import InstitutionKind, Settings
 from tests import factories as f
@@ -168,3 +172,40 @@ async def test_consumers_put_back_gate_sales_a_rebuild_missed(settings: Settings
     assert restored is not None
     assert (restored.owner, restored.institution_no, restored.is_split) == (
         owner_token("S-heal-1", 2), 4242, False)
+
+
+async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+) -> None:
+    """The three-way race: a gate sale, its gate reversal, a rebuild, all before the record
+    has either. The gate released the code, the rebuild (or a heal, once the sale is
+    recorded) put it back; the consumer recording the reversal must release it again."""
+    inst, code = await f.register(api, admin_headers), f.cn20()
+    body = f.settlement(inst, [f.line(1, [code])])
+    assert (await _gate(api, admin_headers, body)).json()["decision"] == "pay"
+    assert await eventually(partial(_recorded, api, admin_headers, code), bool)
+    # The state after that race: the sale recorded and holding the code again, the set rebuilt
+    # after the reversal was made, the reversal's event not yet recorded.
+    now_ms, before = int(time.time() * 1000), await redis.get(REBUILT_AT_KEY)
+    sid, reversal_id = body["settlement_id"], f.settlement_id()
+    released = [[code, 1, None]]
+    event = {"type": "reversal", "settlement_id": sid, "reversal_id": reversal_id,
+             "line_nos": [1], "source": "gate",
+             "reversed_at": dt.datetime.now(dt.UTC).isoformat(),
+             "effects": {"released": released,
+                         "answer": reversal_answer(sid, reversal_id, released)}}
+    value = orjson.dumps(event)
+    record = ConsumerRecord(settings.topic_settlements, 0, 0, now_ms - 1000, 0, sid.encode(),
+                            value, None, len(sid), len(value), [])
+    await redis.set(REBUILT_AT_KEY, now_ms)
+    try:
+        async with BatchProcessor.open(settings) as processor:
+            await processor.process([record])
+    finally:
+        await (redis.set(REBUILT_AT_KEY, before) if before else redis.delete(REBUILT_AT_KEY))
+    regulator = await f.key_for(api, admin_headers, "regulator")
+    verify = await api.post("/v1/codes/verify", headers=regulator,
+                            json={"institution_id": inst, "trace_codes": [code]})
+    assert verify.json()["results"][0]["status"] == "unpaid"
+    history = await _recorded(api, admin_headers, code)
+    assert [e["type"] for e in history["events"]] == ["payment", "reversal"]
