@@ -22,18 +22,26 @@ import stat
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cli.devstack.errors import BinaryNotFoundError, DataDirError, DevStackError, ServerStartError
+from cli.devstack.errors import (
+    BinaryNotFoundError,
+    DataDirError,
+    DevStackError,
+    PortInUseError,
+    ServerStartError,
+)
 from cli.devstack.process import (
     LOOPBACK,
     ChildProcess,
     RunAs,
     ensure_port_free,
+    free_port,
     on_free_port,
     spawn,
     wait_until,
@@ -395,18 +403,124 @@ def _redis_version(executable: Path) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
-def _launch_redis(executable: Path, data_dir: Path, port: int, log_path: Path) -> _Started:
+def _launch_redis(
+    executable: Path, data_dir: Path, port: int, log_path: Path, extra: Sequence[str] = ()
+) -> _Started:
     cmd = [
         str(executable), "--port", str(port), "--bind", LOOPBACK, "--dir", str(data_dir),
         "--daemonize", "no", "--save", "", "--appendonly", "no", "--logfile", "",
         # The hot set's buckets are sized for the compact hash encoding (settings.py).
-        "--hash-max-ziplist-entries", "512", "--hash-max-ziplist-value", "64",
+        "--hash-max-ziplist-entries", "512", "--hash-max-ziplist-value", "64", *extra,
     ]
     child = spawn("redis", cmd, log_path=log_path, grace_seconds=5.0, cwd=data_dir)
     _stop_on_error(child, lambda: wait_until(
         child, lambda: _redis_pong(port), what="Redis", timeout=_START_TIMEOUT, port=port
     ))
     return _Started(child, port)
+
+
+@dataclass(frozen=True)
+class RedisClusterHandle:
+    """A Redis Cluster of primaries only, every slot served: what `TRACEGATE_REDIS_CLUSTER`
+    production runs against, small enough to start in a test."""
+
+    nodes: list[RedisHandle]
+
+    @property
+    def url(self) -> str:
+        """Any node will do: the client discovers the others and the slot map from it."""
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(data_dir: Path, primaries: int = 3) -> RedisClusterHandle:
+    """`primaries` cluster-enabled Redis servers on loopback, the 16,384 slots split evenly
+    between them, joined into one cluster (no replicas, no persistence)."""
+    executable, nodes = redis_executable(), []
+    try:
+        for index in range(primaries):
+            node_dir = data_dir.expanduser().absolute() / f"node{index}"
+            _ensure_writable_dir(node_dir)
+            nodes.append(_start_cluster_node(executable, node_dir))
+        _form_cluster([node.port for node in nodes])
+    except BaseException:
+        RedisClusterHandle(nodes).stop()
+        raise
+    return RedisClusterHandle(nodes)
+
+
+_CLUSTER_SLOTS = 16_384
+_BUS_OFFSET = 10_000  # Redis listens for its cluster bus on port + 10,000
+
+
+def _start_cluster_node(executable: Path, data_dir: Path) -> RedisHandle:
+    extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(data_dir / "nodes.conf"),
+             "--cluster-node-timeout", "5000"]
+    started = on_free_port(None, "Redis Cluster node", lambda p: _launch_redis(
+        executable, data_dir, _with_free_bus(p), data_dir / "redis.log", extra
+    ))
+    url = f"redis://{LOOPBACK}:{started.port}/0"
+    return RedisHandle("redis-cluster-node", url, started.port, started.process, executable)
+
+
+def _with_free_bus(port: int) -> int:
+    """`port` if its cluster bus port is usable too, else another free port whose is."""
+    while port + _BUS_OFFSET > 65_535 or not _port_free(port + _BUS_OFFSET):
+        port = free_port()
+    return port
+
+
+def _port_free(port: int) -> bool:
+    try:
+        ensure_port_free(port, "Redis Cluster bus")
+    except PortInUseError:
+        return False
+    return True
+
+
+def _form_cluster(ports: list[int]) -> None:
+    share = -(-_CLUSTER_SLOTS // len(ports))
+    for index, port in enumerate(ports):
+        slots = range(index * share, min(_CLUSTER_SLOTS, (index + 1) * share))
+        _redis_command(port, "CLUSTER", "ADDSLOTS", *map(str, slots))
+    for port in ports[1:]:
+        _redis_command(ports[0], "CLUSTER", "MEET", LOOPBACK, str(port))
+    deadline = time.monotonic() + _START_TIMEOUT
+    while not all(_cluster_ok(port, len(ports)) for port in ports):
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"Redis Cluster on ports {ports} did not become ready")
+        time.sleep(0.1)
+
+
+def _cluster_ok(port: int, primaries: int) -> bool:
+    info = _redis_command(port, "CLUSTER", "INFO").decode()
+    return "cluster_state:ok" in info and f"cluster_known_nodes:{primaries}" in info
+
+
+def _redis_command(port: int, *args: str) -> bytes:
+    """One command in RESP, its reply's payload (enough for the few admin commands above)."""
+    request = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        reply = _read_reply(sock)
+    if reply.startswith(b"-"):
+        raise ServerStartError(f"Redis on port {port} refused {args[:2]}: {reply.decode()}")
+    return reply
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    """A simple-string, error or bulk-string reply, read to its end."""
+    data = sock.recv(65_536)
+    if data.startswith(b"$"):
+        size = int(data[1 : data.index(b"\r\n")])
+        head = data.index(b"\r\n") + 2
+        while len(data) < head + size + 2:
+            data += sock.recv(65_536)
+        return data[head : head + size]
+    return data
 
 
 def _redis_pong(port: int) -> bool:

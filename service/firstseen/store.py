@@ -4,7 +4,6 @@ round trip) per batch, one script call per slot group so it also runs on a Redis
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,14 +11,14 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
 from service.firstseen.encoding import CodeAddress, Layout, decode_state, encode_state
 from service.kit.errors import Unavailable
-from service.kit.redis_client import RedisClient
+from service.kit.redis_client import LuaScript, RedisClient, run_script
 
-CAS_SCRIPT = resources.files(__package__).joinpath("cas.lua").read_text()
+CAS_SCRIPT = LuaScript(resources.files(__package__).joinpath("cas.lua").read_text())
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +99,6 @@ class FirstSeenStore:
     def __init__(self, redis: RedisClient, layout: Layout) -> None:
         self._redis = redis
         self.layout = layout
-        self._sha = hashlib.sha1(CAS_SCRIPT.encode()).hexdigest()
 
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
         unique = list(dict.fromkeys(codes))
@@ -128,19 +126,14 @@ class FirstSeenStore:
             self._call_for(calls, address).add(index, op, address, expected, new, detail)
         return await self._execute(calls, len(ops))
 
-    async def _pipeline(self, calls: dict[int, _GroupCall]) -> list[Any]:
-        """EVALSHA straight away: redis-py's script objects ask SCRIPT EXISTS first, an extra
-        round trip per pipeline."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for call in calls.values():
-                pipe.evalsha(self._sha, len(call.keys), *call.keys, b"".join(call.parts))
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:  # a ResponseError too, but _execute's to handle
-                raise
-            except ResponseError as exc:
-                _raise_rebuilding(exc)
-                raise
+    async def _scripts(self, calls: dict[int, _GroupCall]) -> list[Any]:
+        try:
+            return await run_script(self._redis, CAS_SCRIPT, [
+                (call.keys, [b"".join(call.parts)]) for call in calls.values()
+            ])
+        except ResponseError as exc:
+            _raise_rebuilding(exc)
+            raise
 
     def _call_for(self, calls: dict[int, _GroupCall], address: CodeAddress) -> _GroupCall:
         group = address.group
@@ -152,11 +145,7 @@ class FirstSeenStore:
     async def _execute(self, calls: dict[int, _GroupCall], count: int) -> list[Any]:
         if not calls:
             return []
-        try:
-            replies = await self._pipeline(calls)
-        except NoScriptError:  # a new or restarted Redis: load once, then as before
-            await self._redis.script_load(CAS_SCRIPT)
-            replies = await self._pipeline(calls)
+        replies = await self._scripts(calls)
         results: list[Any] = [None] * count
         for call, reply in zip(calls.values(), replies, strict=True):
             for origin, value in zip(call.origins, call.replies(reply), strict=True):

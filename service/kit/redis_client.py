@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 RedisClient = Redis | RedisCluster
 
@@ -21,3 +27,49 @@ async def redis_reachable(client: RedisClient, timeout_s: float = 1.0) -> bool:
         return bool(await asyncio.wait_for(client.ping(), timeout_s))
     except Exception:  # noqa: BLE001 - any failure means "not reachable"
         return False
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    text: str
+
+    @cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+
+ScriptCall = tuple[Sequence[str], Sequence[bytes | str]]  # (keys, args)
+
+
+async def run_script(
+    client: RedisClient, script: LuaScript, calls: Sequence[ScriptCall]
+) -> list[Any]:
+    """Every call's reply, in order, in one round trip: EVALSHA straight away (redis-py's
+    script objects ask SCRIPT EXISTS first, a round trip more). A server without the script
+    (new, or restarted) gets it loaded and only the calls it refused are sent again, since
+    the others have run. The first error, if any, is raised once every call has answered."""
+    replies = await _evalsha_each(client, script.sha, calls)
+    refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if refused:
+        await client.script_load(script.text)  # on a cluster: every primary
+        retried = await _evalsha_each(client, script.sha, [calls[i] for i in refused])
+        for index, reply in zip(refused, retried, strict=True):
+            replies[index] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+async def _evalsha_each(client: RedisClient, sha: str, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Replies and errors in place. A Redis Cluster's pipeline refuses scripts, so there each
+    call goes on its own, all at once, to the node owning its keys' slot."""
+    if isinstance(client, RedisCluster):
+        return list(await asyncio.gather(
+            *(client.evalsha(sha, len(keys), *keys, *args) for keys, args in calls),
+            return_exceptions=True,
+        ))
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
