@@ -2,7 +2,7 @@
 
 A code lives as one field of one Redis hash, never as a key of its own (a key costs ~105 B):
   key   tg:fs{G}:B   G = slot group (a Redis Cluster hash tag), B = bucket within the group
-  field 6 bytes of BLAKE2b(canonical code), beyond the bits already spent on G and B
+  field 6 bytes of SHA-256(canonical code), beyond the bits already spent on G and B
   value 10 bytes for a whole pack: owner token and institution number (u32), the day paid
         (u16, days since 2020-01-01); split packs add units_used and pack_size (u16) and the
         token of every line that sold units from the pack.
@@ -10,16 +10,16 @@ Sized so a bucket holds ~64 fields (buckets x 64 = expected codes), Redis keeps 
 a listpack (ziplist in 6.2; up to 512 fields, so a set may outgrow its sizing 8x): measured
 ~21.5 B per code. Redis finds a field by scanning the listpack, so fuller buckets cost CPU on
 every read and claim (see settings.py). Identity is 48 field bits plus the group and bucket
-bits (64 with the default layout); a collision would show as a duplicate whose first payment the
-record does not know, and PostgreSQL stays the arbiter of first payments.
+bits (65 with the default layout); a collision would show as a duplicate whose first payment the
+record does not know, and PostgreSQL stays the arbiter of first payments. SHA-256 because
+PostgreSQL has it too: a rebuild has it address every code in SQL (service/firstseen/rebuild.py
+does the same arithmetic; tests/integration/test_rebuild_encoding.py holds the two equal).
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,7 +33,9 @@ _DAY = 86_400
 FIELD_BYTES = 6
 CODES_PER_BUCKET = 64
 # 2: owner tokens are CRC-32 (were BLAKE2b-32), so the rebuild can compute them in SQL.
-ENCODING_VERSION = 2
+# 3: addresses come from SHA-256 (were BLAKE2b), for the same reason.
+ENCODING_VERSION = 3
+_ADDRESS = struct.Struct(">II")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +57,6 @@ class Layout:
         """(group, bucket, field) without the memo or the key text: for bulk loads, which
         meet each code once and write a bucket's fields together."""
         return _locate(self.bucket_bits, self.slot_groups, canonical)
-
-    def gather(
-        self, rows: Iterable[tuple[str, bytes]], buckets: list[defaultdict[int, list[bytes]]]
-    ) -> None:
-        """For bulk loads: append `field + value` of each (canonical code, value) to
-        buckets[group][bucket]. `locate`'s arithmetic, inlined: a call per code was a third of
-        a rebuild's cost (tests/unit/test_firstseen_encoding.py holds the two equal)."""
-        blake2b, from_bytes, end = hashlib.blake2b, int.from_bytes, 8 + FIELD_BYTES
-        groups, mask = self.slot_groups, (1 << self.bucket_bits) - 1
-        for canonical, value in rows:
-            digest = blake2b(canonical.encode(), digest_size=16).digest()
-            high = from_bytes(digest[:8], "big")
-            buckets[high % groups][(high // groups) & mask].append(digest[8:end] + value)
 
     def bucket_key(self, group: int, bucket: int) -> str:
         return _bucket_key(group, bucket)
@@ -115,10 +104,10 @@ def _address(bucket_bits: int, slot_groups: int, canonical: str) -> CodeAddress:
 
 
 def _locate(bucket_bits: int, slot_groups: int, canonical: str) -> tuple[int, int, bytes]:
-    digest = hashlib.blake2b(canonical.encode(), digest_size=16).digest()
-    high = int.from_bytes(digest[:8], "big")
-    group = high % slot_groups
-    bucket = (high // slot_groups) % (1 << bucket_bits)
+    digest = hashlib.sha256(canonical.encode()).digest()
+    high, low = _ADDRESS.unpack_from(digest)
+    group = (high & 0x7FFF_FFFF) % slot_groups  # 31 bits: SQL reads them as a signed int4
+    bucket = low & ((1 << bucket_bits) - 1)
     return group, bucket, digest[8 : 8 + FIELD_BYTES]
 
 

@@ -2,9 +2,10 @@
 Redis lost it).
 
 PostgreSQL's `code_claims` holds every code that is paid now; this streams it with a
-server-side cursor (PostgreSQL encodes whole-pack values itself), addresses each code, and
-writes each slot group's buckets with one call of load.lua per flush. Each slot group has a
-generation marker that cas.lua insists on: it is removed first and set last, so while the set
+server-side cursor (PostgreSQL addresses each code and encodes whole-pack values itself),
+files each under its bucket, and writes each bucket's share of a flush with one HSET, packed
+here and sent raw (service/kit/redis_bulk.py). Each slot group has a generation marker that
+cas.lua insists on: it is removed first and set last, so while the set
 is incomplete the gate answers 503 HOT_SET_REBUILDING and the consumers wait, instead of
 taking a missing claim for "unpaid". Claims the gate made that the record does not hold yet
 are put back by the consumers as they record the gate's settlements."""
@@ -12,12 +13,10 @@ are put back by the consumers as they record the gate's settlements."""
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -25,27 +24,34 @@ import asyncpg
 from service.decisions.core import owner_token
 from service.decisions.schemas import CodeState
 from service.firstseen.encoding import Layout, encode_state
-from service.kit.redis_client import LuaScript, RedisClient, run_script
-
-LOAD_SCRIPT = LuaScript(resources.files(__package__).joinpath("load.lua").read_text())
-_U16 = struct.Struct(">H")
+from service.kit.redis_bulk import BulkWriter, PackedCommand
+from service.kit.redis_client import RedisClient
 
 CHUNK = 50_000
-FLUSH_EVERY = 1_000_000  # codes buffered before they are written (~60 MB)
+# Codes buffered before they are written (~15 MB). Smaller flushes put fewer fields in each
+# HSET; larger ones leave Redis loading the last flush alone, after everything else is done.
+FLUSH_EVERY = 250_000
 
-# Whole packs, nearly all of the set: PostgreSQL encodes the value exactly as `encode_state`
-# does (owner token = CRC-32 of "settlement_id:line_no", institution number as u32, days since
-# 2020-01-01 as u16) and frames it for load.lua (its length, 10, as u16), so Python only
-# addresses each code. tests/integration/test_rebuild_encoding.py holds the two equal.
+# Whole packs, nearly all of the set: PostgreSQL addresses each code and encodes its value
+# exactly as `Layout.locate` and `encode_state` do, so Python only files each row under its
+# bucket. Address: SHA-256 of the code; group = its first 4 bytes (31 bits) mod $1, bucket =
+# the next 4 bytes masked by $2, field = the 6 after. Value: owner token = CRC-32 of
+# "settlement_id:line_no", institution number as u32, days since 2020-01-01 as u16. Field and
+# value come as HSET arguments in RESP (`$6\r\n` field `\r\n$10\r\n` value `\r\n`). OFFSET 0
+# keeps the digest computed once per row, not once per use.
+# tests/integration/test_rebuild_encoding.py holds SQL and Python equal.
 _WHOLE_CLAIMS = """
-SELECT c.code,
-       '\\x000a'::bytea
-       || int4send(crc32(convert_to(c.settlement_id || ':' || c.line_no, 'UTF8'))::bit(32)::int4)
-       || int4send(i.number::bit(32)::int4)
-       || substr(int4send(greatest(0, least(65535,
-              (c.paid_at AT TIME ZONE 'UTC')::date - date '2020-01-01'))), 3, 2)
-FROM code_claims c JOIN institutions i USING (institution_id)
-WHERE c.units_used IS NULL
+SELECT (substr(h, 1, 4)::int4 & 2147483647) % $1, substr(h, 5, 4)::int4 & $2,
+       '\\x24360d0a'::bytea || substr(h, 9, 6) || '\\x0d0a2431300d0a'::bytea || v
+       || '\\x0d0a'::bytea
+FROM (SELECT sha256(convert_to(c.code, 'UTF8')) AS h,
+             int4send(crc32(convert_to(c.settlement_id || ':' || c.line_no, 'UTF8'))
+                      ::bit(32)::int4)
+             || int4send(i.number::bit(32)::int4)
+             || substr(int4send(greatest(0, least(65535,
+                    (c.paid_at AT TIME ZONE 'UTC')::date - date '2020-01-01'))), 3, 2) AS v
+      FROM code_claims c JOIN institutions i USING (institution_id)
+      WHERE c.units_used IS NULL OFFSET 0) AS claims
 """
 _SPLIT_CLAIMS = """
 SELECT c.code, c.settlement_id, c.line_no, i.number, floor(extract(epoch FROM c.paid_at))::bigint,
@@ -158,15 +164,22 @@ async def rebuild(
     writer = _Writer(redis, layout)
     connection = await asyncpg.connect(dsn)
     try:
-        async for chunk in _chunks(connection, _WHOLE_CLAIMS):
+        mask = (1 << layout.bucket_bits) - 1
+        async for chunk in _chunks(connection, _WHOLE_CLAIMS, layout.slot_groups, mask):
             await writer.add(chunk)
             _report(progress, len(chunk))
         async for chunk in _chunks(connection, _SPLIT_CLAIMS):
-            await writer.add(await _split_values(connection, chunk))
+            await writer.add(await _split_values(connection, layout, chunk))
             _report(progress, len(chunk))
         return await writer.finish()
     finally:
+        await writer.aclose()
         await connection.close()
+
+
+def hset_arguments(field: bytes, value: bytes) -> bytes:
+    """A field and its value as two HSET arguments in RESP: what _WHOLE_CLAIMS gives."""
+    return b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(field), field, len(value), value)
 
 
 def _report(progress: Callable[[int], None] | None, count: int) -> None:
@@ -174,10 +187,10 @@ def _report(progress: Callable[[int], None] | None, count: int) -> None:
         progress(count)
 
 
-async def _chunks(connection: Any, query: str) -> AsyncIterator[list[Any]]:
+async def _chunks(connection: Any, query: str, *args: Any) -> AsyncIterator[list[Any]]:
     """Rows in chunks, the next one already asked for while the caller works on this one."""
     async with connection.transaction():
-        cursor = await connection.cursor(query)
+        cursor = await connection.cursor(query, *args)
         ahead = asyncio.ensure_future(cursor.fetch(CHUNK))
         try:
             while chunk := await ahead:
@@ -188,17 +201,19 @@ async def _chunks(connection: Any, query: str) -> AsyncIterator[list[Any]]:
             ahead.cancel()
 
 
-async def _split_values(connection: Any, rows: list[Any]) -> list[tuple[str, bytes]]:
+async def _split_values(
+    connection: Any, layout: Layout, rows: list[Any]
+) -> list[tuple[int, int, bytes]]:
     """Split packs (few): their value lists every line that sold units, from code_events."""
     sellers = await _sellers(connection, [row[0] for row in rows])
-    values: list[tuple[str, bytes]] = []
+    entries: list[tuple[int, int, bytes]] = []
     for code, sid, line_no, number, paid_at, used, pack_size in rows:
         token = owner_token(sid, line_no)
         owners = tuple(sellers.get(code, (token,)))
-        state = CodeState(token, number, paid_at, used, pack_size, owners)
-        value = encode_state(state)
-        values.append((code, _U16.pack(len(value)) + value))
-    return values
+        value = encode_state(CodeState(token, number, paid_at, used, pack_size, owners))
+        group, bucket, field = layout.locate(code)
+        entries.append((group, bucket, hset_arguments(field, value)))
+    return entries
 
 
 async def _sellers(connection: Any, codes: list[str]) -> dict[str, list[int]]:
@@ -209,15 +224,12 @@ async def _sellers(connection: Any, codes: list[str]) -> dict[str, list[int]]:
 
 
 class _Writer:
-    """Buffers `field + framed value` by slot group and bucket and, every FLUSH_EVERY codes,
-    writes each group with one script call (one hash tag): every bucket then gets several
-    fields per HSET whatever the layout's size, and memory stays bounded whatever the set's.
-    One write is in flight while the next chunks are addressed. A call holds Redis for as
-    long as its group's share of a flush takes (~0.1 s with 16 groups): nothing else may
-    use the set during a rebuild anyway."""
+    """Buffers each bucket's HSET arguments and, every FLUSH_EVERY codes, writes one HSET per
+    bucket: memory stays bounded whatever the set's size. One flush is in flight while the
+    next chunks are filed."""
 
     def __init__(self, redis: RedisClient, layout: Layout) -> None:
-        self._redis, self._layout = redis, layout
+        self._layout, self._bulk = layout, BulkWriter(redis)
         self._buckets = self._empty()
         self._buffered = self.written = 0
         self._in_flight: asyncio.Future[Any] | None = None
@@ -225,8 +237,11 @@ class _Writer:
     def _empty(self) -> list[defaultdict[int, list[bytes]]]:
         return [defaultdict(list) for _ in range(self._layout.slot_groups)]
 
-    async def add(self, rows: list[tuple[str, bytes]]) -> None:
-        self._layout.gather(rows, self._buckets)
+    async def add(self, rows: list[tuple[int, int, bytes]]) -> None:
+        """`rows` are (group, bucket, `hset_arguments(field, value)`)."""
+        buckets = self._buckets
+        for group, bucket, arguments in rows:
+            buckets[group][bucket].append(arguments)
         self._buffered += len(rows)
         if self._buffered >= FLUSH_EVERY:
             await self._flush()
@@ -237,18 +252,26 @@ class _Writer:
             await self._in_flight
         return self.written
 
+    async def aclose(self) -> None:
+        if self._in_flight is not None and not self._in_flight.done():
+            self._in_flight.cancel()
+        await self._bulk.aclose()
+
     async def _flush(self) -> None:
-        calls = [self._call(group, buckets) for group, buckets in enumerate(self._buckets)]
+        commands = [
+            hset_command(self._layout.bucket_key(group, bucket), arguments)
+            for group, buckets in enumerate(self._buckets)
+            for bucket, arguments in buckets.items()
+        ]
         self.written += self._buffered
         self._buckets, self._buffered = self._empty(), 0
         if self._in_flight is not None:
             await self._in_flight
-        self._in_flight = asyncio.ensure_future(self._send([c for c in calls if c[0]]))
+        self._in_flight = asyncio.ensure_future(self._bulk.send(commands))
         await asyncio.sleep(0)  # let it go out
 
-    def _call(self, group: int, buckets: dict[int, list[bytes]]) -> tuple[list[str], list[bytes]]:
-        keys = [self._layout.bucket_key(group, bucket) for bucket in buckets]
-        return keys, [b"".join(fields) for fields in buckets.values()]
 
-    async def _send(self, calls: list[tuple[list[str], list[bytes]]]) -> None:
-        await run_script(self._redis, LOAD_SCRIPT, calls)
+def hset_command(key: str, arguments: list[bytes]) -> PackedCommand:
+    name = key.encode()
+    head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 * len(arguments) + 2, len(name), name)
+    return PackedCommand(key, head + b"".join(arguments))

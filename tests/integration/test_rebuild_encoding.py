@@ -1,11 +1,11 @@
-"""The rebuild lets PostgreSQL encode whole-pack values (owner token, institution number, day)
-for speed; the consumers and the gate encode them in Python. Both must write the same bytes,
-or a rebuilt set would take every replay for a duplicate."""
+"""The rebuild lets PostgreSQL address codes and encode whole-pack values (owner token,
+institution number, day) for speed; the consumers and the gate do both in Python. Both must
+put the same bytes in the same place, or a rebuilt set would miss every claim or take every
+replay for a duplicate."""
 
 from __future__ import annotations
 
 import datetime as dt
-import struct
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,8 +13,8 @@ import pytest
 
 from service.decisions.core import owner_token
 from service.decisions.schemas import CodeState
-from service.firstseen.encoding import encode_state
-from service.firstseen.rebuild import _WHOLE_CLAIMS
+from service.firstseen.encoding import Layout, encode_state
+from service.firstseen.rebuild import _WHOLE_CLAIMS, hset_arguments
 from service.settings import Settings
 
 UTC, BEIJING = dt.UTC, dt.timezone(dt.timedelta(hours=8))
@@ -27,6 +27,10 @@ CASES = [
     ("S:with:colons", 3, 2**32 - 1, dt.datetime(2019, 12, 31, 12, tzinfo=UTC)),
     ("S-long-" + "x" * 50, 999, 2**29 + 1, dt.datetime(2031, 1, 1, tzinfo=UTC)),
 ]
+# Codes as the record keeps them (canonical): national, GS1 with its own characters. Layouts
+# with a group count that is not a power of two, and the most bucket bits settings allow.
+CODES = ["81234567890123456789", "0106901234567892215A%/x-Y", "8" + "0" * 19, "(01)x"]
+LAYOUTS = [Layout(13, 16), Layout(0, 7), Layout(28, 16_384), Layout(5, 1)]
 
 
 @pytest.fixture
@@ -42,19 +46,48 @@ async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 async def test_postgres_encodes_whole_packs_exactly_as_python(
     connection: asyncpg.Connection,
 ) -> None:
-    expected: dict[str, bytes] = {}
+    layout, expected = Layout(13, 16), set()
     for index, (sid, line_no, number, paid_at) in enumerate(CASES):
         institution, code = f"ENC{index:09d}", f"8{index:019d}"
-        await connection.execute(
-            "INSERT INTO institutions (institution_id, name, kind, region, number) "
-            "OVERRIDING SYSTEM VALUE VALUES ($1, 'encoding test', 'retail_pharmacy', '110000', $2)",
-            institution, number)
-        await connection.execute(
-            "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
-            "first_seen_at) VALUES ($1, $2, $3, $4, $5, $5)", code, sid, line_no, institution,
-            paid_at)
+        await _claim(connection, institution, number, code, sid, line_no, paid_at)
         value = encode_state(CodeState(owner_token(sid, line_no), number, int(paid_at.timestamp())))
-        expected[code] = struct.pack(">H", len(value)) + value
-    rows = await connection.fetch(f"SELECT * FROM ({_WHOLE_CLAIMS}) q WHERE code = ANY($1)",
-                                  list(expected))
-    assert {code: bytes(value) for code, value in rows} == expected
+        group, bucket, field = layout.locate(code)
+        expected.add((group, bucket, hset_arguments(field, value)))
+    assert expected <= await _rebuild_rows(connection, layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+async def test_postgres_addresses_codes_exactly_as_python(
+    connection: asyncpg.Connection, layout: Layout
+) -> None:
+    sid, paid_at = "S-ADDR", dt.datetime(2025, 7, 1, tzinfo=UTC)
+    value = encode_state(CodeState(owner_token(sid, 1), 77, int(paid_at.timestamp())))
+    for code in CODES:
+        await _claim(connection, "ADDR00000001", 77, code, sid, 1, paid_at)
+    rows = await _rebuild_rows(connection, layout)
+    for code in CODES:
+        group, bucket, field = layout.locate(code)
+        assert (group, bucket, hset_arguments(field, value)) in rows, code
+
+
+async def _claim(
+    connection: asyncpg.Connection, institution: str, number: int, code: str, sid: str,
+    line_no: int, paid_at: dt.datetime,
+) -> None:
+    await connection.execute(
+        "INSERT INTO institutions (institution_id, name, kind, region, number) "
+        "OVERRIDING SYSTEM VALUE VALUES ($1, 'encoding test', 'retail_pharmacy', '110000', $2) "
+        "ON CONFLICT DO NOTHING", institution, number)
+    await connection.execute(
+        "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
+        "first_seen_at) VALUES ($1, $2, $3, $4, $5, $5)", code, sid, line_no, institution,
+        paid_at)
+
+
+async def _rebuild_rows(
+    connection: asyncpg.Connection, layout: Layout
+) -> set[tuple[int, int, bytes]]:
+    """Every row the rebuild's query gives (other tests' claims among them)."""
+    mask = (1 << layout.bucket_bits) - 1
+    rows = await connection.fetch(_WHOLE_CLAIMS, layout.slot_groups, mask)
+    return {(group, bucket, bytes(entry)) for group, bucket, entry in rows}

@@ -1,0 +1,51 @@
+"""Raw bulk writes: many commands answered by counting replies, and an error reply raised, not
+counted as a success."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from service.firstseen.rebuild import hset_arguments, hset_command
+from service.kit.redis_bulk import BulkWriter, PackedCommand
+from service.settings import Settings
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+def _hset(key: str, fields: dict[bytes, bytes]) -> PackedCommand:
+    return hset_command(key, [hset_arguments(f, v) for f, v in fields.items()])
+
+
+async def test_every_command_lands_before_send_returns(redis: Redis) -> None:
+    prefix = f"test:bulk:{secrets.token_hex(4)}"
+    commands = [_hset(f"{prefix}:{n}", {b"f%d" % i: b"v\r\n%d" % i for i in range(n % 7 + 1)})
+                for n in range(20_000)]
+    writer = BulkWriter(redis)
+    try:
+        await writer.send(commands)
+    finally:
+        await writer.aclose()
+    assert await redis.hgetall(f"{prefix}:6") == {b"f%d" % i: b"v\r\n%d" % i for i in range(7)}
+    assert await redis.hlen(f"{prefix}:19999") == 19_999 % 7 + 1
+
+
+async def test_an_error_reply_is_raised(redis: Redis) -> None:
+    key = f"test:bulk:{secrets.token_hex(4)}"
+    await redis.set(f"{key}:string", "not a hash")
+    writer = BulkWriter(redis)
+    try:
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await writer.send([_hset(f"{key}:a", {b"f": b"v"}),
+                               _hset(f"{key}:string", {b"f": b"v"})])
+    finally:
+        await writer.aclose()
