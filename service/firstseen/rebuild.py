@@ -28,9 +28,9 @@ from service.kit.redis_bulk import BulkWriter, PackedCommand
 from service.kit.redis_client import RedisClient
 
 CHUNK = 50_000
-# Codes buffered before they are written (~15 MB). Smaller flushes put fewer fields in each
-# HSET; larger ones leave Redis loading the last flush alone, after everything else is done.
-FLUSH_EVERY = 250_000
+# Codes buffered before they are written (~60 MB). Smaller flushes cost more commands (fewer
+# fields in each HSET); larger ones leave Redis loading the last flush alone at the end.
+FLUSH_EVERY = 1_000_000
 
 # Whole packs, nearly all of the set: PostgreSQL addresses each code and encodes its value
 # exactly as `Layout.locate` and `encode_state` do, so Python only files each row under its

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio import ConnectionPool
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 from service.kit.redis_client import RedisClient
@@ -30,18 +31,22 @@ class BulkWriter:
     """Holds one connection per node for as long as a bulk load runs."""
 
     def __init__(self, client: RedisClient) -> None:
-        # asked once: isinstance on redis-py's client classes is slow, and this runs per command
         self._cluster = client if isinstance(client, RedisCluster) else None
         self._single = None if isinstance(client, RedisCluster) else client
         self._connections: dict[str, Any] = {}  # redis.asyncio.Connection by node name
 
     async def send(self, commands: Sequence[PackedCommand]) -> None:
         """All of `commands`, every node's share in one write, the nodes at once."""
-        batches: dict[str, list[bytes]] = {}
-        for command in commands:
-            batches.setdefault(await self._node_for(command.key), []).append(command.resp)
+        batches: dict[Any, list[bytes]] = {}
+        if self._single is not None:
+            batches[self._single.connection_pool] = [command.resp for command in commands]
+        else:
+            for command in commands:
+                batches.setdefault(self._node(command.key), []).append(command.resp)
+        connections = [await self._connection(target) for target in batches]
         await asyncio.gather(*(
-            _write(self._connections[name], pieces) for name, pieces in batches.items()
+            _write(connection, pieces)
+            for connection, pieces in zip(connections, batches.values(), strict=True)
         ))
 
     async def aclose(self) -> None:
@@ -49,22 +54,22 @@ class BulkWriter:
             await connection.disconnect()
         self._connections.clear()
 
-    async def _node_for(self, key: str) -> str:
-        if self._single is not None:
-            pool = self._single.connection_pool
-            return await self._connected("", pool.connection_class, pool.connection_kwargs)
+    def _node(self, key: str) -> ClusterNode:
         assert self._cluster is not None
         node = self._cluster.get_node_from_key(key)
         if node is None:
             raise ConnectionError(f"no Redis Cluster node serves the slot of {key!r}")
-        return await self._connected(node.name, node.connection_class, node.connection_kwargs)
+        return node
 
-    async def _connected(self, name: str, connection_class: Any, kwargs: dict[str, Any]) -> str:
+    async def _connection(self, target: ClusterNode | ConnectionPool) -> Any:
+        """A connection of our own to a cluster node, or like those of a single server's pool:
+        made from their settings, it authenticates, selects the database and speaks TLS."""
+        name = target.name if isinstance(target, ClusterNode) else ""
         if name not in self._connections:
-            connection = connection_class(**kwargs)
-            await connection.connect()  # authenticates, selects the database, speaks TLS
+            connection: Any = target.connection_class(**target.connection_kwargs)
+            await connection.connect()
             self._connections[name] = connection
-        return name
+        return self._connections[name]
 
 
 async def _write(connection: Any, pieces: list[bytes]) -> None:
