@@ -50,7 +50,7 @@ def _single(command: str, plan: Plan) -> dict[str, Any]:
         "stream": lambda s, w: suite.stream_section(s, w, plan),
         "gate": lambda s, w: run_gate(s, w.institutions, RATES, plan.gate_seconds, "gate"),
         "memory": lambda s, w: suite.store_sections(s, w, plan)["memory"],
-        "rebuild": lambda s, w: suite.store_sections(s, w, plan)["rebuild"],
+        "rebuild": lambda s, w: suite.rebuild_section(s, w, plan),
         "baselines": lambda s, w: suite.baselines(s, w, plan),
     }
     stack = open_stack(workload.institutions)

@@ -86,7 +86,7 @@ def test_store_gate_and_baseline_paths_produce_figures(
                    "flag_latency_ms": {"p50": 1, "p95": 1, "p99": 1}},
         "gate": {"rates": run_gate(stack, workload.institutions, [50], 0.5, "tg")},
         "memory": run_memory(stack.redis_url, 2000, lambda n: None),
-        "rebuild": run_rebuild(stack.dsn, stack.redis_url, workload.institutions, 2000,
+        "rebuild": run_rebuild(stack.dsn, stack.redis_url, workload.institutions, 2000, 2,
                                lambda n: None),
         "baselines": {"redis_key_per_code": run_redis_key_per_code(stack.redis_url, codes,
                                                                    lambda n: None),
@@ -98,6 +98,7 @@ def test_store_gate_and_baseline_paths_produce_figures(
     }
     assert results["gate"]["rates"][0]["errors"] == 0
     assert results["rebuild"]["codes"] == 2000
+    assert [run["codes"] for run in results["rebuild"]["runs"]] == [2000, 2000]
     json_path, md_path = report.write(results, tmp_path)
     assert "memory B/code" in md_path.read_text()
     assert json_path.is_file()
