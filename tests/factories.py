@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -89,3 +90,16 @@ async def replay_and_change(
     again = await api.post("/v1/settlements", json=body, headers=headers)
     changed = {**body, "lines": [line(1, [cn20()])]}
     return again, await api.post("/v1/settlements", json=changed, headers=headers)
+
+
+async def settle(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
+    """The gate's answer to `body`, which must be 200."""
+    response = await api.post("/v1/settlements", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def history(api: httpx.AsyncClient, headers: dict[str, str], code: str) -> Any:
+    """A code's history, or None while the record has not seen it."""
+    response = await api.get(f"/v1/codes/{quote(code, safe='')}", headers=headers)
+    return response.json() if response.status_code == 200 else None

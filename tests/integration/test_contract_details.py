@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -22,17 +21,6 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.usefixtures("consumer")
 
 
-async def _post(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
-    response = await api.post("/v1/settlements", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def _history(api: httpx.AsyncClient, headers: dict[str, str], code: str) -> Any:
-    response = await api.get(f"/v1/codes/{quote(code, safe='')}", headers=headers)
-    return response.json() if response.status_code == 200 else None
-
-
 async def _flags(api: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> Any:
     response = await api.get("/v1/flags", params=params, headers=headers)
     assert response.status_code == 200, response.text
@@ -43,8 +31,8 @@ async def _duplicate(
     api: httpx.AsyncClient, headers: dict[str, str], first: str, second: str
 ) -> str:
     code = f.cn20()
-    await _post(api, headers, f.settlement(first, [f.line(1, [code])]))
-    [flag_id] = (await _post(api, headers, f.settlement(second, [f.line(1, [code])])))["flags"]
+    await f.settle(api, headers, f.settlement(first, [f.line(1, [code])]))
+    [flag_id] = (await f.settle(api, headers, f.settlement(second, [f.line(1, [code])])))["flags"]
     return str(flag_id)
 
 
@@ -62,8 +50,8 @@ async def test_gs1_history_by_its_percent_encoded_parenthesised_spelling(
     inst = await f.register(api, admin_headers)
     serial = f.gs1_serial()
     spelled = f"(01)06901234567892(21){serial}(17)270131"
-    await _post(api, admin_headers, f.settlement(inst, [f.line(1, [spelled])]))
-    history = await eventually(lambda: _history(api, admin_headers, spelled), bool)
+    await f.settle(api, admin_headers, f.settlement(inst, [f.line(1, [spelled])]))
+    history = await eventually(lambda: f.history(api, admin_headers, spelled), bool)
     assert (history["trace_code"], history["format"]) == (f"0106901234567892" f"21{serial}", "gs1")
     assert [e["type"] for e in history["events"]] == ["payment"]
 
@@ -73,7 +61,7 @@ async def test_the_recorded_decision_is_the_gate_answer(
 ) -> None:
     inst = await f.register(api, admin_headers)
     body = f.settlement(inst, [f.line(1, [f.cn20()]), f.line(2, [])])
-    answer = await _post(api, admin_headers, body)
+    answer = await f.settle(api, admin_headers, body)
     assert answer["decision"] == "partial"
     url = f"/v1/settlements/{body['settlement_id']}"
     recorded = await eventually(lambda: api.get(url, headers=admin_headers),
@@ -86,8 +74,8 @@ async def test_a_replay_after_the_recent_answer_expired_comes_from_the_record(
 ) -> None:
     inst, code = await f.register(api, admin_headers), f.cn20()
     body = f.settlement(inst, [f.line(1, [code])])
-    answer = await _post(api, admin_headers, body)
-    assert await eventually(lambda: _history(api, admin_headers, code), bool)
+    answer = await f.settle(api, admin_headers, body)
+    assert await eventually(lambda: f.history(api, admin_headers, code), bool)
     redis = Redis.from_url(settings.redis_url)
     try:
         assert await redis.delete(f"tg:recent:s:{body['settlement_id']}") == 1
@@ -97,7 +85,7 @@ async def test_a_replay_after_the_recent_answer_expired_comes_from_the_record(
     assert replay.json() == {**answer, "replayed": True}
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "SETTLEMENT_CONFLICT"
-    history = await _history(api, admin_headers, code)
+    history = await f.history(api, admin_headers, code)
     assert [e["type"] for e in history["events"]] == ["payment"]  # nothing paid twice
 
 
@@ -106,7 +94,7 @@ async def test_reversing_reversed_or_rejected_lines_releases_nothing(
 ) -> None:
     inst, code = await f.register(api, admin_headers), f.cn20()
     body = f.settlement(inst, [f.line(1, [code]), f.line(2, [])])  # line 2: no code, rejected
-    await _post(api, admin_headers, body)
+    await f.settle(api, admin_headers, body)
     url = f"/v1/settlements/{body['settlement_id']}/reversal"
 
     async def reverse(line_nos: list[int]) -> Any:
@@ -173,10 +161,10 @@ async def test_concurrent_identical_posts_pay_once(
 ) -> None:
     inst, code = await f.register(api, admin_headers), f.cn20()
     body = f.settlement(inst, [f.line(1, [code])])
-    answers = await asyncio.gather(*[_post(api, admin_headers, body) for _ in range(2)])
+    answers = await asyncio.gather(*[f.settle(api, admin_headers, body) for _ in range(2)])
     assert [a["decision"] for a in answers] == ["pay", "pay"]
     assert [a["flags"] for a in answers] == [[], []]
-    history = await eventually(lambda: _history(api, admin_headers, code), bool)
+    history = await eventually(lambda: f.history(api, admin_headers, code), bool)
     assert [e["type"] for e in history["events"]] == ["payment"]
     assert history["flags"] == []
 

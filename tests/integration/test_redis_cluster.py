@@ -10,7 +10,6 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -73,17 +72,6 @@ async def nodes(cluster: RedisClusterHandle) -> AsyncIterator[list[Redis]]:
         await client.aclose()
 
 
-async def _post(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
-    response = await api.post("/v1/settlements", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def _history(api: httpx.AsyncClient, headers: dict[str, str], code: str) -> Any:
-    response = await api.get(f"/v1/codes/{code}", headers=headers)
-    return response.json() if response.status_code == 200 else None
-
-
 def _port_of(client: RedisCluster, key: str) -> int:
     """The port of the primary that owns `key`'s slot."""
     node = client.get_node_from_key(key)
@@ -108,9 +96,9 @@ async def test_gate_and_stream_decide_on_a_cluster(
     codes = [f.cn20() for _ in range(12)]
     layout = Layout(cluster_settings.hotset_bucket_bits, cluster_settings.hotset_slot_groups)
     assert await _owning_nodes(cluster, layout, codes) == len(cluster.nodes)
-    first = await _post(cluster_api, admin_headers, f.settlement(a, [f.line(1, codes)]))
+    first = await f.settle(cluster_api, admin_headers, f.settlement(a, [f.line(1, codes)]))
     assert first["decision"] == "pay"
-    again = await _post(cluster_api, admin_headers, f.settlement(b, [f.line(1, codes[:3])]))
+    again = await f.settle(cluster_api, admin_headers, f.settlement(b, [f.line(1, codes[:3])]))
     assert [r["code"] for r in again["lines"][0]["reasons"]] == ["DUPLICATE_PAYMENT"] * 3
     streamed = {"type": "settlement", "source": "stream",
                 **f.settlement(b, [f.line(1, [codes[5]])])}
@@ -122,7 +110,7 @@ async def test_gate_and_stream_decide_on_a_cluster(
                                      key=streamed["settlement_id"].encode())
     finally:
         await producer.stop()
-    history = await eventually(partial(_history, cluster_api, admin_headers, codes[5]),
+    history = await eventually(partial(f.history, cluster_api, admin_headers, codes[5]),
                                lambda h: h is not None and len(h["flags"]) == 1)
     assert [flag["settlement_id"] for flag in history["flags"]] == [streamed["settlement_id"]]
 
@@ -153,10 +141,10 @@ async def test_a_primary_that_lost_its_data_has_the_set_rebuilt(
     duplicate again, and what only Redis held is gone."""
     a, b = [await f.register(cluster_api, admin_headers) for _ in range(2)]
     codes = [f.cn20() for _ in range(12)]
-    assert (await _post(cluster_api, admin_headers, f.settlement(a, [f.line(1, codes)])))[
+    assert (await f.settle(cluster_api, admin_headers, f.settlement(a, [f.line(1, codes)])))[
         "decision"] == "pay"
     for code in codes:
-        assert await eventually(partial(_history, cluster_api, admin_headers, code), bool)
+        assert await eventually(partial(f.history, cluster_api, admin_headers, code), bool)
     # in no record, on a node that keeps its data: the rebuild must drop it
     ghost = await _plant_claim(cluster_settings, away_from=cluster.nodes[1].port)
     await nodes[1].flushall()
@@ -168,7 +156,7 @@ async def test_a_primary_that_lost_its_data_has_the_set_rebuilt(
     assert duplicate.status_code == 200, duplicate.text
     reasons = duplicate.json()["lines"][0]["reasons"]
     assert [r["code"] for r in reasons] == ["DUPLICATE_PAYMENT"] * len(codes)
-    fresh = await _post(cluster_api, admin_headers, f.settlement(b, [f.line(1, [ghost])]))
+    fresh = await f.settle(cluster_api, admin_headers, f.settlement(b, [f.line(1, [ghost])]))
     assert fresh["decision"] == "pay", fresh
 
 
@@ -180,8 +168,8 @@ async def test_a_primary_that_lost_its_scripts_is_sent_them_again(
     a, b = [await f.register(cluster_api, admin_headers) for _ in range(2)]
     codes = [f.cn20() for _ in range(12)]
     await nodes[2].script_flush()
-    first = await _post(cluster_api, admin_headers, f.settlement(a, [f.line(1, codes)]))
+    first = await f.settle(cluster_api, admin_headers, f.settlement(a, [f.line(1, codes)]))
     assert first["decision"] == "pay", first
-    again = await _post(cluster_api, admin_headers, f.settlement(b, [f.line(1, codes)]))
+    again = await f.settle(cluster_api, admin_headers, f.settlement(b, [f.line(1, codes)]))
     reasons = again["lines"][0]["reasons"]
     assert [r["first_payment"]["institution_id"] for r in reasons] == [a] * len(codes)
