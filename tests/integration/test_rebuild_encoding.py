@@ -6,6 +6,7 @@ replay for a duplicate."""
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -16,6 +17,7 @@ from service.decisions.schemas import CodeState
 from service.firstseen.encoding import Layout, encode_state
 from service.firstseen.rebuild import _WHOLE_CLAIMS, hset_arguments
 from service.settings import Settings
+from tests import factories as f
 
 UTC, BEIJING = dt.UTC, dt.timezone(dt.timedelta(hours=8))
 # Edges the two encodings could disagree on: a second before midnight UTC (the day is floored,
@@ -27,9 +29,7 @@ CASES = [
     ("S:with:colons", 3, 2**32 - 1, dt.datetime(2019, 12, 31, 12, tzinfo=UTC)),
     ("S-long-" + "x" * 50, 999, 2**29 + 1, dt.datetime(2031, 1, 1, tzinfo=UTC)),
 ]
-# Codes as the record keeps them (canonical): national, GS1 with its own characters. Layouts
-# with a group count that is not a power of two, and the most bucket bits settings allow.
-CODES = ["81234567890123456789", "0106901234567892215A%/x-Y", "8" + "0" * 19, "(01)x"]
+# Layouts with a group count that is not a power of two, and the most bucket bits allowed.
 LAYOUTS = [Layout(13, 16), Layout(0, 7), Layout(28, 16_384), Layout(5, 1)]
 
 
@@ -47,9 +47,10 @@ async def test_postgres_encodes_whole_packs_exactly_as_python(
     connection: asyncpg.Connection,
 ) -> None:
     layout, expected = Layout(13, 16), set()
-    for index, (sid, line_no, number, paid_at) in enumerate(CASES):
-        institution, code = f"ENC{index:09d}", f"8{index:019d}"
-        await _claim(connection, institution, number, code, sid, line_no, paid_at)
+    for sid, line_no, number, paid_at in CASES:
+        institution, code = f.institution_id("E"), f.cn20()
+        await _institution(connection, institution, number)
+        await _claim(connection, institution, code, sid, line_no, paid_at)
         value = encode_state(CodeState(owner_token(sid, line_no), number, int(paid_at.timestamp())))
         group, bucket, field = layout.locate(code)
         expected.add((group, bucket, hset_arguments(field, value)))
@@ -60,24 +61,32 @@ async def test_postgres_encodes_whole_packs_exactly_as_python(
 async def test_postgres_addresses_codes_exactly_as_python(
     connection: asyncpg.Connection, layout: Layout
 ) -> None:
-    sid, paid_at = "S-ADDR", dt.datetime(2025, 7, 1, tzinfo=UTC)
-    value = encode_state(CodeState(owner_token(sid, 1), 77, int(paid_at.timestamp())))
-    for code in CODES:
-        await _claim(connection, "ADDR00000001", 77, code, sid, 1, paid_at)
+    # fresh codes (other tests' claims share the record), as the record keeps them: national,
+    # GS1 element strings, characters beyond digits
+    codes = [f.cn20(), "0106901234567892" + "21" + f.gs1_serial(), f"(01)%/x-{f.gs1_serial()}"]
+    institution, number = f.institution_id("A"), 2**31 + secrets.randbelow(2**30)
+    sid, paid_at = f.settlement_id(), dt.datetime(2025, 7, 1, tzinfo=UTC)
+    value = encode_state(CodeState(owner_token(sid, 1), number, int(paid_at.timestamp())))
+    await _institution(connection, institution, number)
+    for code in codes:
+        await _claim(connection, institution, code, sid, 1, paid_at)
     rows = await _rebuild_rows(connection, layout)
-    for code in CODES:
+    for code in codes:
         group, bucket, field = layout.locate(code)
         assert (group, bucket, hset_arguments(field, value)) in rows, code
 
 
-async def _claim(
-    connection: asyncpg.Connection, institution: str, number: int, code: str, sid: str,
-    line_no: int, paid_at: dt.datetime,
-) -> None:
+async def _institution(connection: asyncpg.Connection, institution: str, number: int) -> None:
     await connection.execute(
         "INSERT INTO institutions (institution_id, name, kind, region, number) "
-        "OVERRIDING SYSTEM VALUE VALUES ($1, 'encoding test', 'retail_pharmacy', '110000', $2) "
-        "ON CONFLICT DO NOTHING", institution, number)
+        "OVERRIDING SYSTEM VALUE VALUES ($1, 'encoding test', 'retail_pharmacy', '110000', $2)",
+        institution, number)
+
+
+async def _claim(
+    connection: asyncpg.Connection, institution: str, code: str, sid: str, line_no: int,
+    paid_at: dt.datetime,
+) -> None:
     await connection.execute(
         "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
         "first_seen_at) VALUES ($1, $2, $3, $4, $5, $5)", code, sid, line_no, institution,
