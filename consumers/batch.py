@@ -110,17 +110,20 @@ class BatchProcessor:
         and sold again within one batch is seen in the order it happened."""
         outcome = _Outcome({}, [], [])
         recorded = await self._recorded_before(session, events, outcome)
+        rebuilt = await self._rebuilt_at(events)
         run: list[SettlementEvent] = []
         for event in [*events, None]:
             if isinstance(event, SettlementEvent):
                 run.append(event)
                 continue
             if run:
-                await self._settle(session, run, institutions, recorded, outcome)
+                await self._settle(session, run, institutions, recorded, outcome, rebuilt)
                 run = []
             if isinstance(event, ReversalEventIn):
+                # a gate reversal older than the last rebuild: what it released may be back
+                again = event.reversal.source == "gate" and event.record.timestamp <= rebuilt
                 error = await reversals.record_reversal_event(
-                    session, self.store, event.fields, await self._before_rebuild(event))
+                    session, self.store, event.fields, again)
                 if error is not None:
                     outcome.dead.append(DeadLetter(event.record, error))
         await count_payments(session, outcome.payments)
@@ -143,6 +146,7 @@ class BatchProcessor:
     async def _settle(
         self, session: AsyncSession, run: list[SettlementEvent],
         institutions: dict[str, InstitutionRef], recorded_ids: set[str], outcome: _Outcome,
+        rebuilt: int,
     ) -> None:
         """`recorded_ids`: settlements the record holds, this batch's earlier runs included.
         A redelivered one changes nothing: deciding it again would re-take codes that a
@@ -152,7 +156,7 @@ class BatchProcessor:
         now = utcnow()
         run = [e for e in run if e.settlement.settlement_id not in recorded_ids]
         gate = await self._gate_records(run)
-        await self._heal(await self._older_than_rebuild(run, gate), institutions)
+        await self._heal(_older_than(rebuilt, run, gate), institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
         decided = await decide_and_claim(stream, self.store, session, self.policy)
         recorded = [*gate, *(d.record for d in decided)]
@@ -177,22 +181,14 @@ class BatchProcessor:
             and (e.settlement.settlement_id, e.attempt or "") not in voided
         ]
 
-    async def _older_than_rebuild(
-        self, run: list[SettlementEvent], gate: list[SettlementRecord]
-    ) -> list[SettlementRecord]:
-        """Only a gate claim made before the last rebuild can be missing from the set; one
-        made after it is there (or was released by a reversal, and must stay released)."""
-        if not gate:
-            return []
-        rebuilt = await rebuild.rebuilt_at_ms(self.redis)
-        old = {e.settlement.settlement_id for e in run if e.record.timestamp <= rebuilt}
-        return [record for record in gate if record.settlement_id in old]
-
-    async def _before_rebuild(self, event: ReversalEventIn) -> bool:
-        """A gate reversal older than the last rebuild: what it released may be back."""
-        if event.reversal.source != "gate":
-            return False
-        return bool(event.record.timestamp <= await rebuild.rebuilt_at_ms(self.redis))
+    async def _rebuilt_at(self, events: list[Event]) -> int:
+        """When the set was last rebuilt (epoch ms), read once per batch and only if the gate
+        made any of its events: only a gate's claim or release can predate a rebuild unseen. A
+        rebuild that starts later removes the markers, so the batch's next store call fails
+        and the batch is retried, reading this again."""
+        if not any(_from_gate(event) for event in events):
+            return 0
+        return await rebuild.rebuilt_at_ms(self.redis)
 
     async def _heal(
         self, gate: list[SettlementRecord], institutions: dict[str, InstitutionRef]
@@ -272,6 +268,21 @@ class BatchProcessor:
             await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
         if dead:
             log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
+
+
+def _from_gate(event: Event) -> bool:
+    if isinstance(event, SettlementEvent):
+        return event.from_gate
+    return isinstance(event, ReversalEventIn) and event.reversal.source == "gate"
+
+
+def _older_than(
+    rebuilt: int, run: list[SettlementEvent], gate: list[SettlementRecord]
+) -> list[SettlementRecord]:
+    """Only a gate claim made before the last rebuild can be missing from the set; one made
+    after it is there (or was released by a reversal, and must stay released)."""
+    old = {e.settlement.settlement_id for e in run if e.record.timestamp <= rebuilt}
+    return [record for record in gate if record.settlement_id in old]
 
 
 def _first_payment(record: SettlementRecord) -> FirstPayment:

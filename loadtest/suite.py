@@ -79,11 +79,12 @@ def stream_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, An
     latency = sorted(paced, key=lambda r: r.to_json()["flag_latency_ms"]["p99"])
     # 20,000 codes/s is past one consumer's capacity here, so that figure is a backlog's age;
     # at half the measured capacity it is the pipeline's own latency (one run).
-    half = round(median([r.codes_per_s for r in one]) / 2, -2)
+    capacity = median([r.codes_per_s for r in one])
+    half = round(capacity / 2, -2)
     [within] = _repeat(1, f"stream, {half:,.0f} codes/s",
                        lambda n: run_stream(stack, workload, 1, half, f"slh{n}"))
     return {
-        "codes_per_s": round(median([r.codes_per_s for r in one])),
+        "codes_per_s": round(capacity),
         "codes_per_s_2_consumers": round(median([r.codes_per_s for r in two])),
         "flag_latency_ms": latency[len(latency) // 2].to_json()["flag_latency_ms"],
         "flag_latency_at_codes_per_s": LATENCY_RATE,

@@ -29,6 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
+
 from cli.devstack.errors import (
     BinaryNotFoundError,
     DataDirError,
@@ -485,9 +487,9 @@ def _form_cluster(ports: list[int]) -> None:
     share = -(-_CLUSTER_SLOTS // len(ports))
     for index, port in enumerate(ports):
         slots = range(index * share, min(_CLUSTER_SLOTS, (index + 1) * share))
-        _redis_command(port, "CLUSTER", "ADDSLOTS", *map(str, slots))
+        _redis_command(port, "CLUSTER ADDSLOTS", *slots)
     for port in ports[1:]:
-        _redis_command(ports[0], "CLUSTER", "MEET", LOOPBACK, str(port))
+        _redis_command(ports[0], "CLUSTER MEET", LOOPBACK, port)
     deadline = time.monotonic() + _START_TIMEOUT
     while not all(_cluster_ok(port, len(ports)) for port in ports):
         if time.monotonic() > deadline:
@@ -496,31 +498,17 @@ def _form_cluster(ports: list[int]) -> None:
 
 
 def _cluster_ok(port: int, primaries: int) -> bool:
-    info = _redis_command(port, "CLUSTER", "INFO").decode()
-    return "cluster_state:ok" in info and f"cluster_known_nodes:{primaries}" in info
+    info = _redis_command(port, "CLUSTER INFO")  # parsed by redis-py into a dict of str
+    return bool(info["cluster_state"] == "ok"
+                and int(info["cluster_known_nodes"]) == primaries)
 
 
-def _redis_command(port: int, *args: str) -> bytes:
-    """One command in RESP, its reply's payload (enough for the few admin commands above)."""
-    request = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
-    with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
-        sock.sendall(request.encode())
-        reply = _read_reply(sock)
-    if reply.startswith(b"-"):
-        raise ServerStartError(f"Redis on port {port} refused {args[:2]}: {reply.decode()}")
-    return reply
-
-
-def _read_reply(sock: socket.socket) -> bytes:
-    """A simple-string, error or bulk-string reply, read to its end."""
-    data = sock.recv(65_536)
-    if data.startswith(b"$"):
-        size = int(data[1 : data.index(b"\r\n")])
-        head = data.index(b"\r\n") + 2
-        while len(data) < head + size + 2:
-            data += sock.recv(65_536)
-        return data[head : head + size]
-    return data
+def _redis_command(port: int, *args: str | int) -> Any:
+    with redis.Redis(host=LOOPBACK, port=port, socket_timeout=5) as client:
+        try:
+            return client.execute_command(*args)
+        except redis.RedisError as exc:
+            raise ServerStartError(f"Redis on port {port} refused {args[0]}: {exc}") from exc
 
 
 def _redis_pong(port: int) -> bool:

@@ -24,7 +24,7 @@ import asyncpg
 from service.decisions.core import owner_token
 from service.decisions.schemas import CodeState
 from service.firstseen.encoding import Layout, encode_state
-from service.kit.redis_bulk import BulkWriter, PackedCommand
+from service.kit.redis_bulk import BulkWriter, hset_arguments, hset_command
 from service.kit.redis_client import RedisClient
 
 CHUNK = 50_000
@@ -177,11 +177,6 @@ async def rebuild(
         await connection.close()
 
 
-def hset_arguments(field: bytes, value: bytes) -> bytes:
-    """A field and its value as two HSET arguments in RESP: what _WHOLE_CLAIMS gives."""
-    return b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(field), field, len(value), value)
-
-
 def _report(progress: Callable[[int], None] | None, count: int) -> None:
     if progress is not None:
         progress(count)
@@ -270,8 +265,3 @@ class _Writer:
         self._in_flight = asyncio.ensure_future(self._bulk.send(commands))
         await asyncio.sleep(0)  # let it go out
 
-
-def hset_command(key: str, arguments: list[bytes]) -> PackedCommand:
-    name = key.encode()
-    head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 * len(arguments) + 2, len(name), name)
-    return PackedCommand(key, head + b"".join(arguments))

@@ -27,6 +27,18 @@ class PackedCommand:
     resp: bytes  # the whole command, in RESP
 
 
+def hset_arguments(field: bytes, value: bytes) -> bytes:
+    """A field and its value as two HSET arguments in RESP."""
+    return b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(field), field, len(value), value)
+
+
+def hset_command(key: str, arguments: list[bytes]) -> PackedCommand:
+    """HSET of `key` with fields already packed by `hset_arguments` (or by SQL, alike)."""
+    name = key.encode()
+    head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 * len(arguments) + 2, len(name), name)
+    return PackedCommand(key, head + b"".join(arguments))
+
+
 class BulkWriter:
     """Holds one connection per node for as long as a bulk load runs."""
 
@@ -37,6 +49,8 @@ class BulkWriter:
 
     async def send(self, commands: Sequence[PackedCommand]) -> None:
         """All of `commands`, every node's share in one write, the nodes at once."""
+        if not commands:
+            return
         batches: dict[Any, list[bytes]] = {}
         if self._single is not None:
             batches[self._single.connection_pool] = [command.resp for command in commands]

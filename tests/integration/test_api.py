@@ -19,12 +19,6 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.usefixtures("consumer")
 
 
-async def _settle(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
-    response = await api.post("/v1/settlements", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 async def _duplicates(
     api: httpx.AsyncClient, headers: dict[str, str], count: int
 ) -> tuple[str, list[str]]:
@@ -33,8 +27,8 @@ async def _duplicates(
     ids = []
     for _ in range(count):
         code = f.cn20()
-        await _settle(api, headers, f.settlement(first, [f.line(1, [code])]))
-        ids += (await _settle(api, headers, f.settlement(second, [f.line(1, [code])])))["flags"]
+        await f.settle(api, headers, f.settlement(first, [f.line(1, [code])]))
+        ids += (await f.settle(api, headers, f.settlement(second, [f.line(1, [code])])))["flags"]
     return second, ids
 
 
@@ -146,12 +140,12 @@ async def test_split_reversal_gives_units_back(
 ) -> None:
     inst, code = await f.register(api, admin_headers), f.cn20()
     sale = f.settlement(inst, [f.line(1, [code], split=True, quantity=7, pack_size=10)])
-    await _settle(api, admin_headers, sale)
+    await f.settle(api, admin_headers, sale)
     reversal = await api.post(f"/v1/settlements/{sale['settlement_id']}/reversal",
                               json={"reversal_id": f.settlement_id()}, headers=admin_headers)
     assert reversal.json()["released"] == [code]
     ten = f.settlement(inst, [f.line(1, [code], split=True, quantity=10, pack_size=10)])
-    assert (await _settle(api, admin_headers, ten))["decision"] == "pay"
+    assert (await f.settle(api, admin_headers, ten))["decision"] == "pay"
 
 
 async def test_one_pack_in_two_spellings_is_one_code(
@@ -161,8 +155,8 @@ async def test_one_pack_in_two_spellings_is_one_code(
     serial = f.gs1_serial()
     raw = f"]d2010690123456789221{serial}\x1d17270131"
     parenthesised = f"(17)270131(01)06901234567892(21){serial}\r\n"
-    await _settle(api, admin_headers, f.settlement(inst, [f.line(1, [raw])]))
-    again = await _settle(api, admin_headers, f.settlement(inst, [f.line(1, [parenthesised])]))
+    await f.settle(api, admin_headers, f.settlement(inst, [f.line(1, [raw])]))
+    again = await f.settle(api, admin_headers, f.settlement(inst, [f.line(1, [parenthesised])]))
     reason = again["lines"][0]["reasons"][0]
     assert (reason["code"], reason["trace_code"]) == (
         "DUPLICATE_PAYMENT", f"0106901234567892" f"21{serial}")
@@ -201,9 +195,9 @@ async def test_duplicate_paid_before_go_live_is_a_duplicate_payment_event(
     a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
     code = f.cn20()
     early = "2025-03-01 09:00:00"
-    await _settle(api, admin_headers, f.settlement(a, [f.line(1, [code])], settled_at=early))
+    await f.settle(api, admin_headers, f.settlement(a, [f.line(1, [code])], settled_at=early))
     again = f.settlement(b, [f.line(1, [code])], settled_at=early)
-    answer = await _settle(api, admin_headers, again)
+    answer = await f.settle(api, admin_headers, again)
     assert (answer["decision"], answer["lines"][0]["reasons"][0]["severity"]) == (
         "pay", "warning")
     history = await eventually(

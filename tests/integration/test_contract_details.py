@@ -52,7 +52,7 @@ async def test_gs1_history_by_its_percent_encoded_parenthesised_spelling(
     spelled = f"(01)06901234567892(21){serial}(17)270131"
     await f.settle(api, admin_headers, f.settlement(inst, [f.line(1, [spelled])]))
     history = await eventually(lambda: f.history(api, admin_headers, spelled), bool)
-    assert (history["trace_code"], history["format"]) == (f"0106901234567892" f"21{serial}", "gs1")
+    assert (history["trace_code"], history["format"]) == (f"010690123456789221{serial}", "gs1")
     assert [e["type"] for e in history["events"]] == ["payment"]
 
 

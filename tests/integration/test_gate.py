@@ -24,21 +24,15 @@ async def pos(
     return await f.key_for(api, admin_headers, "pos", pharmacy)
 
 
-async def _settle(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> Any:
-    response = await api.post("/v1/settlements", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 async def test_first_payment_then_duplicate_across_institutions(
     api: httpx.AsyncClient, admin_headers: dict[str, str], pharmacy: str, pos: dict[str, str]
 ) -> None:
     code = f.cn20()
     first = f.settlement(pharmacy, [f.line(1, [code])])
-    answer = await _settle(api, pos, first)
+    answer = await f.settle(api, pos, first)
     assert (answer["decision"], answer["enforced"], answer["replayed"]) == ("pay", True, False)
     other = await f.register(api, admin_headers)
-    second = await _settle(api, admin_headers, f.settlement(other, [f.line(1, [code])]))
+    second = await f.settle(api, admin_headers, f.settlement(other, [f.line(1, [code])]))
     assert second["decision"] == "reject"
     [reason] = second["lines"][0]["reasons"]
     assert (reason["code"], reason["severity"], reason["trace_code"]) == (
@@ -52,7 +46,7 @@ async def test_replay_returns_the_same_answer_and_a_changed_body_conflicts(
     api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
 ) -> None:
     body = f.settlement(pharmacy, [f.line(1, [f.cn20()])])
-    answer = await _settle(api, pos, body)
+    answer = await f.settle(api, pos, body)
     again, changed = await f.replay_and_change(api, pos, body)
     assert again.json() == {**answer, "replayed": True}
     assert changed.status_code == 409
@@ -64,7 +58,7 @@ async def test_partial_decision_and_rejected_line_claims_nothing(
 ) -> None:
     good, fresh = f.cn20(), f.cn20()
     body = f.settlement(pharmacy, [f.line(1, [good]), f.line(2, [fresh], quantity=2)])
-    answer = await _settle(api, pos, body)
+    answer = await f.settle(api, pos, body)
     assert answer["decision"] == "partial"
     assert answer["lines"][1]["reasons"][0]["code"] == "QUANTITY_MISMATCH"
     status = await _verify(api, pos, pharmacy, [good, fresh])
@@ -85,12 +79,12 @@ async def test_before_go_live_findings_are_warnings_and_paid(
     api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
 ) -> None:
     body = f.settlement(pharmacy, [f.line(1, [])], settled_at="2025-03-31T23:59:59+08:00")
-    answer = await _settle(api, pos, body)
+    answer = await f.settle(api, pos, body)
     assert (answer["decision"], answer["enforced"]) == ("pay", False)
     assert answer["lines"][0]["reasons"] == [
         {"code": "MISSING_TRACE_CODE", "severity": "warning", "message": "no trace code"}]
     at_go_live = f.settlement(pharmacy, [f.line(1, [])], settled_at="2025-03-31T16:00:00Z")
-    assert (await _settle(api, pos, at_go_live))["decision"] == "reject"
+    assert (await f.settle(api, pos, at_go_live))["decision"] == "reject"
 
 
 @pytest.mark.parametrize(
@@ -104,9 +98,9 @@ async def test_go_live_per_kind(
     first_enforced: str,
 ) -> None:
     hospital = await f.register(api, admin_headers, kind)
-    free = await _settle(api, admin_headers, f.settlement(hospital, [f.line(1, [])],
+    free = await f.settle(api, admin_headers, f.settlement(hospital, [f.line(1, [])],
                                                            settled_at=last_free))
-    enforced = await _settle(api, admin_headers, f.settlement(hospital, [f.line(1, [])],
+    enforced = await f.settle(api, admin_headers, f.settlement(hospital, [f.line(1, [])],
                                                                settled_at=first_enforced))
     assert (free["enforced"], enforced["enforced"]) == (False, True)
 
@@ -119,7 +113,7 @@ async def test_invalid_code_and_exemptions(
         f.line(2, [], no_code_reason="herbal_granules"),
         f.line(3, [], no_code_reason="legacy_stock"),
     ], settled_at="2026-01-01 00:00:00")
-    answer = await _settle(api, pos, body)
+    answer = await f.settle(api, pos, body)
     codes = [[r["code"] for r in line["reasons"]] for line in answer["lines"]]
     assert codes == [["INVALID_TRACE_CODE"], ["EXEMPT"], ["MISSING_TRACE_CODE"]]
     assert answer["lines"][1]["decision"] == "pay"
@@ -148,18 +142,18 @@ async def test_split_pack_accounting(
 ) -> None:
     code = f.cn20()
     split = [f.line(1, [code], split=True, quantity=6, pack_size=10)]
-    assert (await _settle(api, pos, f.settlement(pharmacy, split)))["decision"] == "pay"
+    assert (await f.settle(api, pos, f.settlement(pharmacy, split)))["decision"] == "pay"
     [status] = await _verify(api, pos, pharmacy, [code])
     assert (status["status"], status["units_left"]) == ("split_open", 4)
     more = [f.line(1, [code], split=True, quantity=4, pack_size=10)]
-    assert (await _settle(api, pos, f.settlement(pharmacy, more)))["decision"] == "pay"
-    over = await _settle(api, pos, f.settlement(pharmacy, split))
+    assert (await f.settle(api, pos, f.settlement(pharmacy, more)))["decision"] == "pay"
+    over = await f.settle(api, pos, f.settlement(pharmacy, split))
     assert over["lines"][0]["reasons"][0]["code"] == "SPLIT_OVERUSE"
     other = await f.register(api, admin_headers)
-    cross = await _settle(api, admin_headers, f.settlement(other, [
+    cross = await f.settle(api, admin_headers, f.settlement(other, [
         f.line(1, [code], split=True, quantity=1, pack_size=10)]))
     assert cross["lines"][0]["reasons"][0]["code"] == "SPLIT_CROSS_INSTITUTION"
-    whole = await _settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
+    whole = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
     assert whole["lines"][0]["reasons"][0]["code"] == "SPLIT_OVERUSE"
 
 
@@ -168,7 +162,7 @@ async def test_reversal_releases_and_allows_resale(
 ) -> None:
     code = f.cn20()
     body = f.settlement(pharmacy, [f.line(1, [code])])
-    await _settle(api, pos, body)
+    await f.settle(api, pos, body)
     url = f"/v1/settlements/{body['settlement_id']}/reversal"
     reversal = {"reversal_id": f.settlement_id(), "line_nos": [1]}
     response = await api.post(url, json=reversal, headers=pos)
@@ -181,7 +175,7 @@ async def test_reversal_releases_and_allows_resale(
     conflict = await api.post(url, json={**reversal, "line_nos": None}, headers=pos)
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "REVERSAL_CONFLICT"
-    resale = await _settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
+    resale = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
     assert resale["decision"] == "pay"
 
 

@@ -39,11 +39,6 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def _recorded(api: httpx.AsyncClient, headers: dict[str, str], code: str) -> Any:
-    response = await api.get(f"/v1/codes/{code}", headers=headers)
-    return response.json() if response.status_code == 200 else None
-
-
 async def _raw(redis: Redis, layout: Layout, code: str) -> bytes | None:
     address = layout.address(code)
     value = await redis.hget(address.bucket_key, address.field)
@@ -69,7 +64,7 @@ async def test_redis_loss_is_noticed_and_rebuilt_from_the_record(
     code = f.cn20()
     assert (await _gate(api, admin_headers, f.settlement(a, [f.line(1, [code])]))).json()[
         "decision"] == "pay"
-    assert await eventually(lambda: _recorded(api, admin_headers, code), bool)
+    assert await eventually(lambda: f.history(api, admin_headers, code), bool)
     await redis.set(LOCK_KEY, "held-by-test", ex=60)  # nobody may rebuild yet
     await redis.flushdb()
     await redis.set(LOCK_KEY, "held-by-test", ex=60)
@@ -99,10 +94,10 @@ async def test_rebuild_command_reloads_every_claim(
         await _gate(api, admin_headers, f.settlement(a, [f.line(1, [split], split=True,
                                                                 quantity=quantity, pack_size=10)]))
     for code in codes:
-        assert await eventually(partial(_recorded, api, admin_headers, code), bool)
+        assert await eventually(partial(f.history, api, admin_headers, code), bool)
     # Both split sales in the record first: this compares what the rebuild reads (a sale still
     # on its way is put back later, by the consumer that records it)
-    assert await eventually(partial(_recorded, api, admin_headers, split),
+    assert await eventually(partial(f.history, api, admin_headers, split),
                             lambda h: h is not None and len(h["events"]) == 2)
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     before = [await _raw(redis, layout, code) for code in [*codes, split]]
@@ -141,7 +136,7 @@ async def test_pending_details_live_in_a_hash_table_not_a_scanned_listpack(
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     pending = layout.pending_key(layout.address(code).group)
     assert await redis.object("encoding", pending) == b"hashtable"
-    assert await eventually(partial(_recorded, api, admin_headers, code), bool)
+    assert await eventually(partial(f.history, api, admin_headers, code), bool)
     assert await redis.hexists(pending, "!")  # what keeps it one (and keeps the key)
 
 
@@ -183,7 +178,7 @@ async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
     inst, code = await f.register(api, admin_headers), f.cn20()
     body = f.settlement(inst, [f.line(1, [code])])
     assert (await _gate(api, admin_headers, body)).json()["decision"] == "pay"
-    assert await eventually(partial(_recorded, api, admin_headers, code), bool)
+    assert await eventually(partial(f.history, api, admin_headers, code), bool)
     # The state after that race: the sale recorded and holding the code again, the set rebuilt
     # after the reversal was made, the reversal's event not yet recorded.
     now_ms, before = int(time.time() * 1000), await redis.get(REBUILT_AT_KEY)
@@ -207,5 +202,5 @@ async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
     verify = await api.post("/v1/codes/verify", headers=regulator,
                             json={"institution_id": inst, "trace_codes": [code]})
     assert verify.json()["results"][0]["status"] == "unpaid"
-    history = await _recorded(api, admin_headers, code)
+    history = await f.history(api, admin_headers, code)
     assert [e["type"] for e in history["events"]] == ["payment", "reversal"]

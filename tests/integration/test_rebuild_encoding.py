@@ -15,7 +15,8 @@ import pytest
 from service.decisions.core import owner_token
 from service.decisions.schemas import CodeState
 from service.firstseen.encoding import Layout, encode_state
-from service.firstseen.rebuild import _WHOLE_CLAIMS, hset_arguments
+from service.firstseen.rebuild import _WHOLE_CLAIMS
+from service.kit.redis_bulk import hset_arguments
 from service.settings import Settings
 from tests import factories as f
 

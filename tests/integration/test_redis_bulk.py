@@ -10,8 +10,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from service.firstseen.rebuild import hset_arguments, hset_command
-from service.kit.redis_bulk import BulkWriter, PackedCommand
+from service.kit.redis_bulk import BulkWriter, PackedCommand, hset_arguments, hset_command
 from service.settings import Settings
 
 

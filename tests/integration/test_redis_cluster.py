@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from consumers.runner import consume
 from service.api.app import create_app
 from service.decisions.schemas import CodeState
 from service.firstseen.encoding import Layout, encode_state
+from service.firstseen.rebuild import LOCK_KEY
 from service.settings import Settings
 from tests import factories as f
 from tests.waiting import eventually
@@ -132,6 +134,21 @@ async def _plant_claim(settings: Settings, away_from: int) -> str:
         await client.aclose()
 
 
+@asynccontextmanager
+async def _data_lost_unrebuilt(settings: Settings, node: Redis) -> AsyncIterator[None]:
+    """`node` loses its data and nobody may rebuild the set until the block ends: the rebuild
+    lock is taken before the flush and again after it (the flush may have taken it along)."""
+    client = RedisCluster.from_url(settings.redis_url)
+    try:
+        await client.set(LOCK_KEY, "held-by-test", ex=60)
+        await node.flushall()
+        await client.set(LOCK_KEY, "held-by-test", ex=60)
+        yield
+    finally:
+        await client.delete(LOCK_KEY)
+        await client.aclose()
+
+
 async def test_a_primary_that_lost_its_data_has_the_set_rebuilt(
     cluster_api: httpx.AsyncClient, admin_headers: dict[str, str], nodes: list[Redis],
     cluster_settings: Settings, cluster: RedisClusterHandle,
@@ -147,7 +164,13 @@ async def test_a_primary_that_lost_its_data_has_the_set_rebuilt(
         assert await eventually(partial(f.history, cluster_api, admin_headers, code), bool)
     # in no record, on a node that keeps its data: the rebuild must drop it
     ghost = await _plant_claim(cluster_settings, away_from=cluster.nodes[1].port)
-    await nodes[1].flushall()
+    fresh_codes = [f.cn20() for _ in range(12)]
+    async with _data_lost_unrebuilt(cluster_settings, nodes[1]):
+        refused = await cluster_api.post("/v1/settlements", headers=admin_headers,
+                                         json=f.settlement(b, [f.line(1, fresh_codes)]))
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "HOT_SET_REBUILDING"
+        assert int(refused.headers["Retry-After"]) > 0
     duplicate = await eventually(
         lambda: cluster_api.post("/v1/settlements", headers=admin_headers,
                                  json=f.settlement(b, [f.line(1, codes)])),
@@ -156,7 +179,9 @@ async def test_a_primary_that_lost_its_data_has_the_set_rebuilt(
     assert duplicate.status_code == 200, duplicate.text
     reasons = duplicate.json()["lines"][0]["reasons"]
     assert [r["code"] for r in reasons] == ["DUPLICATE_PAYMENT"] * len(codes)
-    fresh = await f.settle(cluster_api, admin_headers, f.settlement(b, [f.line(1, [ghost])]))
+    # the refused settlement claimed nothing, on the nodes that kept their markers either
+    fresh = await f.settle(cluster_api, admin_headers,
+                           f.settlement(a, [f.line(1, [ghost, *fresh_codes])]))
     assert fresh["decision"] == "pay", fresh
 
 

@@ -49,13 +49,6 @@ async def _flags(
     return items
 
 
-async def _history(
-    api: httpx.AsyncClient, headers: dict[str, str], code: str
-) -> dict[str, Any] | None:
-    response = await api.get(f"/v1/codes/{code}", headers=headers)
-    return response.json() if response.status_code == 200 else None
-
-
 async def _read_topic(settings: Settings, topic: str, want: int) -> list[Any]:
     """Everything on the topic: read until `want` arrived and then a quiet spell (so a
     double would show), or until nothing more comes."""
@@ -83,7 +76,7 @@ async def test_gate_settlement_is_recorded_as_decided(
     body = f.settlement(pharmacy, [f.line(1, [code])], patient_id="psn-secret-42")
     assert (await api.post("/v1/settlements", json=body, headers=admin_headers)).json()[
         "decision"] == "pay"
-    history = await eventually(lambda: _history(api, admin_headers, code), bool)
+    history = await eventually(lambda: f.history(api, admin_headers, code), bool)
     assert history is not None
     [event] = history["events"]
     assert (event["type"], event["settlement_id"], event["institution_id"]) == (
@@ -109,7 +102,7 @@ async def test_streamed_settlements_with_duplicates_redeliveries_and_bad_events(
     # Different settlement ids land on different partitions, whose relative order is not
     # defined; the first payment is whichever is processed first, so send it first.
     await _produce(producer, settings.topic_settlements, good[:1])
-    await eventually(lambda: _history(api, admin_headers, reused), bool)
+    await eventually(lambda: f.history(api, admin_headers, reused), bool)
     await _produce(producer, settings.topic_settlements, [*good, *bad, *good])  # redelivered
     flags = await eventually(lambda: _flags(api, admin_headers, b), lambda x: len(x) >= 2)
     kinds = sorted((fl["kind"], fl["severity"], fl["trace_code"]) for fl in flags)
@@ -123,7 +116,7 @@ async def test_streamed_settlements_with_duplicates_redeliveries_and_bad_events(
     assert any("raw_b64" in e for e in errors)
     assert any("unknown institution" in e["error"] for e in errors)
     assert all({"error", "topic", "partition", "offset"} <= e.keys() for e in errors)
-    history = await _history(api, admin_headers, reused)
+    history = await f.history(api, admin_headers, reused)
     assert history is not None
     payments = [e for e in history["events"] if e["type"] == "payment"]
     # The streamed duplicate is judged as the gate would (refused), so it is on the claw-back
@@ -146,11 +139,11 @@ async def test_a_settlement_redelivered_after_its_reversal_claims_nothing(
     reversal = {"type": "reversal", "source": "stream", "settlement_id": paid["settlement_id"],
                 "reversal_id": f"R-{paid['settlement_id']}"}
     await _produce(producer, settings.topic_settlements, [paid, reversal, paid])
-    await eventually(lambda: _history(api, admin_headers, code),
+    await eventually(lambda: f.history(api, admin_headers, code),
                      lambda h: h is not None and len(h["events"]) == 2)
     resold = _stream(f.settlement(institution, [f.line(1, [code])]))
     await _produce(producer, settings.topic_settlements, [resold])
-    history = await eventually(lambda: _history(api, admin_headers, code),
+    history = await eventually(lambda: f.history(api, admin_headers, code),
                                lambda h: h is not None and len(h["events"]) >= 3)
     assert history is not None
     # History is in event time: the reversal's is its Kafka timestamp, after both sales.
@@ -215,7 +208,7 @@ async def test_a_settlement_without_source_is_judged_like_a_streamed_one(
     code = f.cn20()
     first = {"type": "settlement", **f.settlement(a, [f.line(1, [code])])}
     await _produce(producer, settings.topic_settlements, [first])
-    await eventually(lambda: _history(api, admin_headers, code), bool)
+    await eventually(lambda: f.history(api, admin_headers, code), bool)
     again = {"type": "settlement", **f.settlement(b, [f.line(1, [code])])}
     await _produce(producer, settings.topic_settlements, [again])
     flags = await eventually(lambda: _flags(api, admin_headers, b), bool)
@@ -239,7 +232,7 @@ async def test_gate_and_stream_race_on_one_fresh_code(
         # Both settlements recorded: the loser's record holds the flag, the winner's the
         # payment, and either may be recorded first (they can land in different batches).
         history = await eventually(
-            lambda code=code: _history(api, admin_headers, code),  # type: ignore[misc]
+            lambda code=code: f.history(api, admin_headers, code),  # type: ignore[misc]
             lambda h: h is not None and len(h["flags"]) == 1 and bool(h["events"]),
         )
         assert history is not None
