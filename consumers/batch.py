@@ -23,7 +23,8 @@ from service.decisions.schemas import ClaimChange, CodeState, FirstPayment, Sour
 from service.decisions.service import MAX_ATTEMPTS, Candidate, body_hash, decide_and_claim
 from service.firstseen import rebuild
 from service.firstseen.encoding import Layout
-from service.firstseen.store import FirstSeenStore
+from service.firstseen.leases import ClaimLease
+from service.firstseen.store import FirstSeenStore, HotSetRebuilding
 from service.flags import repository as flags_repository
 from service.flags.publisher import publish_flags
 from service.institutions import repository as institutions_repository
@@ -82,14 +83,23 @@ class BatchProcessor:
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         events = [decode(record) for record in records]
         async with self.sessionmaker() as session:
-            async with session.begin():
+            # The lease ends after the commit: a rebuild waits for it before it reads.
+            async with ClaimLease(self.redis) as lease, session.begin():
                 institutions = await self._institutions(session, events)
                 events = [_known(event, institutions) for event in events]
                 outcome = await self._record(session, events, institutions)
+                await lease.confirm()
             dead = [e for e in events if isinstance(e, DeadLetter)] + outcome.dead
             await self._publish(session, list(outcome.flags.values()), dead)
-        # The record has these claims now; their details need not stay in Redis.
-        await self.store.forget_pending(outcome.claimed)
+        await self._forget_pending(outcome.claimed)
+
+    async def _forget_pending(self, codes: list[str]) -> None:
+        """The record has these claims now; their details need not stay in Redis. A rebuild
+        under way clears them itself."""
+        try:
+            await self.store.forget_pending(codes)
+        except HotSetRebuilding:
+            log.info("set being rebuilt; it drops the pending details of %d codes", len(codes))
 
     async def ensure_hot_set(self) -> bool:
         """Rebuild the first-seen set from the record if Redis lost it (one consumer does it,

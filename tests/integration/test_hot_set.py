@@ -18,13 +18,16 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
+from consumers import batch
 from consumers.batch import BatchProcessor
 from service.decisions.core import owner_token
 from service.firstseen.encoding import Layout, decode_state
-from service.firstseen.rebuild import LOCK_KEY, REBUILT_AT_KEY
+from service.firstseen.leases import LEASE_PREFIX, LeaseLost
+from service.firstseen.rebuild import LOCK_KEY, REBUILT_AT_KEY, rebuild_exclusively
 from service.institutions.schemas import InstitutionRef
 from service.records.reversals import reversal_answer
 from service.records.schemas import ClaimRow, SettlementRecord
+from service.records.service import record_settlements
 from service.settings import InstitutionKind, Settings
 from tests import factories as f
 from tests.waiting import eventually
@@ -204,3 +207,59 @@ async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
     assert verify.json()["results"][0]["status"] == "unpaid"
     history = await f.history(api, admin_headers, code)
     assert [e["type"] for e in history["events"]] == ["payment", "reversal"]
+
+
+def _stream_record(settings: Settings, body: dict[str, Any]) -> ConsumerRecord[bytes, bytes]:
+    sid, value = body["settlement_id"], orjson.dumps({"type": "settlement", "source": "stream",
+                                                      **body})
+    return ConsumerRecord(settings.topic_settlements, 0, 0, int(time.time() * 1000), 0,
+                          sid.encode(), value, None, len(sid), len(value), [])
+
+
+async def test_a_rebuild_waits_for_a_batch_whose_claims_are_not_recorded_yet(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebuild that starts after a batch claimed its codes and before it committed must not
+    read the record until the commit: it would clear the claims and not find them there."""
+    inst, code = await f.register(api, admin_headers), f.cn20()
+    body = f.settlement(inst, [f.line(1, [code])])
+    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    rebuilding: list[asyncio.Task[bool]] = []
+
+    async def record_during_a_rebuild(*args: Any, **kwargs: Any) -> Any:
+        rebuilding.append(asyncio.create_task(
+            rebuild_exclusively(settings.asyncpg_dsn, redis, layout)))
+        await asyncio.wait(rebuilding, timeout=2)  # without the lease it is done by then
+        return await record_settlements(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "record_settlements", record_during_a_rebuild)
+    async with BatchProcessor.open(settings) as processor:
+        await processor.process([_stream_record(settings, body)])
+    assert await rebuilding[0]  # it did rebuild, after the commit
+    raw = await _raw(redis, layout, code)
+    assert raw is not None, "the rebuild dropped a claim the batch went on to commit"
+    assert decode_state(raw).owner == owner_token(body["settlement_id"], 1)
+    assert not [key async for key in redis.scan_iter(match=f"{LEASE_PREFIX}*")]
+
+
+async def test_a_batch_that_outlived_its_lease_commits_nothing(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lease that expired mid-batch may have let a rebuild read the record already: the batch
+    rolls back (and is decided again) instead of committing behind the rebuild's back."""
+    inst = await f.register(api, admin_headers)
+    body = f.settlement(inst, [f.line(1, [f.cn20()])])
+
+    async def record_past_the_lease(*args: Any, **kwargs: Any) -> Any:
+        async for key in redis.scan_iter(match=f"{LEASE_PREFIX}*"):
+            await redis.delete(key)  # as if it expired
+        return await record_settlements(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "record_settlements", record_past_the_lease)
+    async with BatchProcessor.open(settings) as processor:
+        with pytest.raises(LeaseLost):
+            await processor.process([_stream_record(settings, body)])
+    response = await api.get(f"/v1/settlements/{body['settlement_id']}", headers=admin_headers)
+    assert response.status_code == 404
