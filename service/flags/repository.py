@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.flags.models import Flag
 from service.kit.bulk_insert import insert_rows
-from service.kit.database import core_table
+from service.kit.database import any_of, core_table
 
 
 async def count_by_kind(session: AsyncSession, institution_id: str) -> dict[str, int]:
@@ -48,7 +48,7 @@ async def unpublished_flags(
 ) -> list[dict[str, Any]]:
     """Flags of these settlements that were recorded but never reached the flags topic."""
     query = select(Flag).where(
-        Flag.settlement_id.in_(settlement_ids), Flag.published.is_(False)
+        any_of(Flag.settlement_id, settlement_ids), Flag.published.is_(False)
     )
     return [flag_json(row) for row in (await session.execute(query)).scalars()]
 
@@ -56,7 +56,7 @@ async def unpublished_flags(
 async def mark_published(session: AsyncSession, flag_ids: Sequence[str]) -> None:
     if flag_ids:
         await session.execute(
-            update(Flag).where(Flag.flag_id.in_(flag_ids)).values(published=True)
+            update(Flag).where(any_of(Flag.flag_id, flag_ids)).values(published=True)
         )
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.institutions.models import Institution
 from service.institutions.schemas import InstitutionIn
+from service.kit.database import any_of
 
 
 async def get(session: AsyncSession, institution_id: str) -> Institution | None:
@@ -20,7 +21,7 @@ async def get(session: AsyncSession, institution_id: str) -> Institution | None:
 
 
 async def get_many(session: AsyncSession, institution_ids: Iterable[str]) -> list[Institution]:
-    query = select(Institution).where(Institution.institution_id.in_(set(institution_ids)))
+    query = select(Institution).where(any_of(Institution.institution_id, set(institution_ids)))
     return list((await session.execute(query)).scalars())
 
 

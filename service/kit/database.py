@@ -3,14 +3,18 @@ the engine / sessionmaker factories used by the API lifespan and the consumer st
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData, Table
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import ColumnElement, MetaData, Table, any_, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 
 # Alembic and the database agree on constraint names only if every constraint is named.
 NAMING_CONVENTION = {
@@ -32,6 +36,14 @@ def core_table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+def any_of(column: InstrumentedAttribute[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column = ANY($1)` with the values as one array parameter. For the consumer's batch
+    lookups (thousands of ids), instead of `IN (…)`: an expanding IN renders one parameter
+    per value on every call (measured ~5 % of the consumer's CPU) and is a new statement for
+    PostgreSQL to plan whenever the count changes; this is one prepared statement."""
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def build_engine(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.decisions.schemas import FirstPayment
 from service.kit.bulk_insert import insert_rows
-from service.kit.database import core_table
+from service.kit.database import any_of, core_table
 from service.records.models import (
     CodeClaim,
     CodeEvent,
@@ -36,7 +36,7 @@ async def payment_count(session: AsyncSession, institution_id: str) -> int:
 async def first_payments(session: AsyncSession, codes: Sequence[str]) -> dict[str, FirstPayment]:
     query = select(
         CodeClaim.code, CodeClaim.settlement_id, CodeClaim.institution_id, CodeClaim.paid_at
-    ).where(CodeClaim.code.in_(codes))
+    ).where(any_of(CodeClaim.code, codes))
     rows = (await session.execute(query)).all()
     return {code: FirstPayment(sid, iid, paid_at) for code, sid, iid, paid_at in rows}
 
@@ -117,7 +117,7 @@ async def claim_owners(session: AsyncSession, codes: Iterable[str]) -> dict[str,
     query = select(
         CodeClaim.code, CodeClaim.settlement_id, CodeClaim.line_no, CodeClaim.institution_id,
         CodeClaim.paid_at,
-    ).where(CodeClaim.code.in_(list(codes)))
+    ).where(any_of(CodeClaim.code, codes))
     return {
         code: ClaimOwner(sid, line, FirstPayment(sid, iid, paid_at))
         for code, sid, line, iid, paid_at in (await session.execute(query)).all()
@@ -164,7 +164,7 @@ async def recorded_settlement_ids(session: AsyncSession, ids: Sequence[str]) -> 
     """Which of these settlements the record already holds (one query)."""
     if not ids:
         return set()
-    query = select(Settlement.settlement_id).where(Settlement.settlement_id.in_(set(ids)))
+    query = select(Settlement.settlement_id).where(any_of(Settlement.settlement_id, set(ids)))
     return set((await session.execute(query)).scalars())
 
 
