@@ -35,6 +35,7 @@ from service.kit.database import build_engine, build_sessionmaker
 from service.kit.kafka import build_producer
 from service.kit.keyed_hash import keyed_hex
 from service.kit.redis_client import RedisClient, build_redis
+from service.kit.ttl_cache import TtlCache
 from service.policy.schemas import PolicyConfig
 from service.records import repository as records_repository
 from service.records import reversals
@@ -63,13 +64,16 @@ class BatchProcessor:
     producer: AIOKafkaProducer
     store: FirstSeenStore
     policy: PolicyConfig
+    # As the gate's: an institution's change reaches decisions within seconds, and a batch
+    # need not ask PostgreSQL for institutions it met moments ago.
+    institutions: TtlCache[str, InstitutionRef] = field(default_factory=lambda: TtlCache(5.0))
 
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[BatchProcessor]:
         engine = build_engine(settings.database_url, pool_size=2)
         redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
-        producer = build_producer(settings.kafka_bootstrap, linger_ms=5)
+        producer = build_producer(settings.kafka_bootstrap)
         await producer.start()
         layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
         try:
@@ -109,9 +113,13 @@ class BatchProcessor:
     async def _institutions(
         self, session: AsyncSession, events: list[Event]
     ) -> dict[str, InstitutionRef]:
-        ids = {e.settlement.institution_id for e in events if isinstance(e, SettlementEvent)}
-        rows = await institutions_repository.get_many(session, ids) if ids else []
-        return {row.institution_id: to_ref(row) for row in rows}
+        ids = [e.settlement.institution_id for e in events if isinstance(e, SettlementEvent)]
+
+        async def load(missing: list[str]) -> dict[str, InstitutionRef]:
+            rows = await institutions_repository.get_many(session, missing)
+            return {row.institution_id: to_ref(row) for row in rows}
+
+        return await self.institutions.get_many_or_load(ids, load)
 
     async def _record(
         self, session: AsyncSession, events: list[Event], institutions: dict[str, InstitutionRef]

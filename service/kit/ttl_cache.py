@@ -4,7 +4,7 @@ seconds stale (API keys, institutions), read on every gate call."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -19,14 +19,40 @@ class TtlCache(Generic[K, V]):
 
     async def get_or_load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         now = time.monotonic()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
+        hit = self._fresh(key, now)
+        if hit is not None:
             return hit[1]
         value = await load()
+        self._store(key, value, now)
+        return value
+
+    async def get_many_or_load(
+        self, keys: Iterable[K], load: Callable[[list[K]], Awaitable[dict[K, V]]]
+    ) -> dict[K, V]:
+        """Hits from the cache, the misses in one `load`; a key `load` does not return is
+        absent from the answer and not cached (it may exist a moment later)."""
+        now = time.monotonic()
+        found: dict[K, V] = {}
+        missing: list[K] = []
+        for key in dict.fromkeys(keys):
+            hit = self._fresh(key, now)
+            if hit is not None:
+                found[key] = hit[1]
+            else:
+                missing.append(key)
+        loaded = await load(missing) if missing else {}
+        for key, value in loaded.items():
+            self._store(key, value, now)
+        return found | loaded
+
+    def _fresh(self, key: K, now: float) -> tuple[float, V] | None:
+        hit = self._entries.get(key)
+        return hit if hit is not None and hit[0] > now else None
+
+    def _store(self, key: K, value: V, now: float) -> None:
         if len(self._entries) >= self._max_entries:
             self._entries.clear()  # crude but bounded; a full cache refills in seconds
         self._entries[key] = (now + self._ttl_s, value)
-        return value
 
     def forget(self, key: K) -> None:
         self._entries.pop(key, None)
