@@ -153,13 +153,14 @@ class BatchProcessor:
     ) -> set[str]:
         """Which of the batch's settlements the record already holds (one query), and their
         flags that never reached the topic (a crash between commit and publish), queued for
-        publishing again."""
+        publishing again. Only a recorded settlement can have flags: a batch of new ones
+        (nearly every batch) asks once."""
         ids = [e.settlement.settlement_id for e in events if isinstance(e, SettlementEvent)]
-        if not ids:
-            return set()
-        for flag in await flags_repository.unpublished_flags(session, ids):
-            outcome.flags.setdefault(flag["flag_id"], flag)
-        return await records_repository.recorded_settlement_ids(session, ids)
+        recorded = await records_repository.recorded_settlement_ids(session, ids)
+        if recorded:
+            for flag in await flags_repository.unpublished_flags(session, list(recorded)):
+                outcome.flags.setdefault(flag["flag_id"], flag)
+        return recorded
 
     async def _settle(
         self, session: AsyncSession, run: list[SettlementEvent],

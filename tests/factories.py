@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
+from aiokafka.structs import ConsumerRecord
 
 _counter = itertools.count(1)
 
@@ -58,6 +61,15 @@ def settlement(
     if patient_id is not None:
         body["patient_id"] = patient_id
     return body
+
+
+def stream_record(topic: str, body: dict[str, Any]) -> ConsumerRecord[bytes, bytes]:
+    """`body` as the insurer's platform streams it, as a consumer receives it from `topic`
+    (for tests that hand batches to a BatchProcessor themselves)."""
+    sid = body["settlement_id"]
+    value = orjson.dumps({"type": "settlement", "source": "stream", **body})
+    return ConsumerRecord(topic, 0, 0, int(time.time() * 1000), 0, sid.encode(), value, None,
+                          len(sid), len(value), [])
 
 
 async def register(

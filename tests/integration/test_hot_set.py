@@ -209,13 +209,6 @@ async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
     assert [e["type"] for e in history["events"]] == ["payment", "reversal"]
 
 
-def _stream_record(settings: Settings, body: dict[str, Any]) -> ConsumerRecord[bytes, bytes]:
-    sid, value = body["settlement_id"], orjson.dumps({"type": "settlement", "source": "stream",
-                                                      **body})
-    return ConsumerRecord(settings.topic_settlements, 0, 0, int(time.time() * 1000), 0,
-                          sid.encode(), value, None, len(sid), len(value), [])
-
-
 async def test_a_rebuild_waits_for_a_batch_whose_claims_are_not_recorded_yet(
     api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
     monkeypatch: pytest.MonkeyPatch,
@@ -235,7 +228,7 @@ async def test_a_rebuild_waits_for_a_batch_whose_claims_are_not_recorded_yet(
 
     monkeypatch.setattr(batch, "record_settlements", record_during_a_rebuild)
     async with BatchProcessor.open(settings) as processor:
-        await processor.process([_stream_record(settings, body)])
+        await processor.process([f.stream_record(settings.topic_settlements, body)])
     assert await rebuilding[0]  # it did rebuild, after the commit
     raw = await _raw(redis, layout, code)
     assert raw is not None, "the rebuild dropped a claim the batch went on to commit"
@@ -260,6 +253,6 @@ async def test_a_batch_that_outlived_its_lease_commits_nothing(
     monkeypatch.setattr(batch, "record_settlements", record_past_the_lease)
     async with BatchProcessor.open(settings) as processor:
         with pytest.raises(LeaseLost):
-            await processor.process([_stream_record(settings, body)])
+            await processor.process([f.stream_record(settings.topic_settlements, body)])
     response = await api.get(f"/v1/settlements/{body['settlement_id']}", headers=admin_headers)
     assert response.status_code == 404

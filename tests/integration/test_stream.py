@@ -8,11 +8,14 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from consumers import batch
+from consumers.batch import BatchProcessor
 from service.settings import Settings
 from tests import factories as f
 from tests.waiting import eventually
@@ -180,6 +183,42 @@ async def test_flags_reach_the_topic_exactly_once(
     assert len(firsts) == 1
     assert firsts <= {e["settlement_id"] for e in events}
     assert firsts.isdisjoint(flag["settlement_id"] for flag in flags_on_topic)
+
+
+async def test_flags_a_crash_kept_off_the_topic_go_out_when_the_batch_comes_again(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record commits before the flags are published: a consumer that dies in between
+    leaves them marked unpublished, and the redelivered batch publishes them."""
+    inst, code = await f.register(api, admin_headers), f.cn20()
+    sales = [f.settlement(inst, [f.line(1, [code])]) for _ in range(2)]
+    records = [f.stream_record(settings.topic_settlements, sale) for sale in sales]
+
+    async def die(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("killed between the commit and the publish")
+
+    async with BatchProcessor.open(settings) as processor:
+        monkeypatch.setattr(batch, "publish_flags", die)
+        with pytest.raises(ConnectionError):
+            await processor.process(records)
+        assert await _published(settings, sales[1]["settlement_id"]) == [False]
+        monkeypatch.undo()
+        await processor.process(records)  # redelivered: nothing is new but the flag's publish
+    assert await _published(settings, sales[1]["settlement_id"]) == [True]
+    on_topic = [orjson.loads(r.value) for r in await _read_topic(settings, settings.topic_flags, 1)]
+    assert [flag["trace_code"] for flag in on_topic
+            if flag["settlement_id"] == sales[1]["settlement_id"]] == [code]
+
+
+async def _published(settings: Settings, settlement_id: str) -> list[bool]:
+    connection = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        rows = await connection.fetch("SELECT published FROM flags WHERE settlement_id = $1",
+                                      settlement_id)
+    finally:
+        await connection.close()
+    return [row["published"] for row in rows]
 
 
 async def test_the_gate_publishes_what_it_accepted_with_its_decision(
