@@ -31,7 +31,7 @@ from service.institutions import repository as institutions_repository
 from service.institutions.schemas import InstitutionRef
 from service.institutions.service import to_ref
 from service.kit.clock import utcnow
-from service.kit.database import build_engine, build_sessionmaker
+from service.kit.database import build_engine, build_reader, build_sessionmaker
 from service.kit.kafka import build_producer
 from service.kit.keyed_hash import keyed_hex
 from service.kit.redis_client import RedisClient, build_redis
@@ -60,6 +60,7 @@ class BatchProcessor:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]  # autocommit: a lone statement, no BEGIN/COMMIT
     redis: RedisClient
     producer: AIOKafkaProducer
     store: FirstSeenStore
@@ -77,7 +78,8 @@ class BatchProcessor:
         await producer.start()
         layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
         try:
-            yield cls(settings, engine, build_sessionmaker(engine), redis, producer,
+            yield cls(settings, engine, build_sessionmaker(engine), build_reader(engine),
+                      redis, producer,
                       FirstSeenStore(redis, layout), PolicyConfig.from_settings(settings))
         finally:
             await producer.stop()
@@ -93,9 +95,10 @@ class BatchProcessor:
                 events = [_known(event, institutions) for event in events]
                 outcome = await self._record(session, events, institutions)
                 await lease.confirm()
-            dead = [e for e in events if isinstance(e, DeadLetter)] + outcome.dead
-            await self._publish(session, list(outcome.flags.values()), dead)
-        await self._forget_pending(outcome.claimed)
+        dead = [e for e in events if isinstance(e, DeadLetter)] + outcome.dead
+        # Both follow the commit and neither needs the other: Kafka's ack and Redis overlap.
+        await asyncio.gather(self._publish(list(outcome.flags.values()), dead),
+                             self._forget_pending(outcome.claimed))
 
     async def _forget_pending(self, codes: list[str]) -> None:
         """The record has these claims now; their details need not stay in Redis. A rebuild
@@ -273,18 +276,18 @@ class BatchProcessor:
             body_hash(settlement), keyed_hex(key, patient) if patient else None, now,
         )
 
-    async def _publish(
-        self, session: AsyncSession, flags: list[dict[str, Any]], dead: list[DeadLetter]
-    ) -> None:
-        """After the record is committed: flags, then the outbox mark; dead letters."""
+    async def _publish(self, flags: list[dict[str, Any]], dead: list[DeadLetter]) -> None:
+        """After the record is committed: flags, then the outbox mark (one statement, its
+        own unit of work); dead letters."""
         await publish_flags(self.producer, self.settings.topic_flags, flags)
         await asyncio.gather(*[
             await self.producer.send(self.settings.topic_dlq, orjson.dumps(d.to_json()),
                                      key=d.record.key)
             for d in dead
         ])
-        async with session.begin():
-            await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
+        if flags:
+            async with self.reader() as session:
+                await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
         if dead:
             log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
 
