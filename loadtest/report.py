@@ -94,7 +94,8 @@ def markdown(results: dict[str, Any]) -> str:
         value = f"{v['value']} ({v['errors']} errors)" if v.get("errors") else v["value"]
         lines.append(f"| {name} | {value} | {v['target']} | {'yes' if v['met'] else 'no'} "
                      f"| {off} |")
-    lines += ["", *_throughput_table(results), "", *_latency_within(stream), "",
+    lines += ["", *_throughput_table(results), "", *_cpu_line(stream), *_latency_within(stream),
+              "",
               *_gate_table(results), "",
               *[f"- {note}" for note in meta["notes"]], ""]
     return "\n".join(lines)
@@ -117,6 +118,14 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     out.append(f"| redis-benchmark SET, -P 64 (ops/s) | "
                f"{results['ceiling'].get('redis_ops_per_s')} | |")
     return out
+
+
+def _cpu_line(stream: dict[str, Any]) -> list[str]:
+    cpu = stream.get("cpu_us_per_code")
+    if not cpu:
+        return []
+    parts = " · ".join(f"{role} {us}" for role, us in sorted(cpu.items(), key=lambda i: -i[1]))
+    return [f"CPU per code, 1 consumer, µs (every process shares the same cores): {parts}.", ""]
 
 
 def _latency_within(stream: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cli.devstack.process import ChildProcess
+from loadtest.cpu import CpuMeter, per_code_us
 from loadtest.stack import Stack, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.truth import FlagKey
@@ -70,6 +71,7 @@ class StreamRun:
     latencies: list[float]
     correct: bool
     checks: dict[str, Any]
+    cpu_s: dict[str, float] = field(default_factory=dict)  # by role, over the measured window
 
     @property
     def codes_per_s(self) -> float:
@@ -81,7 +83,8 @@ class StreamRun:
             "codes": self.codes, "seconds": round(self.seconds, 3),
             "codes_per_s": round(self.codes_per_s), "produce_seconds": round(
                 self.produce_seconds, 3), "flag_latency_ms": summary_ms(self.latencies),
-            "correct": self.correct, "checks": self.checks,
+            "correct": self.correct, "cpu_us_per_code": per_code_us(self.cpu_s, self.codes),
+            "checks": self.checks,
         }
 
 
@@ -105,11 +108,15 @@ async def _run(
     stop = asyncio.Event()
     reading = asyncio.create_task(reader.run(stop))
     profiler = _profile(stack, children[0].pid, profile_to, run)
+    meter, harness = _cpu_meter(stack, children), time.process_time()
+    meter.begin()
     try:
         produced, finished = await _produce_and_drain(stack, workload, env, rate, run)
     finally:
         if profiler is not None:
             profiler.stop()
+    cpu = {**meter.seconds(), "producer": produced["cpu_s"],
+           "harness": time.process_time() - harness}
     await _catch_up(reader, stack.kafka_bootstrap, env["TRACEGATE_TOPIC_FLAGS"])
     stop.set()
     await reading
@@ -117,7 +124,15 @@ async def _run(
     checks, correct = await _check(stack, workload, reader)
     return StreamRun(consumers, rate, workload.codes, finished - produced["start"],
                      produced["end"] - produced["start"], _latencies(workload, produced, reader),
-                     correct, checks)
+                     correct, checks, cpu)
+
+
+def _cpu_meter(stack: Stack, consumers: list[ChildProcess]) -> CpuMeter:
+    """Consumers and servers; the producer reports its own (it exits inside the window)."""
+    roles = {server.name: (lambda server=server: server.pids) for server in stack.servers}
+    return CpuMeter({"consumers": lambda: [pid for child in consumers
+                                           for pid in (child.pid, *child.descendants())],
+                     **roles})
 
 
 async def _reset(stack: Stack, run: str, partitions: int) -> None:

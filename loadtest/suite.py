@@ -90,12 +90,18 @@ def stream_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, An
         "flag_latency_at_codes_per_s": LATENCY_RATE,
         "flag_latency_within_capacity": {"codes_per_s": half,
                                          "ms": within.to_json()["flag_latency_ms"]},
+        "cpu_us_per_code": _median_by_role([r.to_json()["cpu_us_per_code"] for r in one]),
         "correct": all(r.correct for r in [*one, *two, *paced, within]),
         "workload": {"settlements": plan.settlements, "events": len(workload.events),
                      "codes": workload.codes, **workload.truth.to_json()},
         "runs": [r.to_json() for r in [*one, *two, *paced, within]],
         "profile": {"consumer_1": summarise(profile), "raw": str(profile.name)},
     }
+
+
+def _median_by_role(runs: list[dict[str, float]]) -> dict[str, float]:
+    roles = {role for run in runs for role in run}
+    return {role: median([run.get(role, 0.0) for run in runs]) for role in sorted(roles)}
 
 
 def _repeat(times: int, what: str, run: Callable[[int], StreamRun]) -> list[StreamRun]:

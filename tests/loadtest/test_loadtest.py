@@ -73,7 +73,14 @@ def test_stream_run_matches_the_ground_truth(tiny: tuple[Stack, Workload]) -> No
     stack, workload = tiny
     run = run_stream(stack, workload, 1, 0.0, "t1")
     assert run.correct, run.checks
-    assert run.to_json()["codes"] == workload.codes
+    figures = run.to_json()
+    assert figures["codes"] == workload.codes
+    # Where the CPU went, by role. /proc counts in 10 ms ticks, so in a run this small only
+    # the consumer is sure to show; the producer and the harness time themselves.
+    cpu = figures["cpu_us_per_code"]
+    assert set(cpu) == {"consumers", "postgres", "redis", "kafka", "producer", "harness"}
+    assert min(cpu.values()) >= 0, cpu
+    assert all(cpu[role] > 0 for role in ("consumers", "producer", "harness")), cpu
 
 
 def test_store_gate_and_baseline_paths_produce_figures(
@@ -107,7 +114,8 @@ def test_store_gate_and_baseline_paths_produce_figures(
 def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
     results: dict[str, Any] = {
         "stream": {"codes_per_s": 7, "codes_per_s_2_consumers": 9, "correct": True,
-                   "flag_latency_ms": {"p50": 1, "p95": 2, "p99": 3}},
+                   "flag_latency_ms": {"p50": 1, "p95": 2, "p99": 3},
+                   "cpu_us_per_code": {"consumers": 80.5, "redis": 9.0}},
         "gate": {"rates": [{"rate": 500, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3, "max_ms": 4,
                             "errors": 0}]},
         "memory": {"bytes_per_code": 20.8}, "rebuild": {"codes_per_s": 5},
@@ -128,6 +136,8 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
     text = readme.read_text()
     assert "old" not in text
     assert text.count("| stream codes/s (1 consumer) | 7 |") == 1
+    assert "CPU per code, 1 consumer, µs (every process shares the same cores): consumers " \
+        "80.5 · redis 9.0." in text
     assert text.startswith("# x\nbefore\n")
     assert text.endswith(f"{report.README_END}\nafter\n")
     assert "# tracegate load test" not in text

@@ -1,0 +1,53 @@
+"""Where a run's CPU went: seconds of user + system time per role (consumers, PostgreSQL,
+Kafka, Redis…), read from /proc (Linux) at the start and the end of the measured window.
+
+Every process of a run shares the machine's cores, so one role's appetite is every other's
+limit: the stream report shows microseconds of CPU per code for each. A process that exits
+inside the window loses its share (a PostgreSQL backend that disconnects); one that starts
+inside it counts from zero. /proc counts in clock ticks (10 ms): in a short run a quiet
+role shows 0."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of one process so far; 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+@dataclass
+class CpuMeter:
+    """`roles` name a function listing the pids to count now (processes come and go)."""
+
+    roles: dict[str, Callable[[], Sequence[int]]]
+    start: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        self.start = self._read()
+
+    def seconds(self) -> dict[str, float]:
+        spent: dict[str, float] = dict.fromkeys(self.roles, 0.0)
+        for (role, pid), now in self._read().items():
+            spent[role] += now - self.start.get((role, pid), 0.0)
+        return spent
+
+    def _read(self) -> dict[tuple[str, int], float]:
+        return {(role, pid): cpu_seconds(pid)
+                for role, pids in self.roles.items() for pid in pids()}
+
+
+def per_code_us(spent: dict[str, float], codes: int) -> dict[str, float]:
+    return {role: round(seconds / codes * 1e6, 1) for role, seconds in spent.items()} if codes \
+        else {}
