@@ -9,6 +9,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka.structs import ConsumerRecord
@@ -63,6 +64,15 @@ def settlement(
     return body
 
 
+async def record_rows(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Rows straight from the record (PostgreSQL), past every cache the API reads through."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
 def stream_record(topic: str, body: dict[str, Any]) -> ConsumerRecord[bytes, bytes]:
     """`body` as the insurer's platform streams it, as a consumer receives it from `topic`
     (for tests that hand batches to a BatchProcessor themselves)."""
@@ -74,9 +84,9 @@ def stream_record(topic: str, body: dict[str, Any]) -> ConsumerRecord[bytes, byt
 
 async def register(
     api: httpx.AsyncClient, admin: dict[str, str], kind: str = "retail_pharmacy",
-    go_live_override: str | None = None,
+    go_live_override: str | None = None, *, institution: str | None = None,
 ) -> str:
-    iid = institution_id()
+    iid = institution or institution_id()
     body = {"name": f"test {iid}", "kind": kind, "region": "110105",
             "go_live_override": go_live_override}
     response = await api.put(f"/v1/institutions/{iid}", json=body, headers=admin)

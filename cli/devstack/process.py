@@ -230,6 +230,16 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux, in clock ticks); 0 if it is gone."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+
 def _start_ticks(pid: int) -> int | None:
     fields = _stat_fields(pid)
     return None if fields is None or fields[0] == "Z" else int(fields[19])

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -25,6 +24,7 @@ from cli.devstack.servers import create_topics
 from consumers.runner import consume
 from service.api.app import create_app
 from service.settings import Settings
+from tests import factories as f
 
 Json = dict[str, Any]
 
@@ -111,12 +111,9 @@ async def flags_of(
 
 async def recorded(settings: Settings, settlement_id: str) -> bool:
     """Whether the record (PostgreSQL, not the gate's answer cache in Redis) has it."""
-    connection = await asyncpg.connect(settings.asyncpg_dsn)
-    try:
-        query = "SELECT EXISTS (SELECT 1 FROM settlements WHERE settlement_id = $1)"
-        return bool(await connection.fetchval(query, settlement_id))
-    finally:
-        await connection.close()
+    query = "SELECT EXISTS (SELECT 1 FROM settlements WHERE settlement_id = $1)"
+    [row] = await f.record_rows(settings.asyncpg_dsn, query, settlement_id)
+    return bool(row[0])
 
 
 @dataclass

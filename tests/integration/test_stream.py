@@ -8,7 +8,6 @@ import asyncio
 import uuid
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -211,13 +210,30 @@ async def test_flags_a_crash_kept_off_the_topic_go_out_when_the_batch_comes_agai
             if flag["settlement_id"] == sales[1]["settlement_id"]] == [code]
 
 
+async def test_an_institution_registered_after_its_settlement_was_dead_lettered_is_known_next(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+) -> None:
+    """CONTRACT §5: an event for an unknown institution goes to the DLQ. The consumer caches the
+    institutions it found, never one it did not: once registered, its settlements count."""
+    iid = f.institution_id()
+    early, late = (f.settlement(iid, [f.line(1, [f.cn20()])]) for _ in range(2))
+    async with BatchProcessor.open(settings) as processor:
+        await processor.process([f.stream_record(settings.topic_settlements, early)])
+        await f.register(api, admin_headers, institution=iid)
+        await processor.process([f.stream_record(settings.topic_settlements, late)])
+    rows = await f.record_rows(settings.asyncpg_dsn,
+                               "SELECT settlement_id FROM settlements WHERE institution_id = $1",
+                               iid)
+    assert [row["settlement_id"] for row in rows] == [late["settlement_id"]]
+    dead = [orjson.loads(r.value) for r in await _read_topic(settings, settings.topic_dlq, 1)]
+    assert [d["error"] for d in dead if early["settlement_id"] in d.get("raw", "")] == [
+        f"unknown institution {iid}"]
+
+
 async def _published(settings: Settings, settlement_id: str) -> list[bool]:
-    connection = await asyncpg.connect(settings.asyncpg_dsn)
-    try:
-        rows = await connection.fetch("SELECT published FROM flags WHERE settlement_id = $1",
-                                      settlement_id)
-    finally:
-        await connection.close()
+    rows = await f.record_rows(settings.asyncpg_dsn,
+                               "SELECT published FROM flags WHERE settlement_id = $1",
+                               settlement_id)
     return [row["published"] for row in rows]
 
 
