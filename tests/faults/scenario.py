@@ -192,6 +192,25 @@ class StreamRun:
             await asyncio.sleep(0.05)
         return True
 
+    async def progresses(self, within_s: float) -> str | None:
+        """After a fault: None as soon as the record grows, or once there is nothing left to
+        record (the feed is done and the group committed past every event: a consumer may
+        drain its backlog while the gate is still becoming ready); else what stood still."""
+        start = await self.recorded.now()
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if await self.recorded.now() > start or await self._consumed_all():
+                return None
+            await asyncio.sleep(0.25)
+        return (f"the record stood at {start} of {self.settlements} settlements for "
+                f"{within_s:.0f}s")
+
+    async def _consumed_all(self) -> bool:
+        assert self.feeding is not None
+        return self.feeding.done() and not await wait_group_caught_up(
+            self.settings.kafka_bootstrap, self.settings.topic_settlements,
+            self.settings.consumer_group, 0.0, self.revive)
+
     def revive(self) -> None:
         """A consumer that exited by itself breaks a promise; it is started again (as a
         supervisor would) so that the rest of the run still shows what it can."""
