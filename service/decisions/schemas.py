@@ -171,6 +171,10 @@ class ClaimChange:
     new: CodeState | None
     units: int | None = None  # units sold by this change (split packs)
 
+    def undone(self) -> ClaimChange:
+        """The change that takes this one back (lands only while this one's `new` holds)."""
+        return ClaimChange(self.canonical, self.line_no, self.new, self.expected, self.units)
+
 
 @dataclass(frozen=True, slots=True)
 class Payment:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -105,7 +105,7 @@ async def _apply(
     redo = _tainted(batch, failed)
     undo = [c for (p, c), ok in zip(changes, landed, strict=True) if ok and p in redo]
     if undo:
-        await store.apply([_undo(c) for c in undo], {})
+        await store.apply([c.undone() for c in undo], {})
     return set(range(len(batch))) - redo
 
 
@@ -124,11 +124,7 @@ def _tainted(batch: Sequence[Candidate], failed: set[int]) -> set[int]:
 
 async def release(store: FirstSeenStore, changes: Sequence[ClaimChange]) -> None:
     """Give back claims whose settlement could not be sent on to the record."""
-    await store.apply([_undo(change) for change in changes], {})
-
-
-def _undo(change: ClaimChange) -> ClaimChange:
-    return replace(change, expected=change.new, new=change.expected)
+    await store.apply([change.undone() for change in changes], {})
 
 
 async def _decide_all(

@@ -4,6 +4,7 @@ round trip) per batch, one script call per slot group so it also runs on a Redis
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
 from service.firstseen.encoding import CodeAddress, Layout, decode_state, encode_state
 from service.kit.errors import Unavailable
 from service.kit.redis_client import LuaScript, RedisClient, run_script
+
+log = logging.getLogger(__name__)
 
 CAS_SCRIPT = LuaScript(resources.files(__package__).joinpath("cas.lua").read_text())
 
@@ -69,6 +72,8 @@ class _GroupCall:
 
 
 _U16 = struct.Struct(">H")
+# op, code, expected, new, detail: one op of the script (see cas.lua)
+_Op = tuple[bytes, str, bytes, bytes, bytes]
 
 
 def _prefixed(reply: bytes, at: int) -> tuple[bytes | None, int]:
@@ -109,31 +114,52 @@ class FirstSeenStore:
     async def apply(
         self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment]
     ) -> list[bool]:
-        """Each change lands only if its code still holds `expected`: a race lost is False."""
-        ops = [
-            (b"S", c.canonical, _encoded(c.expected), _encoded(c.new), _detail(c, details))
-            for c in changes
-        ]
-        return [bool(result) for result in await self._run(ops)]
+        """Each change lands only if its code still holds `expected`: a race lost is False.
+        If a script call fails (its slot group being rebuilt, a cluster node away) while the
+        others ran, what they changed is given back before the error is raised: a
+        settlement refused for it must hold no claim (CONTRACT §4)."""
+        calls = self._calls([_set_op(change, details) for change in changes])
+        replies = await self._scripts(calls)
+        results = _results(calls, replies, len(changes))
+        if any(isinstance(reply, Exception) for reply in replies):
+            await self._give_back([c for c, landed in zip(changes, results, strict=True)
+                                   if landed])
+            _raise_first(replies)
+        return [bool(result) for result in results]
+
+    async def _give_back(self, changes: list[ClaimChange]) -> None:
+        """Best effort: these landed moments ago on servers that answered; if one fails now,
+        its claims stay until a rebuild, as they did before this was tried."""
+        try:
+            await self._run([_set_op(change.undone(), {}) for change in changes])
+        except Exception:  # noqa: BLE001 - the caller raises the first failure, not this one
+            log.warning("could not give back %d claims after a failed change", len(changes),
+                        exc_info=True)
 
     async def forget_pending(self, codes: Iterable[str]) -> None:
         await self._run([(b"F", code, b"", b"", b"") for code in dict.fromkeys(codes)])
 
-    async def _run(self, ops: Sequence[tuple[bytes, str, bytes, bytes, bytes]]) -> list[Any]:
+    async def _run(self, ops: Sequence[_Op]) -> list[Any]:
+        calls = self._calls(ops)
+        replies = await self._scripts(calls)
+        _raise_first(replies)
+        return _results(calls, replies, len(ops))
+
+    def _calls(self, ops: Sequence[_Op]) -> list[_GroupCall]:
+        """One script call per slot group, each knowing where its ops came from."""
         calls: dict[int, _GroupCall] = {}
         for index, (op, code, expected, new, detail) in enumerate(ops):
             address = self.layout.address(code)
             self._call_for(calls, address).add(index, op, address, expected, new, detail)
-        return await self._execute(calls, len(ops))
+        return list(calls.values())
 
-    async def _scripts(self, calls: dict[int, _GroupCall]) -> list[Any]:
-        try:
-            return await run_script(self._redis, CAS_SCRIPT, [
-                (call.keys, [b"".join(call.parts)]) for call in calls.values()
-            ])
-        except ResponseError as exc:
-            _raise_rebuilding(exc)
-            raise
+    async def _scripts(self, calls: list[_GroupCall]) -> list[Any]:
+        """Each call's reply or error, in place."""
+        if not calls:
+            return []
+        return await run_script(self._redis, CAS_SCRIPT, [
+            (call.keys, [b"".join(call.parts)]) for call in calls
+        ])
 
     def _call_for(self, calls: dict[int, _GroupCall], address: CodeAddress) -> _GroupCall:
         group = address.group
@@ -142,20 +168,36 @@ class FirstSeenStore:
             calls[group] = _GroupCall(keys)
         return calls[group]
 
-    async def _execute(self, calls: dict[int, _GroupCall], count: int) -> list[Any]:
-        if not calls:
-            return []
-        replies = await self._scripts(calls)
-        results: list[Any] = [None] * count
-        for call, reply in zip(calls.values(), replies, strict=True):
-            for origin, value in zip(call.origins, call.replies(reply), strict=True):
-                results[origin] = value
-        return results
+
+def _results(calls: list[_GroupCall], replies: list[Any], count: int) -> list[Any]:
+    """One result per op, in the caller's order; None for the ops of a call that failed."""
+    results: list[Any] = [None] * count
+    for call, reply in zip(calls, replies, strict=True):
+        if isinstance(reply, Exception):
+            continue
+        for origin, value in zip(call.origins, call.replies(reply), strict=True):
+            results[origin] = value
+    return results
+
+
+def _raise_first(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            _raise_rebuilding(reply)
+        if isinstance(reply, Exception):
+            raise reply
 
 
 def _raise_rebuilding(exc: ResponseError) -> None:
     if "HOTSET_REBUILDING" in str(exc):
         raise HotSetRebuilding("the first-seen set is being rebuilt") from exc
+
+
+def _set_op(
+    change: ClaimChange, details: dict[str, FirstPayment]
+) -> _Op:
+    return (b"S", change.canonical, _encoded(change.expected), _encoded(change.new),
+            _detail(change, details))
 
 
 def _encoded(state: CodeState | None) -> bytes:

@@ -44,10 +44,11 @@ ScriptCall = tuple[Sequence[str], Sequence[bytes | str]]  # (keys, args)
 async def run_script(
     client: RedisClient, script: LuaScript, calls: Sequence[ScriptCall]
 ) -> list[Any]:
-    """Every call's reply, in order, in one round trip: EVALSHA straight away (redis-py's
-    script objects ask SCRIPT EXISTS first, a round trip more). A server without the script
-    (new, or restarted) gets it loaded and only the calls it refused are sent again, since
-    the others have run. The first error, if any, is raised once every call has answered."""
+    """Every call's reply or error, in order, in one round trip. Errors are returned in their
+    place, not raised: a caller that must undo what the other calls did needs to know which
+    of them ran. EVALSHA straight away (redis-py's script objects ask SCRIPT EXISTS first, a
+    round trip more). A server without the script (new, or restarted) gets it loaded and
+    only the calls it refused are sent again, since the others have run."""
     replies = await _evalsha_each(client, script.sha, calls)
     refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if refused:
@@ -55,9 +56,6 @@ async def run_script(
         retried = await _evalsha_each(client, script.sha, [calls[i] for i in refused])
         for index, reply in zip(refused, retried, strict=True):
             replies[index] = reply
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
     return replies
 
 

@@ -131,13 +131,8 @@ async def release_in_store(
         landed = await store.apply(changes, {})
         if all(landed):
             return changes
-        await store.apply([_undo(c) for c, ok in zip(changes, landed, strict=True) if ok], {})
+        await store.apply([c.undone() for c, ok in zip(changes, landed, strict=True) if ok], {})
     raise Conflict("trace codes are changing concurrently; retry")
-
-
-def _undo(change: ClaimChange) -> ClaimChange:
-    return ClaimChange(change.canonical, change.line_no, change.new, change.expected,
-                       change.units)
 
 
 def released_codes(view: SettlementView, line_nos: set[int]) -> list[list[Any]]:
