@@ -5,6 +5,7 @@ consumer stopped cleanly, record audited)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -27,6 +28,8 @@ from tests.faults.workload import Workload, generate, institution_ids
 # Smaller than the default 2,000: more batch boundaries for a fault to land between or in.
 BATCH = 500
 CATCH_UP_S = 240.0
+# A paced feed runs at most this fraction of the stream ahead of the record.
+LIVE_LEAD = 0.1
 
 
 log = logging.getLogger(__name__)
@@ -173,10 +176,22 @@ class StreamRun:
         return len(self.workload.truth.settlements)
 
     def start(self, codes_per_s: float | None) -> None:
+        """Paced at `codes_per_s`: a live stream, kept at most LIVE_LEAD ahead of the record;
+        else everything at once (a backlog)."""
         self.consumer.start()
         self.feeding = asyncio.create_task(feed(
             self.settings.kafka_bootstrap, self.settings.topic_settlements,
-            self.workload.chunks, self.progress, codes_per_s=codes_per_s))
+            self.workload.chunks, self.progress, codes_per_s=codes_per_s,
+            before_chunk=self._keep_live if codes_per_s else None))
+
+    async def _keep_live(self, fed: float) -> None:
+        """A fault injected at some fraction of the record must land in a live stream: on a
+        busy machine the checks before a fault can take longer than feeding the rest, and
+        the consumer would have recorded everything by then (CI saw this)."""
+        while fed > self.recorded.last / self.settlements + LIVE_LEAD:
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+                await self.recorded.now()  # PostgreSQL may be the server that is away
 
     async def reach(self, fraction: float, at_least: int = 0, timeout_s: float = 120.0) -> bool:
         """Wait until `fraction` of the stream's settlements (and `at_least` of them) is

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -30,15 +30,19 @@ class FeedProgress:
 async def feed(
     bootstrap: str, topic: str, chunks: Sequence[Sequence[StreamEvent]], progress: FeedProgress,
     *, codes_per_s: float | None = None,
+    before_chunk: Callable[[float], Awaitable[None]] | None = None,
 ) -> None:
     """Produce every chunk, each acknowledged before the next is sent; at `codes_per_s` if
-    given (a live stream the faults land in), else as fast as the broker takes it."""
+    given (a live stream the faults land in), else as fast as the broker takes it.
+    `before_chunk(fraction fed so far)` may hold the feed back."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False,
                                 acks="all", linger_ms=5, request_timeout_ms=3000)
     await producer.start()
     try:
         begin, codes = time.monotonic(), 0
         for chunk in chunks:
+            if before_chunk is not None:
+                await before_chunk(progress.chunks_acked / progress.chunks_total)
             await _until_acknowledged(producer, topic, chunk, progress)
             progress.chunks_acked += 1
             codes += sum(event.codes for event in chunk)
