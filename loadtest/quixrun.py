@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from loadtest.stack import Stack, create_topics
-from loadtest.stream import _produce_in_child
+from loadtest.stream import produce_in_child, write_events
 from loadtest.workload import Workload
 
 _TIMEOUT_S = 300.0
@@ -19,8 +19,8 @@ _TIMEOUT_S = 300.0
 def run_quix(stack: Stack, workload: Workload) -> dict[str, Any]:
     env = stack.env("quix")
     asyncio.run(create_topics(stack, "quix", workload.partitions))
-    rows = [(e.partition, e.key.encode(), e.value(), e.codes) for e in workload.events]
-    asyncio.run(_produce_in_child(stack, rows, env, 0.0, "quix"))
+    events = write_events(stack, [event.row() for event in workload.events], "quix")
+    asyncio.run(produce_in_child(stack, events, env, 0.0))
     out = stack.tmp / "quix.json"
     child = stack.spawn("quix", [
         "-m", "loadtest.baselines.quix", "--bootstrap", stack.kafka_bootstrap,

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cli.devstack.process import ChildProcess
 from loadtest.cpu import CpuMeter, per_code_us
+from loadtest.producer import Row
 from loadtest.stack import Stack, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.truth import FlagKey
@@ -108,10 +109,12 @@ async def _run(
     stop = asyncio.Event()
     reading = asyncio.create_task(reader.run(stop))
     profiler = _profile(stack, children[0].pid, profile_to, run)
+    # Encoded before the window: the harness's share of the CPU is what it takes from the run.
+    events = write_events(stack, [event.row() for event in workload.events], run)
     meter, harness = _cpu_meter(stack, children), time.process_time()
     meter.begin()
     try:
-        produced, finished = await _produce_and_drain(stack, workload, env, rate, run)
+        produced, finished = await _produce_and_drain(stack, workload, env, rate, events)
     finally:
         if profiler is not None:
             profiler.stop()
@@ -147,34 +150,39 @@ async def _warm_up(stack: Stack, workload: Workload, env: dict[str, str]) -> Non
     """One code-free settlement per partition, committed: the group is joined and every
     consumer has connected to PostgreSQL, Redis and Kafka before the clock starts."""
     institution = workload.institutions[0].institution_id
-    rows = []
+    rows: list[Row] = []
     for partition in range(workload.partitions):
         body = {"type": "settlement", "source": "stream", "settlement_id": f"WARM-{partition}",
                 "institution_id": institution, "settled_at": "2025-03-01T10:00:00+08:00",
                 "lines": [{"line_no": 1, "drug_code": "T0", "quantity": 1, "split": False,
                            "trace_codes": [], "no_code_reason": "herbal_pieces"}]}
         rows.append((partition, f"WARM-{partition}".encode(), orjson.dumps(body), 0))
-    await _produce_in_child(stack, rows, env, 0.0, "warmup")
+    await produce_in_child(stack, write_events(stack, rows, "warmup"), env, 0.0)
     await _wait_committed(stack.kafka_bootstrap, env, dict.fromkeys(range(workload.partitions), 1))
 
 
 async def _produce_and_drain(
-    stack: Stack, workload: Workload, env: dict[str, str], rate: float, run: str
+    stack: Stack, workload: Workload, env: dict[str, str], rate: float, events: Path
 ) -> tuple[dict[str, Any], float]:
-    rows = [(e.partition, e.key.encode(), e.value(), e.codes) for e in workload.events]
     ends = Counter(e.partition for e in workload.events)
     target = {p: ends[p] + 1 for p in range(workload.partitions)}  # +1: the warm-up event
-    producing = asyncio.create_task(_produce_in_child(stack, rows, env, rate, run))
+    producing = asyncio.create_task(produce_in_child(stack, events, env, rate))
     finished = await _wait_committed(stack.kafka_bootstrap, env, target)
     return await producing, finished
 
 
-async def _produce_in_child(
-    stack: Stack, rows: list[tuple[int, bytes, bytes, int]], env: dict[str, str], rate: float,
-    name: str,
-) -> dict[str, Any]:
-    events, out = stack.tmp / f"{name}.events", stack.tmp / f"{name}.produced.json"
+def write_events(stack: Stack, rows: list[Row], name: str) -> Path:
+    """The producer's input: (partition, key, value, codes) per event, pickled."""
+    events = stack.tmp / f"{name}.events"
     events.write_bytes(pickle.dumps(rows))
+    return events
+
+
+async def produce_in_child(
+    stack: Stack, events: Path, env: dict[str, str], rate: float
+) -> dict[str, Any]:
+    name = events.stem
+    out = stack.tmp / f"{name}.produced.json"
     child = stack.spawn(f"{name}-producer", [
         "-m", "loadtest.producer", "--events", str(events), "--bootstrap",
         stack.kafka_bootstrap, "--topic", env["TRACEGATE_TOPIC_SETTLEMENTS"],

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from loadtest.producer import Row
 from loadtest.truth import Truth, simulate
 
 KINDS = ("retail_pharmacy", "primary", "secondary", "tertiary")
@@ -53,6 +54,10 @@ class Event:
 
     def value(self) -> bytes:
         return orjson.dumps(self.body)
+
+    def row(self) -> Row:
+        """The event as the producer process reads it."""
+        return (self.partition, self.key.encode(), self.value(), self.codes)
 
 
 @dataclass
