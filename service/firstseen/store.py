@@ -193,9 +193,7 @@ def _raise_rebuilding(exc: ResponseError) -> None:
         raise HotSetRebuilding("the first-seen set is being rebuilt") from exc
 
 
-def _set_op(
-    change: ClaimChange, details: dict[str, FirstPayment]
-) -> _Op:
+def _set_op(change: ClaimChange, details: dict[str, FirstPayment]) -> _Op:
     return (b"S", change.canonical, _encoded(change.expected), _encoded(change.new),
             _detail(change, details))
 
