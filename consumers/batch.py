@@ -285,9 +285,8 @@ class BatchProcessor:
                                      key=d.record.key)
             for d in dead
         ])
-        if flags:
-            async with self.reader() as session:
-                await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
+        async with self.reader() as session:  # connects only if there is a flag to mark
+            await flags_repository.mark_published(session, [f["flag_id"] for f in flags])
         if dead:
             log.warning("dead-lettered %d events: %s", len(dead), dead[0].error)
 

@@ -133,8 +133,7 @@ async def _run(
 def _cpu_meter(stack: Stack, consumers: list[ChildProcess]) -> CpuMeter:
     """Consumers and servers; the producer reports its own (it exits inside the window)."""
     roles = {server.name: (lambda server=server: server.pids) for server in stack.servers}
-    return CpuMeter({"consumers": lambda: [pid for child in consumers
-                                           for pid in (child.pid, *child.descendants())],
+    return CpuMeter({"consumers": lambda: [pid for child in consumers for pid in child.pids],
                      **roles})
 
 

@@ -89,6 +89,11 @@ class ChildProcess:
         """Pids of every live descendant (PostgreSQL backends live in their own sessions)."""
         return [stamp.pid for stamp in _descendant_stamps(self.pid)]
 
+    @property
+    def pids(self) -> list[int]:
+        """This process's pid and those of its live descendants."""
+        return [self.pid, *self.descendants()]
+
     def stop(self) -> None:
         """Graceful signal, up to `grace_seconds`, then SIGKILL. Safe to call any number of
         times, from any thread."""
@@ -237,7 +242,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux, in clock ticks); 0 if it is gone."""
     fields = _stat_fields(pid)
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
-
 
 
 def _start_ticks(pid: int) -> int | None:

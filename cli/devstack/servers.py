@@ -74,7 +74,7 @@ class ServerHandle:
     @property
     def pids(self) -> list[int]:
         """The server's pid and those of its live descendants."""
-        return [self.pid, *self.process.descendants()]
+        return self.process.pids
 
     def alive(self) -> bool:
         return self.process.alive()
