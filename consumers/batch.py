@@ -5,6 +5,7 @@ commits offsets only after `process` returns."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -18,6 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from consumers.events import DeadLetter, Event, ReversalEventIn, SettlementEvent, decode
+from consumers.runs import in_waves, runs
 from service.decisions.core import owner_token, with_split_sale
 from service.decisions.schemas import ClaimChange, CodeState, FirstPayment, Source
 from service.decisions.service import MAX_ATTEMPTS, Candidate, body_hash, decide_and_claim
@@ -128,27 +130,32 @@ class BatchProcessor:
         self, session: AsyncSession, events: list[Event], institutions: dict[str, InstitutionRef]
     ) -> _Outcome:
         """Runs of settlements are decided together; a reversal ends a run, so a pack reversed
-        and sold again within one batch is seen in the order it happened."""
+        and sold again within one batch is seen in the order it happened. A run is decided a
+        slice at a time, each slice's record written while the next is decided."""
         outcome = _Outcome({}, [], [])
         recorded = await self._recorded_before(session, events, outcome)
         rebuilt = await self._rebuilt_at(events)
-        run: list[SettlementEvent] = []
-        for event in [*events, None]:
-            if isinstance(event, SettlementEvent):
-                run.append(event)
-                continue
-            if run:
-                await self._settle(session, run, institutions, recorded, outcome, rebuilt)
-                run = []
-            if isinstance(event, ReversalEventIn):
-                # a gate reversal older than the last rebuild: what it released may be back
-                again = event.reversal.source == "gate" and event.record.timestamp <= rebuilt
-                error = await reversals.record_reversal_event(
-                    session, self.store, event.fields, again)
-                if error is not None:
-                    outcome.dead.append(DeadLetter(event.record, error))
+        now = utcnow()
+        async with self.reader() as reader, _RecordWriter(session, outcome, now) as writer:
+            for item in runs(in_waves(events), self.settings.consumer_slice):
+                if isinstance(item, ReversalEventIn):
+                    await writer.drain()  # it reads what the runs before it recorded
+                    await self._reverse(session, item, rebuilt, outcome)
+                    continue
+                decided = await self._settle(reader, item, institutions, recorded, rebuilt, now)
+                outcome.claimed += [claim.code for record in decided for claim in record.claims]
+                await writer.write(decided)
         await count_payments(session, outcome.payments)
         return outcome
+
+    async def _reverse(
+        self, session: AsyncSession, event: ReversalEventIn, rebuilt: int, outcome: _Outcome
+    ) -> None:
+        # a gate reversal older than the last rebuild: what it released may be back
+        again = event.reversal.source == "gate" and event.record.timestamp <= rebuilt
+        error = await reversals.record_reversal_event(session, self.store, event.fields, again)
+        if error is not None:
+            outcome.dead.append(DeadLetter(event.record, error))
 
     @staticmethod
     async def _recorded_before(
@@ -166,28 +173,27 @@ class BatchProcessor:
         return recorded
 
     async def _settle(
-        self, session: AsyncSession, run: list[SettlementEvent],
-        institutions: dict[str, InstitutionRef], recorded_ids: set[str], outcome: _Outcome,
-        rebuilt: int,
-    ) -> None:
-        """`recorded_ids`: settlements the record holds, this batch's earlier runs included.
-        A redelivered one changes nothing: deciding it again would re-take codes that a
-        reversal recorded since has released (a gate claim would be healed back the same
-        way). Copies within one run are left to the record's own idempotence (a retried
-        batch finds its own claims and must still record them)."""
-        now = utcnow()
+        self, reader: AsyncSession, run: list[SettlementEvent],
+        institutions: dict[str, InstitutionRef], recorded_ids: set[str], rebuilt: int,
+        now: dt.datetime,
+    ) -> list[SettlementRecord]:
+        """What to record for a run. `recorded_ids`: settlements the record holds, this
+        batch's earlier runs included. A redelivered one changes nothing: deciding it again
+        would re-take codes that a reversal recorded since has released (a gate claim would
+        be healed back the same way). Copies within one run are left to the record's own
+        idempotence (a retried batch finds its own claims and must still record them).
+
+        `reader` is not the batch's transaction, which may be writing the previous slice: the
+        decision reads the record only for first payments of codes whose details left Redis,
+        and those leave only once their record is committed."""
         run = [e for e in run if e.settlement.settlement_id not in recorded_ids]
         gate = await self._gate_records(run)
         await self._heal(_older_than(rebuilt, run, gate), institutions)
         stream = [self._candidate(e, institutions, now) for e in run if not e.from_gate]
-        decided = await decide_and_claim(stream, self.store, session, self.policy)
+        decided = await decide_and_claim(stream, self.store, reader, self.policy)
         recorded = [*gate, *(d.record for d in decided)]
-        new_flags, payments = await record_settlements(session, recorded, now)
         recorded_ids.update(record.settlement_id for record in recorded)
-        outcome.payments.update(payments)
-        outcome.claimed += [claim.code for record in recorded for claim in record.claims]
-        for flag in new_flags:
-            outcome.flags.setdefault(flag["flag_id"], flag)
+        return recorded
 
     async def _gate_records(self, run: list[SettlementEvent]) -> list[SettlementRecord]:
         """The gate's decisions to record, less attempts the gate answered 503 for."""
@@ -316,3 +322,44 @@ def _known(event: Event, institutions: dict[str, InstitutionRef]) -> Event:
         if institution_id not in institutions:
             return DeadLetter(event.record, f"unknown institution {institution_id}")
     return event
+
+
+@dataclass
+class _RecordWriter:
+    """Writes each slice's records in the batch's transaction while the caller decides the
+    next slice: the consumer's Python and PostgreSQL's inserts overlap instead of taking
+    turns. One write is in flight at a time, so the record keeps the batch's order."""
+
+    session: AsyncSession
+    outcome: _Outcome
+    detected_at: dt.datetime
+    _writing: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _RecordWriter:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            await self.drain()
+        elif self._writing is not None:
+            # The transaction is rolled back next: its connection must be idle first. The
+            # batch's own error is the one to raise; the write's, if any, is only retrieved.
+            writing, self._writing = self._writing, None
+            await asyncio.wait([writing])
+            if not writing.cancelled():
+                writing.exception()
+
+    async def write(self, records: list[SettlementRecord]) -> None:
+        await self.drain()
+        self._writing = asyncio.create_task(self._write(records))
+
+    async def drain(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
+    async def _write(self, records: list[SettlementRecord]) -> None:
+        new_flags, payments = await record_settlements(self.session, records, self.detected_at)
+        self.outcome.payments.update(payments)
+        for flag in new_flags:
+            self.outcome.flags.setdefault(flag["flag_id"], flag)

@@ -73,13 +73,23 @@ async def record_rows(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
         await connection.close()
 
 
-def stream_record(topic: str, body: dict[str, Any]) -> ConsumerRecord[bytes, bytes]:
-    """`body` as the insurer's platform streams it, as a consumer receives it from `topic`
-    (for tests that hand batches to a BatchProcessor themselves)."""
+def stream_record(
+    topic: str, body: dict[str, Any], partition: int = 0
+) -> ConsumerRecord[bytes, bytes]:
+    """`body` as the insurer's platform streams it (a settlement unless it names its type), as
+    a consumer receives it from `topic` (for tests that hand batches to a BatchProcessor
+    themselves)."""
     sid = body["settlement_id"]
     value = orjson.dumps({"type": "settlement", "source": "stream", **body})
-    return ConsumerRecord(topic, 0, 0, int(time.time() * 1000), 0, sid.encode(), value, None,
-                          len(sid), len(value), [])
+    return ConsumerRecord(topic, partition, 0, int(time.time() * 1000), 0, sid.encode(), value,
+                          None, len(sid), len(value), [])
+
+
+def stream_reversal(settlement: dict[str, Any]) -> dict[str, Any]:
+    """A streamed reversal of every line of `settlement`."""
+    sid = settlement["settlement_id"]
+    return {"type": "reversal", "source": "stream", "settlement_id": sid,
+            "reversal_id": f"R-{sid}"}
 
 
 async def register(

@@ -230,6 +230,41 @@ async def test_an_institution_registered_after_its_settlement_was_dead_lettered_
         f"unknown institution {iid}"]
 
 
+async def test_a_batch_decided_in_slices_and_waves_is_judged_as_in_kafka_order(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+) -> None:
+    """Slices of two settlements, so each slice is decided while the one before it is still
+    being written: a duplicate cites a first payment whose record is not committed yet, a
+    reversal waits for the sale it reverses, and the pack sold again after it is a first
+    payment; one cites a payment an earlier batch recorded (read from the record, not the
+    transaction being written). Partition 1 has no reversal, so it is decided before
+    partition 0's."""
+    inst = await f.register(api, admin_headers)
+    x, y, z, w = f.cn20(), f.cn20(), f.cn20(), f.cn20()
+    a, b, c, d = (f.settlement(inst, [f.line(1, [code])]) for code in (x, y, x, y))
+    e, g, h, k, earlier = (f.settlement(inst, [f.line(1, [code])]) for code in (z, z, y, w, w))
+    topic = settings.topic_settlements
+    batch = [f.stream_record(topic, body, 0) for body in (a, b, f.stream_reversal(a), c, d)]
+    batch += [f.stream_record(topic, body, 1) for body in (e, g, h, k)]
+    sliced = settings.model_copy(update={"consumer_slice": 2})
+    async with BatchProcessor.open(sliced) as processor:
+        await processor.process([f.stream_record(topic, earlier)])
+        await processor.process(batch)
+    flags = await f.record_rows(
+        settings.asyncpg_dsn,
+        "SELECT settlement_id, trace_code, first_payment->>'settlement_id' AS first "
+        "FROM flags WHERE institution_id = $1", inst)
+    assert sorted((r["settlement_id"], r["trace_code"], r["first"]) for r in flags) == sorted([
+        (g["settlement_id"], z, e["settlement_id"]),
+        (h["settlement_id"], y, b["settlement_id"]),
+        (d["settlement_id"], y, b["settlement_id"]),
+        (k["settlement_id"], w, earlier["settlement_id"])])
+    history = await f.history(api, admin_headers, x)
+    assert sorted((event["type"], event["settlement_id"]) for event in history["events"]) == sorted(
+        [("payment", a["settlement_id"]), ("reversal", a["settlement_id"]),
+         ("payment", c["settlement_id"])])
+
+
 async def _published(settings: Settings, settlement_id: str) -> list[bool]:
     rows = await f.record_rows(settings.asyncpg_dsn,
                                "SELECT published FROM flags WHERE settlement_id = $1",
