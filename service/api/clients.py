@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -14,7 +15,12 @@ from service.auth.schemas import Caller
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
 from service.institutions.schemas import InstitutionRef
-from service.kit.database import build_engine, build_reader, build_sessionmaker
+from service.kit.database import (
+    build_engine,
+    build_reader,
+    build_sessionmaker,
+    open_lookup_pool,
+)
 from service.kit.kafka import build_producer
 from service.kit.metrics import Metrics
 from service.kit.redis_client import RedisClient, build_redis
@@ -29,6 +35,7 @@ class Clients:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     reader: async_sessionmaker[AsyncSession]
+    lookups: asyncpg.Pool  # the gate's per-call read of the record, past SQLAlchemy
     redis: RedisClient
     producer: AIOKafkaProducer
     metrics: Metrics
@@ -47,14 +54,15 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
     producer = build_producer(settings.kafka_bootstrap)
     await producer.start()
+    lookups = await open_lookup_pool(settings.asyncpg_dsn, settings.api_database_pool)
     try:
         layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
         yield Clients(
-            settings, engine, build_sessionmaker(engine), build_reader(engine), redis, producer,
-            Metrics(),
-            FirstSeenStore(redis, layout), RecentAnswers(redis),
+            settings, engine, build_sessionmaker(engine), build_reader(engine), lookups, redis,
+            producer, Metrics(), FirstSeenStore(redis, layout), RecentAnswers(redis),
         )
     finally:
         await producer.stop()
         await redis.aclose()
+        await lookups.close()
         await engine.dispose()

@@ -61,10 +61,11 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 async def get_gate_ports(clients: ClientsDep) -> AsyncIterator[GatePorts]:
     """The gate writes Redis and Kafka, never PostgreSQL (the consumers record what it
-    decided), so its session only reads, in autocommit."""
+    decided), so its session only reads, in autocommit; it connects only if a call needs
+    more than the settlement lookup (an institution not cached, a code's first payment)."""
     async with clients.reader() as session:
-        yield GatePorts(session, clients.store, clients.recent, clients.producer,
-                        clients.settings, clients.institutions)
+        yield GatePorts(session, clients.lookups, clients.store, clients.recent,
+                        clients.producer, clients.settings, clients.institutions)
 
 
 GatePortsDep = Annotated[GatePorts, Depends(get_gate_ports)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg.exceptions as pg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
@@ -15,9 +16,12 @@ from service.kit.errors import AppError
 
 log = logging.getLogger(__name__)
 
-# Failures of Redis or PostgreSQL themselves (connection refused, reset, timed out).
+# Failures of Redis or PostgreSQL themselves (connection refused, reset, timed out), through
+# SQLAlchemy or asyncpg used directly (the lookup pool): a connection lost (class 08), the
+# server shutting down or starting (57), out of connections (53).
 OUTAGES: tuple[type[Exception], ...] = (
     RedisError, OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError,
+    pg.PostgresConnectionError, pg.OperatorInterventionError, pg.InsufficientResourcesError,
 )
 
 
@@ -87,7 +91,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
-    for bad_value in (DataError, OverflowError):
+    for bad_value in (DataError, pg.DataError, OverflowError):
         app.add_exception_handler(bad_value, _bad_value)
     for outage in OUTAGES:
         app.add_exception_handler(outage, _dependency_down)

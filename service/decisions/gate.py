@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,6 +46,7 @@ class GatePorts:
     """What the gate talks to, handed in by the route's dependencies."""
 
     session: AsyncSession
+    lookups: asyncpg.Pool  # reads of committed rows, past the session (see open_lookup_pool)
     store: FirstSeenStore
     recent: RecentAnswers
     producer: AIOKafkaProducer
@@ -54,7 +56,7 @@ class GatePorts:
 
 async def settle(request: SettlementIn, ports: GatePorts) -> dict[str, Any]:
     digest = body_hash(request)
-    prior = await reversals.find_settlement(ports.session, ports.recent, request.settlement_id)
+    prior = await reversals.find_settlement(ports.lookups, ports.recent, request.settlement_id)
     if prior is not None:
         return _replay(prior, digest)
     institution = await ports.institutions.get_or_load(
@@ -127,7 +129,7 @@ async def reverse(
     may_act_for: Callable[[str], None],
 ) -> dict[str, Any]:
     """`may_act_for(institution_id)` raises if the caller may not reverse there."""
-    view = await reversals.find_settlement(ports.session, ports.recent, settlement_id)
+    view = await reversals.find_settlement(ports.lookups, ports.recent, settlement_id)
     if view is None:
         raise SettlementNotFound(f"settlement {settlement_id} is not recorded")
     may_act_for(view.institution_id)

@@ -7,9 +7,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
+import asyncpg
 from sqlalchemy import Select, bindparam, delete, select, tuple_, update
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +26,8 @@ from service.records.models import (
     Settlement,
 )
 from service.records.schemas import ClaimRow, SettlementRecord
+
+_ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 async def payment_count(session: AsyncSession, institution_id: str) -> int:
@@ -148,16 +152,42 @@ async def add_payment_counts(session: AsyncSession, counts: Counter[str]) -> Non
     await session.execute(statement, rows)
 
 
-async def get_settlement(session: AsyncSession, settlement_id: str) -> Settlement | None:
-    params = {"settlement_id": settlement_id}
-    return (await session.execute(_settlement_by_id(), params)).scalar_one_or_none()
+class SettlementRow(NamedTuple):
+    settlement_id: str
+    institution_id: str
+    patient_ref: str | None
+    body_hash: bytes
+    lines: list[dict[str, Any]]
+    answer: dict[str, Any]
+
+
+async def get_settlement(
+    record: AsyncSession | asyncpg.Pool, settlement_id: str
+) -> SettlementRow | None:
+    """Through a session inside a unit of work (a consumer's batch reads what it has written),
+    or through the lookup pool (the API: committed rows, without a session's cost)."""
+    if isinstance(record, AsyncSession):
+        params = {"settlement_id": settlement_id}
+        row: Any = (await record.execute(_settlement_by_id(), params)).one_or_none()
+    else:
+        row = await record.fetchrow(_settlement_by_id_sql(), settlement_id)
+    return None if row is None else SettlementRow(*row)
 
 
 @cache
-def _settlement_by_id() -> Select[Settlement]:
+def _settlement_by_id() -> Select[tuple[str, str, str | None, bytes, Any, Any]]:
     """Built once: the gate asks this on every call, and building the statement cost as much
     as running it."""
-    return select(Settlement).where(Settlement.settlement_id == bindparam("settlement_id"))
+    return select(
+        Settlement.settlement_id, Settlement.institution_id, Settlement.patient_ref,
+        Settlement.body_hash, Settlement.lines, Settlement.answer,
+    ).where(Settlement.settlement_id == bindparam("settlement_id"))
+
+
+@cache
+def _settlement_by_id_sql() -> str:
+    """The same statement as asyncpg takes it (`$1`)."""
+    return str(_settlement_by_id().compile(dialect=_ASYNCPG))
 
 
 async def recorded_settlement_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:

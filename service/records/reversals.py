@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,20 +51,17 @@ class SettlementView:
 
 
 async def find_settlement(
-    session: AsyncSession, recent: RecentAnswers | None, settlement_id: str
+    record: AsyncSession | asyncpg.Pool, recent: RecentAnswers | None, settlement_id: str
 ) -> SettlementView | None:
     """The gate's recent answers first (one Redis GET, and the record may not have it yet),
-    then the record."""
+    then the record: a unit of work's session, or the API's lookup pool."""
     cached = await recent.settlement(settlement_id) if recent is not None else None
     if cached is not None:
         return SettlementView(settlement_id, cached["institution_id"], cached["patient_ref"],
                               bytes.fromhex(cached["body_hash"]), cached["lines"],
                               cached["answer"])
-    row = await repository.get_settlement(session, settlement_id)
-    if row is None:
-        return None
-    return SettlementView(row.settlement_id, row.institution_id, row.patient_ref,
-                          row.body_hash, row.lines, row.answer)
+    row = await repository.get_settlement(record, settlement_id)
+    return None if row is None else SettlementView(*row)
 
 
 async def find_reversal(

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from service.kit.database import LOOKUP_POOL_NAME
 from service.settings import Settings
 from tests import factories as f
 from tests.waiting import eventually
@@ -87,6 +88,26 @@ async def test_a_replay_after_the_recent_answer_expired_comes_from_the_record(
     assert conflict.json()["error"]["code"] == "SETTLEMENT_CONFLICT"
     history = await f.history(api, admin_headers, code)
     assert [e["type"] for e in history["events"]] == ["payment"]  # nothing paid twice
+
+
+async def test_lookup_connections_the_server_drops_never_answer_500(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings
+) -> None:
+    """The gate's settlement lookup goes through asyncpg directly (the lookup pool): a
+    connection PostgreSQL ended (a restart, an administrator) is replaced, or at worst its call
+    answered 503 (`tests/unit/test_error_mapping.py`); never a 500, and the next call is
+    served."""
+    ask = f"/v1/settlements/{f.settlement_id()}"
+    assert (await api.get(ask, headers=admin_headers)).status_code == 404  # the pool connects
+    ended = await f.record_rows(
+        settings.asyncpg_dsn,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        LOOKUP_POOL_NAME)
+    assert ended
+    assert all(row[0] for row in ended)
+    statuses = [(await api.get(ask, headers=admin_headers)).status_code for _ in range(3)]
+    assert set(statuses) <= {404, 503}, statuses
+    assert statuses[-1] == 404
 
 
 async def test_reversing_reversed_or_rejected_lines_releases_nothing(

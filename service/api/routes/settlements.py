@@ -7,7 +7,7 @@ from functools import partial
 
 from fastapi import APIRouter
 
-from service.api.dependencies import CallerDep, ClientsDep, GatePortsDep, SessionDep
+from service.api.dependencies import CallerDep, ClientsDep, GatePortsDep
 from service.api.responses import ERROR_RESPONSES, JSONResponse
 from service.api.schemas import GateAnswer, ReversalAnswer
 from service.auth import service as auth
@@ -46,10 +46,10 @@ async def reverse(
 
 @router.get("/{settlement_id}", responses={200: {"model": GateAnswer}}, response_model=None)
 async def get_settlement(
-    settlement_id: str, caller: CallerDep, session: SessionDep, clients: ClientsDep
+    settlement_id: str, caller: CallerDep, clients: ClientsDep
 ) -> JSONResponse:
     auth.require_role(caller, Role.POS, Role.REGULATOR, Role.ADMIN)
-    view = await reversals.find_settlement(session, clients.recent, settlement_id)
+    view = await reversals.find_settlement(clients.lookups, clients.recent, settlement_id)
     if view is None:
         raise SettlementNotFound(f"settlement {settlement_id} is not recorded")
     auth.require_institution(caller, view.institution_id)
