@@ -74,10 +74,16 @@ class Settings(BaseSettings):
     # Processes serving the API on that port (one core each; the gate is CPU-bound in Python).
     api_workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
-    # PostgreSQL connections kept open by one API process. A gate call holds one from its
-    # first lookup until Kafka acknowledges, so this bounds the calls in flight that can
-    # read; a pool smaller than that opened and closed connections under load (~1 ms each).
-    api_database_pool: int = Field(default=40, ge=1)
+    # PostgreSQL connections one API process keeps through SQLAlchemy (a quarter more
+    # overflow under load). A gate call needs one only past its settlement lookup (an
+    # institution not cached, a re-used code's first payment) and holds it until Kafka
+    # acknowledges; verify, history and flags use one per request.
+    api_database_pool: int = Field(default=32, ge=1)
+    # Connections of the lookup pool (asyncpg directly) the gate asks on every call. A lookup
+    # holds one for a single indexed read, so a few serve thousands of calls a second; calls
+    # beyond wait their turn rather than open connections the server may not have (two
+    # workers at 40 each met "too many clients" under overload).
+    api_lookup_pool: int = Field(default=8, ge=1)
     # Clients (POS, HIS) keep their connections; closing idle ones after uvicorn's default
     # 5 s made a client's next request meet a closed socket.
     api_keep_alive_s: int = Field(default=75, ge=1)

@@ -54,7 +54,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
     producer = build_producer(settings.kafka_bootstrap)
     await producer.start()
-    lookups = await open_lookup_pool(settings.asyncpg_dsn, settings.api_database_pool)
+    lookups = await open_lookup_pool(settings.asyncpg_dsn, settings.api_lookup_pool)
     try:
         layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
         yield Clients(

@@ -23,6 +23,9 @@ OUTAGES: tuple[type[Exception], ...] = (
     RedisError, OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError,
     pg.PostgresConnectionError, pg.OperatorInterventionError, pg.InsufficientResourcesError,
 )
+# The same classes by SQLSTATE, for errors SQLAlchemy passes on unclassified (DBAPIError):
+# "too many clients" (53300) arrives so when the pool opens a connection.
+_SERVER_GOING_AWAY = ("08", "53", "57")
 
 
 def error_response(
@@ -78,6 +81,8 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     )
     if isinstance(sqlstate, str) and sqlstate.startswith("22"):
         return await _bad_value(request, exc)
+    if isinstance(sqlstate, str) and sqlstate[:2] in _SERVER_GOING_AWAY:
+        return await _dependency_down(request, exc)
     return await _unexpected(request, exc)
 
 

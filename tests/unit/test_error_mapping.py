@@ -7,6 +7,7 @@ import asyncpg.exceptions as pg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from service.api.errors import install_error_handlers
 
@@ -41,6 +42,14 @@ async def test_postgresql_going_away_under_asyncpg_is_503_with_retry_after(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
     assert response.headers["retry-after"] == "1"
+
+
+async def test_too_many_clients_through_sqlalchemy_is_503_too() -> None:
+    """SQLAlchemy passes "too many clients" on as a plain DBAPIError when its pool connects."""
+    error = DBAPIError("SELECT 1", None, pg.TooManyConnectionsError("sorry, too many clients"))
+    response = await _answer(error)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
 
 
 async def test_a_value_postgresql_cannot_take_under_asyncpg_is_422() -> None:
