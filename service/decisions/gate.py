@@ -28,8 +28,8 @@ from service.kit.ttl_cache import TtlCache
 from service.policy.schemas import PolicyConfig
 from service.records import reversals
 from service.records.recent import RecentAnswers
-from service.records.reversals import ReversalIn, SettlementNotFound, SettlementView
-from service.records.schemas import SettlementRecord
+from service.records.reversals import ReversalIn, SettlementNotFound
+from service.records.schemas import SettlementRecord, SettlementView
 from service.settings import Settings
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 from sqlalchemy import Select, bindparam, delete, select, tuple_, update
@@ -25,7 +25,7 @@ from service.records.models import (
     Reversal,
     Settlement,
 )
-from service.records.schemas import ClaimRow, SettlementRecord
+from service.records.schemas import ClaimRow, SettlementRecord, SettlementView
 
 _ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
@@ -152,18 +152,9 @@ async def add_payment_counts(session: AsyncSession, counts: Counter[str]) -> Non
     await session.execute(statement, rows)
 
 
-class SettlementRow(NamedTuple):
-    settlement_id: str
-    institution_id: str
-    patient_ref: str | None
-    body_hash: bytes
-    lines: list[dict[str, Any]]
-    answer: dict[str, Any]
-
-
 async def get_settlement(
     record: AsyncSession | asyncpg.Pool, settlement_id: str
-) -> SettlementRow | None:
+) -> SettlementView | None:
     """Through a session inside a unit of work (a consumer's batch reads what it has written),
     or through the lookup pool (the API: committed rows, without a session's cost)."""
     if isinstance(record, AsyncSession):
@@ -171,7 +162,7 @@ async def get_settlement(
         row: Any = (await record.execute(_settlement_by_id(), params)).one_or_none()
     else:
         row = await record.fetchrow(_settlement_by_id_sql(), settlement_id)
-    return None if row is None else SettlementRow(*row)
+    return None if row is None else SettlementView(*row)
 
 
 @cache

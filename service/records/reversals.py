@@ -19,6 +19,7 @@ from service.firstseen.store import FirstSeenStore
 from service.kit.errors import Conflict, NotFound, Unprocessable
 from service.records import repository
 from service.records.recent import RecentAnswers
+from service.records.schemas import SettlementView
 
 
 class ReversalIn(BaseModel):
@@ -38,18 +39,6 @@ class UnknownLine(Unprocessable):
     code = "UNKNOWN_LINE"
 
 
-@dataclass(frozen=True, slots=True)
-class SettlementView:
-    """What a reversal (or a replay) needs of a settlement, from the record or recent answers."""
-
-    settlement_id: str
-    institution_id: str
-    patient_ref: str | None
-    body_hash: bytes
-    lines: list[dict[str, Any]]
-    answer: dict[str, Any]
-
-
 async def find_settlement(
     record: AsyncSession | asyncpg.Pool, recent: RecentAnswers | None, settlement_id: str
 ) -> SettlementView | None:
@@ -60,8 +49,7 @@ async def find_settlement(
         return SettlementView(settlement_id, cached["institution_id"], cached["patient_ref"],
                               bytes.fromhex(cached["body_hash"]), cached["lines"],
                               cached["answer"])
-    row = await repository.get_settlement(record, settlement_id)
-    return None if row is None else SettlementView(*row)
+    return await repository.get_settlement(record, settlement_id)
 
 
 async def find_reversal(

@@ -63,3 +63,15 @@ class SettlementRecord:
             claims=[ClaimRow(c, n, u, s) for c, n, u, s in effects["claims"]],
             flags=effects["flags"],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementView:
+    """What a reversal (or a replay) needs of a settlement, from the record or recent answers."""
+
+    settlement_id: str
+    institution_id: str
+    patient_ref: str | None
+    body_hash: bytes
+    lines: list[dict[str, Any]]
+    answer: dict[str, Any]
