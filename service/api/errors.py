@@ -16,16 +16,17 @@ from service.kit.errors import AppError
 
 log = logging.getLogger(__name__)
 
-# Failures of Redis or PostgreSQL themselves (connection refused, reset, timed out), through
-# SQLAlchemy or asyncpg used directly (the lookup pool): a connection lost (class 08), the
+# PostgreSQL going away, as asyncpg names it: a connection lost (SQLSTATE class 08), the
 # server shutting down or starting (57), out of connections (53).
-OUTAGES: tuple[type[Exception], ...] = (
-    RedisError, OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError,
+_POSTGRES_AWAY: tuple[type[Exception], ...] = (
     pg.PostgresConnectionError, pg.OperatorInterventionError, pg.InsufficientResourcesError,
 )
-# The same classes by SQLSTATE, for errors SQLAlchemy passes on unclassified (DBAPIError):
-# "too many clients" (53300) arrives so when the pool opens a connection.
-_SERVER_GOING_AWAY = ("08", "53", "57")
+# Failures of Redis or PostgreSQL themselves (connection refused, reset, timed out), through
+# SQLAlchemy or asyncpg used directly (the lookup pool).
+OUTAGES: tuple[type[Exception], ...] = (
+    RedisError, OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError,
+    *_POSTGRES_AWAY,
+)
 
 
 def error_response(
@@ -73,15 +74,15 @@ async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    """Errors the driver does not classify: SQLSTATE class 22 (data exception, e.g. a NUL
-    character) is the client's input; anything else is ours."""
+    """Errors SQLAlchemy passes on unclassified, judged by asyncpg's own error beneath them
+    as the handlers above judge it unwrapped: a data exception (e.g. a NUL character) is the
+    client's input, PostgreSQL going away ("too many clients" arrives so when the pool
+    opens a connection) an outage; anything else is ours."""
     orig = getattr(exc, "orig", None)
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(
-        getattr(orig, "__cause__", None), "sqlstate", None
-    )
-    if isinstance(sqlstate, str) and sqlstate.startswith("22"):
+    driver = orig if isinstance(orig, pg.PostgresError) else getattr(orig, "__cause__", None)
+    if isinstance(driver, pg.DataError):
         return await _bad_value(request, exc)
-    if isinstance(sqlstate, str) and sqlstate[:2] in _SERVER_GOING_AWAY:
+    if isinstance(driver, _POSTGRES_AWAY):
         return await _dependency_down(request, exc)
     return await _unexpected(request, exc)
 

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from consumers.batch import BatchProcessor
 from service.kit.database import LOOKUP_POOL_NAME
 from service.settings import Settings
 from tests import factories as f
@@ -88,6 +89,28 @@ async def test_a_replay_after_the_recent_answer_expired_comes_from_the_record(
     assert conflict.json()["error"]["code"] == "SETTLEMENT_CONFLICT"
     history = await f.history(api, admin_headers, code)
     assert [e["type"] for e in history["events"]] == ["payment"]  # nothing paid twice
+
+
+async def test_a_streamed_settlement_is_read_and_reversed_from_the_record(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings
+) -> None:
+    """CONTRACT §4: `GET /v1/settlements/{id}` is the recorded decision, and a reversal
+    through the gate works on any recorded settlement. One the insurer streamed never passed
+    the gate, so no recent answer holds it: both read the record (the lookup pool)."""
+    inst, code = await f.register(api, admin_headers), f.cn20()
+    body = f.settlement(inst, [f.line(1, [code])])
+    async with BatchProcessor.open(settings) as processor:
+        await processor.process([f.stream_record(settings.topic_settlements, body)])
+    url = f"/v1/settlements/{body['settlement_id']}"
+    recorded = await api.get(url, headers=admin_headers)
+    assert recorded.status_code == 200, recorded.text
+    assert (recorded.json()["settlement_id"], recorded.json()["decision"]) == (
+        body["settlement_id"], "pay")
+    assert recorded.json()["replayed"] is False
+    reversal = await api.post(f"{url}/reversal", json={"reversal_id": f.settlement_id()},
+                              headers=admin_headers)
+    assert reversal.status_code == 200, reversal.text
+    assert reversal.json()["released"] == [code]
 
 
 async def test_lookup_connections_the_server_drops_never_answer_500(

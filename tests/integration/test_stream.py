@@ -138,8 +138,7 @@ async def test_a_settlement_redelivered_after_its_reversal_claims_nothing(
     institution = await f.register(api, admin_headers)
     code = f.cn20()
     paid = _stream(f.settlement(institution, [f.line(1, [code])]))
-    reversal = {"type": "reversal", "source": "stream", "settlement_id": paid["settlement_id"],
-                "reversal_id": f"R-{paid['settlement_id']}"}
+    reversal = f.stream_reversal(paid)
     await _produce(producer, settings.topic_settlements, [paid, reversal, paid])
     await eventually(lambda: f.history(api, admin_headers, code),
                      lambda h: h is not None and len(h["events"]) == 2)
