@@ -11,8 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
 
 from cli.devstack.process import cpu_seconds
+from cli.devstack.servers import ServerHandle
+
+
+class Process(Protocol):
+    @property
+    def pids(self) -> list[int]: ...
 
 
 @dataclass
@@ -36,6 +44,20 @@ class CpuMeter:
                 for role, pids in self.roles.items() for pid in pids()}
 
 
-def per_code_us(spent: dict[str, float], codes: int) -> dict[str, float]:
-    return {role: round(seconds / codes * 1e6, 1) for role, seconds in spent.items()} if codes \
+def meter_for(servers: Sequence[ServerHandle], **groups: Sequence[Process]) -> CpuMeter:
+    """Each server a role of its own (postgres, redis, kafka), each named group of processes
+    one role (its pids and their descendants', read anew each time)."""
+    roles: dict[str, Callable[[], Sequence[int]]] = {
+        server.name: partial(_pids_of, [server]) for server in servers}
+    roles.update({name: partial(_pids_of, group) for name, group in groups.items()})
+    return CpuMeter(roles)
+
+
+def _pids_of(processes: Sequence[Process]) -> list[int]:
+    return [pid for process in processes for pid in process.pids]
+
+
+def per_unit_us(spent: dict[str, float], units: int) -> dict[str, float]:
+    """Microseconds of CPU per code (stream) or per call (gate), by role."""
+    return {role: round(seconds / units * 1e6, 1) for role, seconds in spent.items()} if units \
         else {}

@@ -1,7 +1,9 @@
 """`tracegate loadtest gate`: the real API (`tracegate api`, uvicorn, API_WORKERS processes) under
 open-loop load from a separate process, at fixed arrival rates. Kafka's acknowledgement is in
 every answer (the gate answers after it). No consumer runs meanwhile: the gate alone is
-measured."""
+measured. Each rate also counts the CPU a call cost every process (the API's workers, the
+servers, the load generator), from its first call until the generator has every answer: on a
+machine whose cores they all share, that sum bounds the rate it can carry."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from cli.devstack.process import ChildProcess
+from loadtest.cpu import CpuMeter, meter_for, per_unit_us
 from loadtest.stack import ADMIN_KEY, Stack, api_port, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.workload import Institution
@@ -38,10 +42,11 @@ def run_gate(
     try:
         _wait_ready(url, api.log_tail)
         ids = ",".join(i.institution_id for i in institutions if i.go_live_override is None)
-        _load(stack, url, ids, 200, 1.0, f"{run}w")  # warm-up: connections, caches, JIT-less
+        meter = meter_for(stack.servers, api=[api])
+        _load(stack, meter, url, ids, 200, 1.0, f"{run}w")  # warm-up: connections, caches
         results = []
         for rate in rates:
-            raw = _load(stack, url, ids, rate, seconds, f"{run}{rate}")
+            raw = _load(stack, meter, url, ids, rate, seconds, f"{run}{rate}")
             results.append(_rate_result(rate, raw))
             _wait_idle(url)  # a backlog left by one rate must not be charged to the next
         return results
@@ -85,19 +90,29 @@ def _wait_idle(url: str, timeout: float = 120.0) -> None:
 
 
 def _load(
-    stack: Stack, url: str, institutions: str, rate: int, seconds: float, run: str
+    stack: Stack, meter: CpuMeter, url: str, institutions: str, rate: int, seconds: float,
+    run: str,
 ) -> dict[str, Any]:
+    """The generator's figures, with `cpu_s` by role (the generator times itself: it exits
+    inside the window)."""
     out = stack.tmp / f"gate-{run}.json"
+    meter.begin()
     child = stack.spawn(f"gateload-{run}", [
         "-m", "loadtest.gateload", "--url", url, "--key", ADMIN_KEY, "--rate", str(rate),
         "--seconds", str(seconds), "--run", run, "--institutions", institutions,
         "--out", str(out)], {})
+    _wait_exit(child)
+    spent = meter.seconds()
+    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    result["cpu_s"] = {**spent, "generator": result["cpu_s"]}
+    return result
+
+
+def _wait_exit(child: ChildProcess) -> None:
     while child.alive():
         time.sleep(0.05)
     if child.returncode != 0:
         raise RuntimeError(f"gate load generator failed: {child.log_tail()}")
-    result: dict[str, Any] = orjson.loads(out.read_bytes())
-    return result
 
 
 def _rate_result(rate: int, raw: dict[str, Any]) -> dict[str, Any]:
@@ -109,4 +124,5 @@ def _rate_result(rate: int, raw: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": latency["p99"], "max_ms": latency["max"], "errors": errors,
         "requests": raw["sent"], "statuses": statuses, "connections": raw["connections"],
         "generator_lag_p99_ms": summary_ms(raw["lag"])["p99"],
+        "cpu_us_per_call": per_unit_us(raw["cpu_s"], raw["sent"]),
     }

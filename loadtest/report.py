@@ -94,9 +94,10 @@ def markdown(results: dict[str, Any]) -> str:
         value = f"{v['value']} ({v['errors']} errors)" if v.get("errors") else v["value"]
         lines.append(f"| {name} | {value} | {v['target']} | {'yes' if v['met'] else 'no'} "
                      f"| {off} |")
-    lines += ["", *_throughput_table(results), "", *_cpu_line(stream), *_latency_within(stream),
-              "",
-              *_gate_table(results), "",
+    cpus = meta["machine"]["cpus"]
+    lines += ["", *_throughput_table(results), "", *_cpu_line(stream, cpus),
+              *_latency_within(stream), "",
+              *_gate_table(results), "", *_gate_cpu_line(results["gate"]["rates"], cpus),
               *[f"- {note}" for note in meta["notes"]], ""]
     return "\n".join(lines)
 
@@ -120,12 +121,34 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def _cpu_line(stream: dict[str, Any]) -> list[str]:
+def _cpu_line(stream: dict[str, Any], cpus: int) -> list[str]:
     cpu = stream.get("cpu_us_per_code")
     if not cpu:
         return []
-    parts = " · ".join(f"{role} {us}" for role, us in sorted(cpu.items(), key=lambda i: -i[1]))
-    return [f"CPU per code, 1 consumer, µs (every process shares the same cores): {parts}.", ""]
+    return [f"CPU per code, 1 consumer, µs (every process shares the same cores): "
+            f"{_by_role(cpu)}. {_bound(cpu, cpus, 'a code', 'codes/s')}", ""]
+
+
+def _gate_cpu_line(rates: list[dict[str, Any]], cpus: int) -> list[str]:
+    """At the lowest rate, the one least likely to be saturated."""
+    cpu = rates[0].get("cpu_us_per_call") if rates else None
+    if not cpu:
+        return []
+    return [f"CPU per gate call at {rates[0]['rate']}/s, µs: {_by_role(cpu)}. "
+            f"{_bound(cpu, cpus, 'a call', 'calls/s')}", ""]
+
+
+def _by_role(cpu: dict[str, float]) -> str:
+    return " · ".join(f"{role} {us}" for role, us in sorted(cpu.items(), key=lambda i: -i[1]))
+
+
+def _bound(cpu: dict[str, float], cpus: int, unit: str, rate: str) -> str:
+    """What the cores can carry at this cost, busy all the time: an upper bound."""
+    total = sum(cpu.values())
+    if total <= 0:
+        return ""
+    return (f"In all {total:,.1f} µs {unit}: {cpus} CPUs carry at most "
+            f"{cpus * 1e6 / total:,.0f} {rate} at this cost.")
 
 
 def _latency_within(stream: dict[str, Any]) -> list[str]:

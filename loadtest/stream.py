@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cli.devstack.process import ChildProcess
-from loadtest.cpu import CpuMeter, per_code_us
+from loadtest.cpu import meter_for, per_unit_us
 from loadtest.producer import Row
 from loadtest.stack import Stack, create_topics, reset_record
 from loadtest.stats import summary_ms
@@ -84,7 +84,7 @@ class StreamRun:
             "codes": self.codes, "seconds": round(self.seconds, 3),
             "codes_per_s": round(self.codes_per_s), "produce_seconds": round(
                 self.produce_seconds, 3), "flag_latency_ms": summary_ms(self.latencies),
-            "correct": self.correct, "cpu_us_per_code": per_code_us(self.cpu_s, self.codes),
+            "correct": self.correct, "cpu_us_per_code": per_unit_us(self.cpu_s, self.codes),
             "checks": self.checks,
         }
 
@@ -111,7 +111,8 @@ async def _run(
     profiler = _profile(stack, children[0].pid, profile_to, run)
     # Encoded before the window: the harness's share of the CPU is what it takes from the run.
     events = write_events(stack, [event.row() for event in workload.events], run)
-    meter, harness = _cpu_meter(stack, children), time.process_time()
+    # Consumers and servers; the producer reports its own (it exits inside the window).
+    meter, harness = meter_for(stack.servers, consumers=children), time.process_time()
     meter.begin()
     try:
         produced, finished = await _produce_and_drain(stack, workload, env, rate, events)
@@ -128,13 +129,6 @@ async def _run(
     return StreamRun(consumers, rate, workload.codes, finished - produced["start"],
                      produced["end"] - produced["start"], _latencies(workload, produced, reader),
                      correct, checks, cpu)
-
-
-def _cpu_meter(stack: Stack, consumers: list[ChildProcess]) -> CpuMeter:
-    """Consumers and servers; the producer reports its own (it exits inside the window)."""
-    roles = {server.name: (lambda server=server: server.pids) for server in stack.servers}
-    return CpuMeter({"consumers": lambda: [pid for child in consumers for pid in child.pids],
-                     **roles})
 
 
 async def _reset(stack: Stack, run: str, partitions: int) -> None:

@@ -103,7 +103,12 @@ def test_store_gate_and_baseline_paths_produce_figures(
         "meta": {"quick": True, "command": "x", "machine": {"cpus": 2, "memory_gb": 1},
                  "notes": []},
     }
-    assert results["gate"]["rates"][0]["errors"] == 0
+    gate = results["gate"]["rates"][0]
+    assert gate["errors"] == 0
+    # Where a call's CPU went: the API's workers and the generator always spend some.
+    assert set(gate["cpu_us_per_call"]) == {"api", "postgres", "redis", "kafka", "generator"}
+    assert gate["cpu_us_per_call"]["api"] > 0, gate
+    assert gate["cpu_us_per_call"]["generator"] > 0, gate
     assert results["rebuild"]["codes"] == 2000
     assert [run["codes"] for run in results["rebuild"]["runs"]] == [2000, 2000]
     json_path, md_path = report.write(results, tmp_path)
@@ -117,7 +122,7 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
                    "flag_latency_ms": {"p50": 1, "p95": 2, "p99": 3},
                    "cpu_us_per_code": {"consumers": 80.5, "redis": 9.0}},
         "gate": {"rates": [{"rate": 500, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3, "max_ms": 4,
-                            "errors": 0}]},
+                            "errors": 0, "cpu_us_per_call": {"api": 1500.0, "redis": 500.0}}]},
         "memory": {"bytes_per_code": 20.8}, "rebuild": {"codes_per_s": 5},
         "baselines": {"redis_key_per_code": {"codes_per_s": 1},
                       "postgres_only": {"codes_per_s": 1}, "quixstreams": {"codes_per_s": 1}},
@@ -137,7 +142,10 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
     assert "old" not in text
     assert text.count("| stream codes/s (1 consumer) | 7 |") == 1
     assert "CPU per code, 1 consumer, µs (every process shares the same cores): consumers " \
-        "80.5 · redis 9.0." in text
+        "80.5 · redis 9.0. In all 89.5 µs a code: 2 CPUs carry at most 22,346 codes/s at " \
+        "this cost." in text
+    assert "CPU per gate call at 500/s, µs: api 1500.0 · redis 500.0. In all 2,000.0 µs a " \
+        "call: 2 CPUs carry at most 1,000 calls/s at this cost." in text
     assert text.startswith("# x\nbefore\n")
     assert text.endswith(f"{report.README_END}\nafter\n")
     assert "# tracegate load test" not in text
