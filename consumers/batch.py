@@ -143,7 +143,6 @@ class BatchProcessor:
                     await self._reverse(session, item, rebuilt, outcome)
                     continue
                 decided = await self._settle(reader, item, institutions, recorded, rebuilt, now)
-                outcome.claimed += [claim.code for record in decided for claim in record.claims]
                 await writer.write(decided)
         await count_payments(session, outcome.payments)
         return outcome
@@ -328,7 +327,8 @@ def _known(event: Event, institutions: dict[str, InstitutionRef]) -> Event:
 class _RecordWriter:
     """Writes each slice's records in the batch's transaction while the caller decides the
     next slice: the consumer's Python and PostgreSQL's inserts overlap instead of taking
-    turns. One write is in flight at a time, so the record keeps the batch's order."""
+    turns. One write is in flight at a time, so the record keeps the batch's order. What the
+    records claimed, paid and flagged goes into the batch's outcome."""
 
     session: AsyncSession
     outcome: _Outcome
@@ -351,6 +351,7 @@ class _RecordWriter:
 
     async def write(self, records: list[SettlementRecord]) -> None:
         await self.drain()
+        self.outcome.claimed += [claim.code for record in records for claim in record.claims]
         self._writing = asyncio.create_task(self._write(records))
 
     async def drain(self) -> None:

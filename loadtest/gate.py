@@ -93,7 +93,7 @@ def _load(
     stack: Stack, meter: CpuMeter, url: str, institutions: str, rate: int, seconds: float,
     run: str,
 ) -> dict[str, Any]:
-    """The generator's figures, with `cpu_s` by role (the generator times itself: it exits
+    """The generator's figures, with `cpu_s_by_role` (the generator times itself: it exits
     inside the window)."""
     out = stack.tmp / f"gate-{run}.json"
     meter.begin()
@@ -104,7 +104,7 @@ def _load(
     _wait_exit(child)
     spent = meter.seconds()
     result: dict[str, Any] = orjson.loads(out.read_bytes())
-    result["cpu_s"] = {**spent, "generator": result["cpu_s"]}
+    result["cpu_s_by_role"] = {**spent, "generator": result["cpu_s"]}
     return result
 
 
@@ -124,5 +124,5 @@ def _rate_result(rate: int, raw: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": latency["p99"], "max_ms": latency["max"], "errors": errors,
         "requests": raw["sent"], "statuses": statuses, "connections": raw["connections"],
         "generator_lag_p99_ms": summary_ms(raw["lag"])["p99"],
-        "cpu_us_per_call": per_unit_us(raw["cpu_s"], raw["sent"]),
+        "cpu_us_per_call": per_unit_us(raw["cpu_s_by_role"], raw["sent"]),
     }

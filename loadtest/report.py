@@ -122,33 +122,32 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
 
 
 def _cpu_line(stream: dict[str, Any], cpus: int) -> list[str]:
-    cpu = stream.get("cpu_us_per_code")
-    if not cpu:
-        return []
-    return [f"CPU per code, 1 consumer, µs (every process shares the same cores): "
-            f"{_by_role(cpu)}. {_bound(cpu, cpus, 'a code', 'codes/s')}", ""]
+    return _cpu_sentence("CPU per code, 1 consumer, µs (every process shares the same cores)",
+                         stream.get("cpu_us_per_code"), cpus, ("a code", "codes/s"))
 
 
 def _gate_cpu_line(rates: list[dict[str, Any]], cpus: int) -> list[str]:
     """At the lowest rate, the one least likely to be saturated."""
-    cpu = rates[0].get("cpu_us_per_call") if rates else None
+    if not rates:
+        return []
+    return _cpu_sentence(f"CPU per gate call at {rates[0]['rate']}/s, µs",
+                         rates[0].get("cpu_us_per_call"), cpus, ("a call", "calls/s"))
+
+
+def _cpu_sentence(
+    lead: str, cpu: dict[str, float] | None, cpus: int, units: tuple[str, str]
+) -> list[str]:
+    """Each role's share, then what the cores can carry at their sum, busy all the time: an
+    upper bound. `units`: (one unit, the rate's unit)."""
     if not cpu:
         return []
-    return [f"CPU per gate call at {rates[0]['rate']}/s, µs: {_by_role(cpu)}. "
-            f"{_bound(cpu, cpus, 'a call', 'calls/s')}", ""]
-
-
-def _by_role(cpu: dict[str, float]) -> str:
-    return " · ".join(f"{role} {us}" for role, us in sorted(cpu.items(), key=lambda i: -i[1]))
-
-
-def _bound(cpu: dict[str, float], cpus: int, unit: str, rate: str) -> str:
-    """What the cores can carry at this cost, busy all the time: an upper bound."""
+    by_role = " · ".join(f"{role} {us}" for role, us in sorted(cpu.items(), key=lambda i: -i[1]))
+    sentence = f"{lead}: {by_role}."
     total = sum(cpu.values())
-    if total <= 0:
-        return ""
-    return (f"In all {total:,.1f} µs {unit}: {cpus} CPUs carry at most "
-            f"{cpus * 1e6 / total:,.0f} {rate} at this cost.")
+    if total > 0:
+        sentence += (f" In all {total:,.1f} µs {units[0]}: {cpus} CPUs carry at most "
+                     f"{cpus * 1e6 / total:,.0f} {units[1]} at this cost.")
+    return [sentence, ""]
 
 
 def _latency_within(stream: dict[str, Any]) -> list[str]:
