@@ -17,9 +17,13 @@ from service.kit.errors import AppError
 log = logging.getLogger(__name__)
 
 # PostgreSQL going away, as asyncpg names it: a connection lost (SQLSTATE class 08), the
-# server shutting down or starting (57), out of connections (53).
+# server shutting down or starting (57), out of connections (53). And asyncpg's "cannot
+# switch to state …": an idle pooled connection the server ended (a restart, an
+# administrator) can fail so on its next use, before asyncpg has seen the socket close
+# (MagicStack/asyncpg#1069); the pool then discards it, and the retry gets a new one.
 _POSTGRES_AWAY: tuple[type[Exception], ...] = (
     pg.PostgresConnectionError, pg.OperatorInterventionError, pg.InsufficientResourcesError,
+    pg.InternalClientError,
 )
 # Failures of Redis or PostgreSQL themselves (connection refused, reset, timed out), through
 # SQLAlchemy or asyncpg used directly (the lookup pool).

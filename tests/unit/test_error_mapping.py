@@ -34,6 +34,8 @@ async def _answer(error: Exception) -> httpx.Response:
     pg.AdminShutdownError("terminating connection due to administrator command"),
     pg.CannotConnectNowError("the database system is starting up"),
     pg.TooManyConnectionsError("sorry, too many clients already"),
+    # an idle connection the server ended, used before asyncpg saw its socket close
+    pg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
 ])
 async def test_postgresql_going_away_under_asyncpg_is_503_with_retry_after(
     error: Exception,
