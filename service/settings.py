@@ -52,20 +52,24 @@ class Settings(BaseSettings):
     topic_dlq: str = "tracegate.settlements.dlq"
     settlements_partitions: int = Field(default=6, ge=1)
     consumer_group: str = "tracegate-consumers"
-    consumer_max_batch: int = Field(default=2000, ge=1)
-    # How long a batch may keep gathering once it has records. Under a backlog batches fill
-    # to consumer_max_batch at once whatever this is; when the consumer keeps up it is what a
-    # flag waits (flag latency at 3,000 codes/s, p50/p99: 50 ms ~170/290 ms, 10 ms ~90/200 ms,
-    # with no loss of throughput measured).
-    consumer_batch_timeout_ms: int = Field(default=10, ge=1)
-    # Settlements decided per slice of a batch; each slice's record is written while the next
-    # is decided. Smaller slices overlap more but cost more round trips (one consumer, batches
-    # of 2,000: ~11,500 codes/s unsliced, ~15,000 at 100 and 150, no gain at 400).
-    consumer_slice: int = Field(default=100, ge=1)
-    # How long a fetch may wait on the broker for new records. Kafka answers as soon as any
-    # arrive, but a broker that only answers when the wait ends (Tansu does) would add up to
-    # this much to every flag's latency whenever the consumer has caught up (aiokafka's
-    # default, 500 ms, made the p50 ~250 ms at half capacity).
+    # A batch is what one poll returns, up to this many events: decided, recorded in one
+    # transaction and committed as one unit. Under a backlog batches fill to it; when the
+    # consumer keeps up they are what arrived since the last poll (small, so flags are quick).
+    consumer_max_batch: int = Field(default=5000, ge=1)
+    # Static group membership (Kafka's group.instance.id, e.g. a pod's stable name): on Apache
+    # Kafka a consumer restarted under the same name takes its partitions back at once instead
+    # of waiting out the dead member's session. Empty = a dynamic member, as `tracegate dev`
+    # runs them: Tansu pauses every static member's join and sync 3 s each (measured 6.0-6.7 s
+    # a restart, against 2.3-3.4 s for a dynamic one; README, "Consumer restarts").
+    consumer_instance_id: str = ""
+    # How long a consumer that stops heartbeating keeps its partitions (a static member that
+    # is not restarted, a dynamic one killed): Kafka's minimum is 6 s by default.
+    consumer_session_timeout_ms: int = Field(default=6000, ge=1000)
+    # When set, /readyz also asks that this many consumers each hold partitions of the
+    # settlements topic and that every partition has one (`tracegate dev`, whose users settle
+    # and expect the flag within a second). An API in production serves the gate whether or
+    # not consumers are up: 0, not asked, by default.
+    ready_consumers: int = Field(default=0, ge=0)
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=500)
 
     # --- HTTP API ------------------------------------------------------------------------------
@@ -89,6 +93,12 @@ class Settings(BaseSettings):
     api_keep_alive_s: int = Field(default=75, ge=1)
     # How long the gate waits for Kafka to acknowledge a settlement before answering 503.
     gate_publish_timeout_s: float = Field(default=3.0, gt=0)
+    # How long the gate's producer gathers concurrent settlements into one produce request
+    # (each answer still waits for its own acknowledgement).
+    gate_linger_ms: int = Field(default=1, ge=0, le=50)
+    # Calls one API process works on at once; past it the hot routes answer 503 OVERLOADED
+    # at once (a POS can retry that; it cannot use an answer that came after its timeout).
+    api_max_in_flight: int = Field(default=256, ge=1)
 
     # --- policy (CONTRACT §2) ------------------------------------------------------------------
     go_live: dict[InstitutionKind, dt.date] = Field(default_factory=lambda: dict(DEFAULT_GO_LIVE))

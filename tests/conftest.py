@@ -38,7 +38,7 @@ def settings(servers: TestServers) -> Settings:
         kafka_bootstrap=servers.kafka_bootstrap,
         topic_settlements=f"test.{run}.settlements", topic_flags=f"test.{run}.flags",
         topic_dlq=f"test.{run}.dlq", consumer_group=f"test-{run}",
-        bootstrap_admin_key=ADMIN_KEY, consumer_batch_timeout_ms=20,
+        bootstrap_admin_key=ADMIN_KEY,
     )
     upgrade_to_head(settings.database_url)
     create_topics(settings.kafka_bootstrap, settings.topic_settlements, settings.topic_flags,

@@ -12,9 +12,11 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 import orjson
-from aiokafka.structs import ConsumerRecord
+
+from service.settlements.events import Incoming
 
 _counter = itertools.count(1)
+_offsets = itertools.count(1)
 
 
 def cn20() -> str:
@@ -73,16 +75,14 @@ async def record_rows(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
         await connection.close()
 
 
-def stream_record(
-    topic: str, body: dict[str, Any], partition: int = 0
-) -> ConsumerRecord[bytes, bytes]:
+def stream_record(topic: str, body: dict[str, Any], partition: int = 0) -> Incoming:
     """`body` as the insurer's platform streams it (a settlement unless it names its type), as
-    a consumer receives it from `topic` (for tests that hand batches to a BatchProcessor
-    themselves)."""
+    a consumer receives it from `topic` (for tests that hand batches to the stream path
+    themselves: service.settlements.stream.process)."""
     sid = body["settlement_id"]
     value = orjson.dumps({"type": "settlement", "source": "stream", **body})
-    return ConsumerRecord(topic, partition, 0, int(time.time() * 1000), 0, sid.encode(), value,
-                          None, len(sid), len(value), [])
+    return Incoming(topic, partition, next(_offsets), int(time.time() * 1000), sid.encode(),
+                    value)
 
 
 def stream_reversal(settlement: dict[str, Any]) -> dict[str, Any]:
@@ -135,3 +135,32 @@ async def history(api: httpx.AsyncClient, headers: dict[str, str], code: str) ->
     """A code's history, or None while the record has not seen it."""
     response = await api.get(f"/v1/codes/{quote(code, safe='')}", headers=headers)
     return response.json() if response.status_code == 200 else None
+
+
+async def topic_records(settings: Any, topic: str, key: bytes) -> list[Incoming]:
+    """The records of `topic` with `key`, as a consumer would fetch them (read from the start
+    to the end offsets of every partition)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)
+                      or await _partitions(consumer, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[Incoming] = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            found += [Incoming(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value or b"")
+                      for records in batch.values() for r in records if r.key == key]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh consumer knows none
+    return set(consumer.partitions_for_topic(topic) or ())

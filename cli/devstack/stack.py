@@ -158,6 +158,8 @@ class DevStack:
             "TRACEGATE_BOOTSTRAP_ADMIN_KEY": secrets.admin_key,
             "TRACEGATE_API_KEY_PEPPER": secrets.api_key_pepper,
             "TRACEGATE_PATIENT_HASH_KEY": secrets.patient_hash_key,
+            # Ready means consuming: a flag must follow a gate answer within a second.
+            "TRACEGATE_READY_CONSUMERS": str(self.consumer_count),
         }
 
     @property

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from service.api.clients import Clients, open_clients
 from service.api.errors import install_error_handlers
-from service.api.limits import BodySizeLimit
+from service.api.lean import components
+from service.api.limits import BodySizeLimit, InFlightLimit
 from service.api.responses import JSONResponse
 from service.api.routes import admin, codes, flags, health, settlements
+from service.api.routes.codes import VerifyRequest
 from service.auth.service import ensure_admin_key
+from service.decisions.schemas import Settlement
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
 from service.settings import Settings
+from service.settlements.schemas import ReversalRequest
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,7 +45,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (settlements.router, codes.router, flags.router, admin.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(InFlightLimit, max_in_flight=settings.api_max_in_flight)
+    _document_lean_bodies(app)
     return app
+
+
+def _document_lean_bodies(app: FastAPI) -> None:
+    """The hot routes decode msgspec structs; their schemas join the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(components(Settlement, ReversalRequest, VerifyRequest))
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def production_app() -> FastAPI:

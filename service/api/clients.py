@@ -1,5 +1,5 @@
 """The long-lived clients of one API process, built in the lifespan and handed to routes
-through dependencies (never module globals)."""
+(never module globals)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,16 @@ from service.auth.schemas import Caller
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
 from service.institutions.schemas import InstitutionRef
-from service.kit.database import (
-    build_engine,
-    build_reader,
-    build_sessionmaker,
-    open_lookup_pool,
-)
+from service.kit.database import build_engine, build_reader, build_sessionmaker, open_lookup_pool
 from service.kit.kafka import build_producer
 from service.kit.metrics import Metrics
 from service.kit.redis_client import RedisClient, build_redis
 from service.kit.ttl_cache import TtlCache
-from service.records.recent import RecentAnswers
+from service.policy.schemas import PolicyConfig
+from service.records.repository import json_as_bytes
 from service.settings import Settings
+from service.settlements.gate import GatePorts
+from service.settlements.recent import Confirmations, RecentAnswers
 
 
 @dataclass(slots=True)
@@ -35,15 +33,18 @@ class Clients:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     reader: async_sessionmaker[AsyncSession]
-    lookups: asyncpg.Pool  # the gate's per-call read of the record, past SQLAlchemy
+    lookups: asyncpg.Pool  # the gate's reads of the record, past SQLAlchemy
     redis: RedisClient
     producer: AIOKafkaProducer
     metrics: Metrics
     store: FirstSeenStore
-    recent: RecentAnswers
+    gate: GatePorts
     # Read on every call, changed rarely: seconds of staleness buy a query per request.
     callers: TtlCache[bytes, Caller] = field(default_factory=lambda: TtlCache(10.0))
-    institutions: TtlCache[str, InstitutionRef] = field(default_factory=lambda: TtlCache(5.0))
+
+    @property
+    def institutions(self) -> TtlCache[str, InstitutionRef]:
+        return self.gate.institutions
 
 
 @asynccontextmanager
@@ -52,16 +53,20 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     engine = build_engine(settings.database_url, pool_size=settings.api_database_pool,
                           max_overflow=settings.api_database_pool // 4)
     redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
-    producer = build_producer(settings.kafka_bootstrap)
+    # Concurrent settlements share a produce request; each answer still waits for its ack.
+    producer = build_producer(settings.kafka_bootstrap, linger_ms=settings.gate_linger_ms)
     await producer.start()
-    lookups = await open_lookup_pool(settings.asyncpg_dsn, settings.api_lookup_pool)
+    lookups = await open_lookup_pool(settings.asyncpg_dsn, settings.api_lookup_pool,
+                                     init=json_as_bytes)
+    store = FirstSeenStore(redis, Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups))
+    confirmations = Confirmations(redis)
+    gate = GatePorts(lookups, store, RecentAnswers(redis), confirmations, producer, settings,
+                     PolicyConfig.from_settings(settings), TtlCache(5.0))
     try:
-        layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
-        yield Clients(
-            settings, engine, build_sessionmaker(engine), build_reader(engine), lookups, redis,
-            producer, Metrics(), FirstSeenStore(redis, layout), RecentAnswers(redis),
-        )
+        yield Clients(settings, engine, build_sessionmaker(engine), build_reader(engine),
+                      lookups, redis, producer, Metrics(), store, gate)
     finally:
+        await confirmations.aclose()
         await producer.stop()
         await redis.aclose()
         await lookups.close()

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.api.clients import Clients
 from service.auth.schemas import Caller
 from service.auth.service import Unauthenticated, authenticate
-from service.decisions.gate import GatePorts
 from service.settings import Settings
 
 
@@ -57,15 +56,3 @@ async def get_caller(
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
-
-
-async def get_gate_ports(clients: ClientsDep) -> AsyncIterator[GatePorts]:
-    """The gate writes Redis and Kafka, never PostgreSQL (the consumers record what it
-    decided), so its session only reads, in autocommit; it connects only if a call needs
-    more than the settlement lookup (an institution not cached, a code's first payment)."""
-    async with clients.reader() as session:
-        yield GatePorts(session, clients.lookups, clients.store, clients.recent,
-                        clients.producer, clients.settings, clients.institutions)
-
-
-GatePortsDep = Annotated[GatePorts, Depends(get_gate_ports)]

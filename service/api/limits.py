@@ -52,3 +52,36 @@ class _Counted:
     async def guarded_send(self, message: Message) -> None:
         if not self.refused:
             await self.send(message)
+
+
+class InFlightLimit:
+    """Past `max_in_flight` calls at once in this process, answer 503 OVERLOADED at once
+    (the contract's error body, on the kept-alive connection) instead of queueing for
+    seconds: a POS can retry a 503, it cannot use an answer that came after its timeout.
+    Health checks and the flag stream (open for hours) are not counted."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.shed = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _counted(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            self.shed += 1
+            message = "this process is at capacity; retry shortly"
+            response = error_response(503, "OVERLOADED", message, {"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+def _counted(path: str) -> bool:
+    return path.startswith("/v1/") and not path.startswith("/v1/flags/stream")

@@ -13,27 +13,23 @@ Choices where the contract is silent (recorded in the issue notes):
 from __future__ import annotations
 
 import datetime as dt
-import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
 
+import msgspec
+
+from service.claims.schemas import ClaimChange, CodeState, FirstPayment, Payment
+from service.claims.service import owner_token
 from service.decisions.schemas import (
-    ClaimChange,
-    CodeState,
     Decision,
-    FirstPayment,
-    FlagDraft,
-    FlagKind,
-    LineDecision,
-    Payment,
+    Line,
+    LineVerdict,
     Reason,
     ReasonCode,
-    SettlementIn,
-    SettlementLineIn,
+    Settlement,
     Severity,
     Source,
 )
+from service.flags.schemas import FlagDraft, FlagKind
 from service.policy.schemas import PolicyConfig
 from service.policy.service import exemption_accepted
 from service.settings import DuplicatePolicy
@@ -53,8 +49,7 @@ REFUSAL_FLAGS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionContext:
+class DecisionContext(msgspec.Struct, frozen=True, gc=False):
     source: Source
     enforced: bool
     institution_no: int
@@ -62,22 +57,14 @@ class DecisionContext:
     settled_at: dt.datetime
     policy: PolicyConfig
     states: Mapping[str, CodeState]  # canonical code -> state; absent = never paid
-    first_payments: Mapping[str, FirstPayment] = field(default_factory=dict)
+    first_payments: Mapping[str, FirstPayment] = {}
 
     @property
     def paid_at(self) -> int:
         return int(self.settled_at.timestamp())
 
 
-def owner_token(settlement_id: str, line_no: int) -> int:
-    """4 bytes that name a (settlement, line) in the first-seen set: enough to tell a replay
-    from a duplicate; PostgreSQL, not this token, is the final word. CRC-32 because the
-    rebuild computes it inside PostgreSQL (`crc32()`, PostgreSQL 18) and must agree with this;
-    the line number after the last ':' keeps the text unambiguous."""
-    return zlib.crc32(f"{settlement_id}:{line_no}".encode())
-
-
-def decide(settlement: SettlementIn, ctx: DecisionContext) -> Decision:
+def decide(settlement: Settlement, ctx: DecisionContext) -> Decision:
     decision = Decision(settlement.settlement_id, ctx.enforced, [], [], [], [])
     seen: set[str] = set()
     for line in settlement.lines:
@@ -85,21 +72,27 @@ def decide(settlement: SettlementIn, ctx: DecisionContext) -> Decision:
     return decision
 
 
-@dataclass(slots=True)
-class _LineWork:
+def canonical_codes(settlement: Settlement) -> list[str]:
+    """The valid codes of a settlement, canonical, in order (what the first-seen set is read
+    for before deciding it)."""
+    parsed = (parse_trace_code(text) for line in settlement.lines for text in line.trace_codes)
+    return [code.canonical for code in parsed if isinstance(code, ParsedTraceCode)]
+
+
+class _LineWork(msgspec.Struct, gc=False):
     """What one line would do if paid, gathered before the verdict."""
 
-    reasons: list[Reason] = field(default_factory=list)
-    changes: list[ClaimChange] = field(default_factory=list)
-    payments: list[Payment] = field(default_factory=list)
-    flags: list[FlagDraft] = field(default_factory=list)
+    reasons: list[Reason]
+    changes: list[ClaimChange]
+    payments: list[Payment]
+    flags: list[FlagDraft]
 
 
 def _decide_line(
-    settlement: SettlementIn, line: SettlementLineIn, ctx: DecisionContext, seen: set[str],
+    settlement: Settlement, line: Line, ctx: DecisionContext, seen: set[str],
     decision: Decision,
 ) -> None:
-    work = _LineWork()
+    work = _LineWork([], [], [], [])
     parsed = [parse_trace_code(text) for text in line.trace_codes]
     if not parsed:
         _no_code(line, ctx, work)
@@ -112,7 +105,7 @@ def _decide_line(
     _settle_line(line, ctx, work, decision)
 
 
-def _no_code(line: SettlementLineIn, ctx: DecisionContext, work: _LineWork) -> None:
+def _no_code(line: Line, ctx: DecisionContext, work: _LineWork) -> None:
     reason = line.no_code_reason
     if reason is not None and exemption_accepted(reason, ctx.settled_at, ctx.policy):
         work.reasons.append(Reason(ReasonCode.EXEMPT, Severity.INFO, message=reason.value))
@@ -130,7 +123,7 @@ def _invalid_codes(parsed: list[ParsedTraceCode | InvalidTraceCode], work: _Line
 
 
 def _quantity(
-    line: SettlementLineIn, parsed: list[ParsedTraceCode | InvalidTraceCode], work: _LineWork
+    line: Line, parsed: list[ParsedTraceCode | InvalidTraceCode], work: _LineWork
 ) -> None:
     if not parsed:
         return
@@ -144,8 +137,8 @@ def _quantity(
 
 
 def _one_code(
-    line: SettlementLineIn, code: ParsedTraceCode, token: int, ctx: DecisionContext,
-    seen: set[str], work: _LineWork,
+    line: Line, code: ParsedTraceCode, token: int, ctx: DecisionContext, seen: set[str],
+    work: _LineWork,
 ) -> None:
     canonical = code.canonical
     if canonical in seen:
@@ -163,12 +156,12 @@ def _one_code(
 
 
 def _whole_code(
-    line: SettlementLineIn, canonical: str, token: int, state: CodeState | None,
-    ctx: DecisionContext, work: _LineWork,
+    line: Line, canonical: str, token: int, state: CodeState | None, ctx: DecisionContext,
+    work: _LineWork,
 ) -> None:
     if state is None:
         new = CodeState(token, ctx.institution_no, ctx.paid_at)
-        work.changes.append(ClaimChange(canonical, line.line_no, None, new))
+        work.changes.append(ClaimChange(canonical, line.line_no, token, None, new))
     elif state.owner == token and not state.is_split:
         pass  # a replay of the line that holds the claim: paid again, changes nothing
     elif state.is_split:
@@ -177,17 +170,17 @@ def _whole_code(
     else:
         _reuse(line, canonical, state, ctx, work, ReasonCode.DUPLICATE_PAYMENT)
         return
-    work.payments.append(Payment(canonical, line.line_no, None, duplicate=False))
+    work.payments.append(Payment(canonical, line.line_no, None, False))
 
 
 def _split_code(
-    line: SettlementLineIn, canonical: str, token: int, state: CodeState | None,
-    ctx: DecisionContext, work: _LineWork,
+    line: Line, canonical: str, token: int, state: CodeState | None, ctx: DecisionContext,
+    work: _LineWork,
 ) -> None:
     assert line.pack_size is not None
     units = line.quantity
     if state is not None and token in (state.split_owners if state.is_split else (state.owner,)):
-        work.payments.append(Payment(canonical, line.line_no, units, duplicate=False))
+        work.payments.append(Payment(canonical, line.line_no, units, False))
         return
     if state is not None and not state.is_split:
         _reuse(line, canonical, state, ctx, work, ReasonCode.DUPLICATE_PAYMENT)
@@ -201,8 +194,8 @@ def _split_code(
         _reuse(line, canonical, state, ctx, work, ReasonCode.SPLIT_OVERUSE, pack_size - used)
         return
     new = _opened(state, token, ctx, used + units, pack_size)
-    work.changes.append(ClaimChange(canonical, line.line_no, state, new, units))
-    work.payments.append(Payment(canonical, line.line_no, units, duplicate=False))
+    work.changes.append(ClaimChange(canonical, line.line_no, token, state, new, units))
+    work.payments.append(Payment(canonical, line.line_no, units, False))
 
 
 def _opened(
@@ -210,7 +203,8 @@ def _opened(
 ) -> CodeState:
     if state is None:
         return CodeState(token, ctx.institution_no, ctx.paid_at, used, pack_size, (token,))
-    return replace(state, units_used=used, split_owners=(*state.split_owners, token))
+    return msgspec.structs.replace(state, units_used=used,
+                                   split_owners=(*state.split_owners, token))
 
 
 def _split_finding(state: CodeState, ctx: DecisionContext) -> ReasonCode:
@@ -220,7 +214,7 @@ def _split_finding(state: CodeState, ctx: DecisionContext) -> ReasonCode:
 
 
 def _reuse(
-    line: SettlementLineIn, canonical: str, state: CodeState | None, ctx: DecisionContext,
+    line: Line, canonical: str, state: CodeState | None, ctx: DecisionContext,
     work: _LineWork, code: ReasonCode, units_left: int | None = None,
 ) -> None:
     """Code re-use: a reason on the line and a flag, whether the line is paid or not. The
@@ -233,24 +227,26 @@ def _reuse(
                   canonical, first)
     )
     units = line.quantity if line.split else None
-    work.payments.append(Payment(canonical, line.line_no, units, duplicate=True))
+    work.payments.append(Payment(canonical, line.line_no, units, True))
 
 
 def _reuse_severity(code: ReasonCode, state: CodeState | None, ctx: DecisionContext) -> str:
-    same_place = state is not None and state.institution_no == ctx.institution_no
     if code is ReasonCode.SPLIT_OVERUSE:
         return "medium"
     if code is ReasonCode.SPLIT_CROSS_INSTITUTION:
         return "high"
-    return "medium" if same_place else "high"
+    return duplicate_severity(state is not None and state.institution_no == ctx.institution_no)
 
 
-def _settle_line(
-    line: SettlementLineIn, ctx: DecisionContext, work: _LineWork, decision: Decision
-) -> None:
+def duplicate_severity(same_institution: bool) -> str:
+    """CONTRACT §5: `high` across institutions, `medium` at the same one."""
+    return "medium" if same_institution else "high"
+
+
+def _settle_line(line: Line, ctx: DecisionContext, work: _LineWork, decision: Decision) -> None:
     reasons = [_soften(reason, ctx) for reason in work.reasons]
     paid = not any(reason.severity is Severity.ERROR for reason in reasons)
-    decision.lines.append(LineDecision(line.line_no, paid, reasons))
+    decision.lines.append(LineVerdict(line.line_no, "pay" if paid else "reject", reasons))
     decision.flags.extend(work.flags)
     if ctx.source is Source.STREAM and ctx.enforced:
         decision.flags.extend(_refusal_flags(line, work.reasons))
@@ -265,11 +261,11 @@ def _soften(reason: Reason, ctx: DecisionContext) -> Reason:
         return reason
     lenient = ctx.policy.duplicate_policy is DuplicatePolicy.FLAG
     if not ctx.enforced or (lenient and reason.code is ReasonCode.DUPLICATE_PAYMENT):
-        return replace(reason, severity=Severity.WARNING)
+        return msgspec.structs.replace(reason, severity=Severity.WARNING)
     return reason
 
 
-def _refusal_flags(line: SettlementLineIn, reasons: list[Reason]) -> list[FlagDraft]:
+def _refusal_flags(line: Line, reasons: list[Reason]) -> list[FlagDraft]:
     drafts = []
     for reason in reasons:
         kind = REFUSAL_FLAGS.get(reason.code)
@@ -277,54 +273,3 @@ def _refusal_flags(line: SettlementLineIn, reasons: list[Reason]) -> list[FlagDr
             code = reason.trace_code if kind is FlagKind.INVALID_CODE else None
             drafts.append(FlagDraft(kind, "low", line.line_no, code))
     return drafts
-
-
-def with_split_sale(
-    state: CodeState | None, token: int, institution_no: int, paid_at: int, units: int,
-    pack_size: int,
-) -> CodeState | None:
-    """A split sale put back into a first-seen state that may lack it (the set was rebuilt
-    while the sale was on its way to the record). None when there is nothing to put back: the
-    state lists the sale already (the rebuild read it from the record), or holds the code as a
-    whole pack (the record arbitrates that)."""
-    if state is None:
-        return CodeState(token, institution_no, paid_at, units, pack_size, (token,))
-    if not state.is_split or token in state.split_owners:
-        return None
-    return replace(state, units_used=(state.units_used or 0) + units,
-                   split_owners=(*state.split_owners, token))
-
-
-def plan_release(
-    settlement_id: str, lines: list[dict[str, Any]], line_nos: set[int],
-    states: Mapping[str, CodeState],
-) -> list[ClaimChange]:
-    """What reversing these (paid, not yet reversed) lines gives back: a whole pack's claim if
-    this line holds it, a split sale's units. A duplicate never held a claim, so it frees
-    nothing."""
-    changes = []
-    for line in lines:
-        if line["line_no"] not in line_nos:
-            continue
-        token = owner_token(settlement_id, line["line_no"])
-        for canonical, units, duplicate in line.get("paid_codes", []):
-            state = states.get(canonical)
-            if not duplicate and state is not None:
-                change = _release_one(canonical, line["line_no"], token, units, state)
-                if change is not None:
-                    changes.append(change)
-    return changes
-
-
-def _release_one(
-    canonical: str, line_no: int, token: int, units: int | None, state: CodeState
-) -> ClaimChange | None:
-    if not state.is_split:
-        held = state.owner == token
-        return ClaimChange(canonical, line_no, state, None) if held else None
-    if token not in state.split_owners or units is None:
-        return None
-    left = (state.units_used or 0) - units
-    owners = tuple(t for t in state.split_owners if t != token)
-    new = replace(state, units_used=left, split_owners=owners) if left > 0 else None
-    return ClaimChange(canonical, line_no, state, new, -units)

@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
-from service.decisions.schemas import CodeState
+from service.claims.schemas import CodeState
 
 _WHOLE = struct.Struct(">IIH")
 _SPLIT_HEAD = struct.Struct(">IIHHH")
@@ -58,6 +58,11 @@ class Layout:
         meet each code once and write a bucket's fields together."""
         return _locate(self.bucket_bits, self.slot_groups, canonical)
 
+    def place(self, canonical: str) -> tuple[int, int, bytes]:
+        """(group, bucket, field), memoised: a consumer batch meets each code two or three
+        times (read, effects, forgetting its pending detail)."""
+        return _place(self.bucket_bits, self.slot_groups, canonical)
+
     def bucket_key(self, group: int, bucket: int) -> str:
         return _bucket_key(group, bucket)
 
@@ -75,8 +80,13 @@ class Layout:
         return f"tg:pd{{{group}}}"
 
 
+def paid_day(paid_at: int) -> int:
+    """What a state keeps of the time paid: days since 2020-01-01 (u16)."""
+    return max(0, min(0xFFFF, (paid_at - _EPOCH) // _DAY))
+
+
 def encode_state(state: CodeState) -> bytes:
-    day = max(0, min(0xFFFF, (state.paid_at - _EPOCH) // _DAY))
+    day = paid_day(state.paid_at)
     if state.units_used is None or state.pack_size is None:
         return _WHOLE.pack(state.owner, state.institution_no, day)
     head = _SPLIT_HEAD.pack(
@@ -101,6 +111,11 @@ def decode_state(raw: bytes) -> CodeState:
 def _address(bucket_bits: int, slot_groups: int, canonical: str) -> CodeAddress:
     group, bucket, field = _locate(bucket_bits, slot_groups, canonical)
     return CodeAddress(group, _bucket_key(group, bucket), field)
+
+
+@lru_cache(maxsize=1 << 17)
+def _place(bucket_bits: int, slot_groups: int, canonical: str) -> tuple[int, int, bytes]:
+    return _locate(bucket_bits, slot_groups, canonical)
 
 
 def _locate(bucket_bits: int, slot_groups: int, canonical: str) -> tuple[int, int, bytes]:

@@ -5,12 +5,12 @@ PostgreSQL's `code_claims` holds every code that is paid now; this streams it wi
 server-side cursor (PostgreSQL addresses each code and encodes whole-pack values itself),
 files each under its bucket, and writes each bucket's share of a flush with one HSET, packed
 here and sent raw (service/kit/redis_bulk.py). Each slot group has a generation marker that
-cas.lua insists on: it is removed first and set last, so while the set
-is incomplete the gate answers 503 HOT_SET_REBUILDING and the consumers wait, instead of
-taking a missing claim for "unpaid". Before reading the record it waits for the consumer
-batches that claimed before the markers went down to commit (service/firstseen/leases.py).
-Claims the gate made that the record does not hold yet
-are put back by the consumers as they record the gate's settlements."""
+the scripts insist on: it is removed first and set last, so while the set is incomplete the
+gate answers 503 HOT_SET_REBUILDING and the consumers wait, instead of taking a missing claim
+for "unpaid". Consumers change Redis only after their commit, and wait while the markers are
+down, so whatever they committed is in the record this reads, or reaches Redis after the
+rebuild. Claims the gate made that the record does not hold yet are put back by the
+consumers as they record the gate's settlements."""
 
 from __future__ import annotations
 
@@ -23,10 +23,9 @@ from typing import Any
 
 import asyncpg
 
-from service.decisions.core import owner_token
-from service.decisions.schemas import CodeState
+from service.claims.schemas import CodeState
+from service.claims.service import owner_token
 from service.firstseen.encoding import Layout, encode_state
-from service.firstseen.leases import wait_for_leases
 from service.kit.redis_bulk import BulkWriter, hset_arguments, hset_command
 from service.kit.redis_client import RedisClient
 
@@ -104,7 +103,6 @@ async def rebuild_exclusively(
     renewal = asyncio.create_task(_renew(redis, token))
     try:
         await redis.delete(*layout.generation_keys())
-        await wait_for_leases(redis)  # batches that claimed before that commit first
         await clear(redis)
         await rebuild(dsn, redis, layout, progress)
         await _mark_complete(redis, layout, token)

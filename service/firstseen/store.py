@@ -1,85 +1,74 @@
-"""The first-seen set on Redis: batched reads and compare-and-set changes, one pipeline (one
-round trip) per batch, one script call per slot group so it also runs on a Redis Cluster."""
+"""The first-seen set on Redis, a batch at a time: every code of a batch packed into one
+argument of one script call per Redis node (one per slot group on a Redis Cluster, whose
+scripts must stay in one slot).
+
+Three calls, three scripts:
+- `read`: the codes' states and pending details (the gate before it decides, a consumer
+  before its batch), with the gate's recent answer on the same trip.
+- `claim`: the gate's compare-and-sets, all or none, with its recent answer.
+- `apply`: a consumer's effects after its commit, each idempotent (see claims.schemas.Effect).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import orjson
+import msgspec
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
-from service.firstseen.encoding import CodeAddress, Layout, decode_state, encode_state
+from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, FirstPayment
+from service.firstseen.encoding import Layout, decode_state, encode_state, paid_day
 from service.kit.errors import Unavailable
 from service.kit.redis_client import LuaScript, RedisClient, run_script
 
 log = logging.getLogger(__name__)
 
-CAS_SCRIPT = LuaScript(resources.files(__package__).joinpath("cas.lua").read_text())
+
+def _script(name: str) -> LuaScript:
+    return LuaScript(resources.files(__package__).joinpath(name).read_text())
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
+READ_SCRIPT = _script("read.lua")
+CLAIM_SCRIPT = _script("claim.lua")
+APPLY_SCRIPT = _script("apply.lua")
+
+_CODE = struct.Struct(">HI6s")  # group index, bucket, field
+_EFFECT = struct.Struct(">BHI6sIIHHH")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_FORGET = 5
+
+
+class Seen(msgspec.Struct, frozen=True, gc=False):
     """A code as the first-seen set knows it: its state, and the first payment's details while
-    they are not yet in PostgreSQL."""
+    they are not yet in PostgreSQL (a gate claim on its way to the record)."""
 
     state: CodeState | None
     pending: FirstPayment | None
 
 
-@dataclass(slots=True)
-class _GroupCall:
-    """The ops of one slot group, packed into the one argument of one script call."""
-
-    keys: list[str]
-    parts: list[bytes] = field(default_factory=list)
-    ops: list[bytes] = field(default_factory=list)
-    origins: list[int] = field(default_factory=list)  # index of each op in the caller's list
-    positions: dict[str, int] = field(default_factory=dict)
-
-    def key_index(self, key: str) -> int:
-        if key not in self.positions:
-            self.keys.append(key)
-            self.positions[key] = len(self.keys)  # Lua's KEYS is 1-based
-        return self.positions[key]
-
-    def add(self, origin: int, op: bytes, address: CodeAddress, *values: bytes) -> None:
-        index = self.key_index(address.bucket_key)
-        self.parts.append(op + _U16.pack(index) + address.field)
-        self.parts += [_U16.pack(len(value)) + value for value in values]
-        self.ops.append(op)
-        self.origins.append(origin)
-
-    def replies(self, reply: bytes) -> list[Any]:
-        """One entry per op: (value, pending) for a read, a bool for a change."""
-        out: list[Any] = []
-        at = 0
-        for op in self.ops:
-            if op == b"G":
-                value, at = _prefixed(reply, at)
-                pending, at = _prefixed(reply, at)
-                out.append((value, pending))
-            else:
-                out.append(reply[at] == 1)
-                at += 1
-        return out
+class GateRead(msgspec.Struct, frozen=True, gc=False):
+    values: list[bytes | None]  # of the keys asked for, in order (None: absent)
+    seen: dict[str, Seen]
 
 
-_U16 = struct.Struct(">H")
-# op, code, expected, new, detail: one op of the script (see cas.lua)
-_Op = tuple[bytes, str, bytes, bytes, bytes]
+class ClaimOutcome(msgspec.Struct, frozen=True, gc=False):
+    """`prior`: the recent answer found instead (nothing changed); `failed`: positions of the
+    changes whose code had moved on (nothing changed); else everything landed."""
 
+    prior: bytes | None = None
+    failed: frozenset[int] = frozenset()
 
-def _prefixed(reply: bytes, at: int) -> tuple[bytes | None, int]:
-    (size,) = _U16.unpack_from(reply, at)
-    value = reply[at + 2 : at + 2 + size]
-    return (value or None), at + 2 + size
+    @property
+    def landed(self) -> bool:
+        return self.prior is None and not self.failed
 
 
 class HotSetRebuilding(Unavailable):
@@ -92,121 +81,250 @@ class HotSetRebuilding(Unavailable):
 
 
 def encode_detail(first: FirstPayment) -> bytes:
-    return orjson.dumps([first.settlement_id, first.institution_id, int(first.paid_at.timestamp())])
+    return msgspec.json.encode(
+        (first.settlement_id, first.institution_id, int(first.paid_at.timestamp())))
 
 
 def decode_detail(raw: bytes) -> FirstPayment:
-    settlement_id, institution_id, paid_at = orjson.loads(raw)
+    settlement_id, institution_id, paid_at = msgspec.json.decode(raw)
     return FirstPayment(settlement_id, institution_id, dt.datetime.fromtimestamp(paid_at, dt.UTC))
+
+
+class _Call:
+    """One script call: its slot groups (their marker and pending keys) and packed ops."""
+
+    __slots__ = ("groups", "index", "parts", "origins")
+
+    def __init__(self) -> None:
+        self.groups: list[int] = []
+        self.index: dict[int, int] = {}
+        self.parts: list[bytes] = []
+        self.origins: list[int] = []  # position of each op in the caller's list
+
+    def slot(self, group: int) -> int:
+        found = self.index.get(group)
+        if found is None:
+            self.groups.append(group)
+            found = self.index[group] = len(self.groups)  # Lua's KEYS pairs count from 1
+        return found
+
+    def keys(self, layout: Layout) -> list[str]:
+        return [key for group in self.groups
+                for key in (layout.generation_key(group), layout.pending_key(group))]
+
+    def argv(self, *extra: bytes | str) -> list[bytes | str]:
+        return [" ".join(map(str, self.groups)), b"".join(self.parts), *extra]
 
 
 class FirstSeenStore:
     def __init__(self, redis: RedisClient, layout: Layout) -> None:
         self._redis = redis
         self.layout = layout
+        self._cluster = isinstance(redis, RedisCluster)
+
+    # --- reading ---------------------------------------------------------------------------
 
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
         unique = list(dict.fromkeys(codes))
-        ops = [(b"G", code, b"", b"", b"") for code in unique]
-        results = await self._run(ops)
-        return {code: _seen(*result) for code, result in zip(unique, results, strict=True)}
+        calls = self._pack_codes(unique)
+        replies = await self._run(READ_SCRIPT, [(c.keys(self.layout), c.argv()) for c in calls])
+        return _seen_codes(unique, calls, replies)
 
-    async def apply(
-        self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment]
-    ) -> list[bool]:
-        """Each change lands only if its code still holds `expected`: a race lost is False.
-        If a script call fails (its slot group being rebuilt, a cluster node away) while the
-        others ran, what they changed is given back before the error is raised: a
-        settlement refused for it must hold no claim (CONTRACT §4)."""
-        calls = self._calls([_set_op(change, details) for change in changes])
-        replies = await self._scripts(calls)
-        results = _results(calls, replies, len(changes))
-        if any(isinstance(reply, Exception) for reply in replies):
-            await self._give_back([c for c, landed in zip(changes, results, strict=True)
-                                   if landed])
-            _raise_first(replies)
-        return [bool(result) for result in results]
+    async def read_for_gate(self, codes: Sequence[str], keys: Sequence[str]) -> GateRead:
+        """The settlement's codes and the values of `keys` (its recent answer and the like):
+        one round trip on a single server (two on a cluster, whose keys live apart)."""
+        unique = list(dict.fromkeys(codes))
+        if self._cluster:
+            values: list[Any] = await asyncio.gather(*(self._redis.get(key) for key in keys))
+            return GateRead(values, await self.read(unique) if unique else {})
+        calls = self._pack_codes(unique) or [_Call()]
+        [call] = calls
+        [reply] = await self._run(READ_SCRIPT, [(call.keys(self.layout),
+                                                 call.argv(" ".join(keys)))])
+        values, at = [], 0
+        for _ in keys:
+            value, at = _u32_prefixed(reply, at)
+            values.append(value)
+        return GateRead(values, _seen_codes(unique, calls, [reply[at:]]))
 
-    async def _give_back(self, changes: list[ClaimChange]) -> None:
-        """Best effort: these landed moments ago on servers that answered; if one fails now,
-        its claims stay until a rebuild, as they did before this was tried."""
-        try:
-            await self._run([_set_op(change.undone(), {}) for change in changes])
-        except Exception:  # noqa: BLE001 - the caller raises the first failure, not this one
-            log.warning("could not give back %d claims after a failed change", len(changes),
-                        exc_info=True)
-
-    async def forget_pending(self, codes: Iterable[str]) -> None:
-        await self._run([(b"F", code, b"", b"", b"") for code in dict.fromkeys(codes)])
-
-    async def _run(self, ops: Sequence[_Op]) -> list[Any]:
-        calls = self._calls(ops)
-        replies = await self._scripts(calls)
-        _raise_first(replies)
-        return _results(calls, replies, len(ops))
-
-    def _calls(self, ops: Sequence[_Op]) -> list[_GroupCall]:
-        """One script call per slot group, each knowing where its ops came from."""
-        calls: dict[int, _GroupCall] = {}
-        for index, (op, code, expected, new, detail) in enumerate(ops):
-            address = self.layout.address(code)
-            self._call_for(calls, address).add(index, op, address, expected, new, detail)
+    def _pack_codes(self, codes: Sequence[str]) -> list[_Call]:
+        calls: dict[int, _Call] = {}
+        place = self.layout.place
+        for position, code in enumerate(codes):
+            group, bucket, field = place(code)
+            call = self._call_for(calls, group)
+            call.parts.append(_CODE.pack(call.slot(group), bucket, field))
+            call.origins.append(position)
         return list(calls.values())
 
-    async def _scripts(self, calls: list[_GroupCall]) -> list[Any]:
-        """Each call's reply or error, in place."""
-        if not calls:
-            return []
-        return await run_script(self._redis, CAS_SCRIPT, [
-            (call.keys, [b"".join(call.parts)]) for call in calls
-        ])
+    def _call_for(self, calls: dict[int, _Call], group: int) -> _Call:
+        """One call for everything on a single server; one per slot group on a cluster."""
+        key = group if self._cluster else 0
+        call = calls.get(key)
+        if call is None:
+            call = calls[key] = _Call()
+        return call
 
-    def _call_for(self, calls: dict[int, _GroupCall], address: CodeAddress) -> _GroupCall:
-        group = address.group
-        if group not in calls:
-            keys = [self.layout.pending_key(group), self.layout.generation_key(group)]
-            calls[group] = _GroupCall(keys)
-        return calls[group]
+    # --- the gate's claims -----------------------------------------------------------------
+
+    async def claim(
+        self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment],
+        recent: tuple[str, bytes, int] | None = None,
+    ) -> ClaimOutcome:
+        """All of `changes` land or none do (on a cluster: per slot group, and what landed is
+        given back if another group refused). `recent` = (key, answer, ttl_s): set with the
+        changes unless the key exists already, whose value then comes back instead."""
+        calls = self._pack_changes(changes, details)
+        if self._cluster:
+            return await self._claim_on_cluster(changes, calls, recent)
+        call = calls[0] if calls else _Call()
+        extra = (recent[0], recent[1], str(recent[2])) if recent else ()
+        [reply] = await self._run(CLAIM_SCRIPT, [(call.keys(self.layout), call.argv(*extra))])
+        return _claim_outcome(reply, call)
+
+    async def _claim_on_cluster(
+        self, changes: Sequence[ClaimChange], calls: list[_Call],
+        recent: tuple[str, bytes, int] | None,
+    ) -> ClaimOutcome:
+        if recent is not None:
+            key, value, ttl = recent
+            if not await self._redis.set(key, value, ex=ttl, nx=True):
+                prior: Any = await self._redis.get(key)
+                return ClaimOutcome(prior=prior or b"")
+        try:
+            replies = await run_script(self._redis, CLAIM_SCRIPT,
+                                       [(c.keys(self.layout), c.argv()) for c in calls])
+            outcomes = [_claim_outcome(r, c) if not isinstance(r, Exception) else r
+                        for r, c in zip(replies, calls, strict=True)]
+            failed = frozenset(p for o in outcomes if isinstance(o, ClaimOutcome)
+                               for p in o.failed)
+            error = next((o for o in outcomes if isinstance(o, Exception)), None)
+            if failed or error is not None:
+                await self._give_back(changes, calls, outcomes)
+                if error is not None:
+                    _raise(error)
+            return ClaimOutcome(failed=failed)
+        except BaseException:
+            if recent is not None:
+                await self._redis.delete(recent[0])
+            raise
+
+    async def _give_back(
+        self, changes: Sequence[ClaimChange], calls: list[_Call], outcomes: list[Any]
+    ) -> None:
+        """Best effort, on a cluster: the groups that took their changes while another
+        refused give them back, so a settlement refused for it holds no claim (CONTRACT §4)."""
+        landed = [changes[p] for call, outcome in zip(calls, outcomes, strict=True)
+                  if isinstance(outcome, ClaimOutcome) and outcome.landed for p in call.origins]
+        if landed:
+            try:
+                await self.claim([c.undone() for c in landed], {})
+            except Exception:  # noqa: BLE001 - the caller raises the first failure, not this
+                log.warning("could not give back %d claims", len(landed), exc_info=True)
+
+    async def give_back(self, changes: Sequence[ClaimChange]) -> None:
+        """Take the gate's changes back (its settlement could not be sent on)."""
+        outcome = await self.claim([change.undone() for change in changes], {})
+        if outcome.failed:
+            log.warning("%d claims had moved on before they could be given back",
+                        len(outcome.failed))
+
+    def _pack_changes(
+        self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment]
+    ) -> list[_Call]:
+        calls: dict[int, _Call] = {}
+        for position, change in enumerate(changes):
+            group, bucket, field = self.layout.place(change.canonical)
+            call = self._call_for(calls, group)
+            first = details.get(change.canonical) if change.expected is None else None
+            call.parts += [_CODE.pack(call.slot(group), bucket, field),
+                           _prefixed(change.expected), _prefixed(change.new),
+                           _prefixed_bytes(encode_detail(first) if first else b"")]
+            call.origins.append(position)
+        return list(calls.values())
+
+    # --- a consumer's effects --------------------------------------------------------------
+
+    async def apply(self, effects: Sequence[ClaimEffect], forget: Iterable[str] = ()) -> None:
+        """Apply effects in order, then forget the pending details of `forget`. Raises
+        HotSetRebuilding (nothing applied where a group's marker is missing): the caller,
+        whose record is committed, tries again until the set is whole."""
+        calls: dict[int, _Call] = {}
+        for effect in effects:
+            self._pack_effect(calls, effect.kind, effect.canonical, effect)
+        for code in dict.fromkeys(forget):
+            self._pack_effect(calls, _FORGET, code, None)
+        if calls:
+            await self._run(APPLY_SCRIPT, [(c.keys(self.layout), c.argv())
+                                           for c in calls.values()])
+
+    def _pack_effect(
+        self, calls: dict[int, _Call], kind: int, code: str, effect: ClaimEffect | None
+    ) -> None:
+        group, bucket, field = self.layout.place(code)
+        call = self._call_for(calls, group)
+        if effect is None:
+            call.parts.append(_EFFECT.pack(kind, call.slot(group), bucket, field, 0, 0, 0, 0, 0))
+            return
+        call.parts.append(_EFFECT.pack(
+            kind, call.slot(group), bucket, field, effect.token, effect.institution_no,
+            paid_day(effect.paid_at), min(effect.units, 0xFFFF), min(effect.pack_size, 0xFFFF)))
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _run(self, script: LuaScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        replies = await run_script(self._redis, script, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                _raise(reply)
+        return replies
 
 
-def _results(calls: list[_GroupCall], replies: list[Any], count: int) -> list[Any]:
-    """One result per op, in the caller's order; None for the ops of a call that failed."""
-    results: list[Any] = [None] * count
+def _raise(error: Exception) -> None:
+    if isinstance(error, ResponseError) and "HOTSET_REBUILDING" in str(error):
+        raise HotSetRebuilding("the first-seen set is being rebuilt") from error
+    raise error
+
+
+def _prefixed(state: CodeState | None) -> bytes:
+    return _prefixed_bytes(b"" if state is None else encode_state(state))
+
+
+def _prefixed_bytes(value: bytes) -> bytes:
+    return _U16.pack(len(value)) + value
+
+
+def _u32_prefixed(reply: bytes, at: int) -> tuple[bytes | None, int]:
+    (size,) = _U32.unpack_from(reply, at)
+    return (reply[at + 4 : at + 4 + size] or None), at + 4 + size
+
+
+def _seen_codes(codes: list[str], calls: list[_Call], replies: list[Any]) -> dict[str, Seen]:
+    """One Seen per code, in the caller's order, from each call's packed reply."""
+    seen: dict[str, Seen] = {}
+    unpaid = Seen(None, None)
     for call, reply in zip(calls, replies, strict=True):
-        if isinstance(reply, Exception):
-            continue
-        for origin, value in zip(call.origins, call.replies(reply), strict=True):
-            results[origin] = value
-    return results
+        at = 0
+        for origin in call.origins:
+            (size,) = _U16.unpack_from(reply, at)
+            at += 2
+            if not size:
+                seen[codes[origin]] = unpaid
+                continue
+            value = reply[at : at + size]
+            (pending_size,) = _U16.unpack_from(reply, at + size)
+            pending = reply[at + size + 2 : at + size + 2 + pending_size]
+            at += size + 2 + pending_size
+            seen[codes[origin]] = Seen(decode_state(value),
+                                       decode_detail(pending) if pending else None)
+    return seen
 
 
-def _raise_first(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            _raise_rebuilding(reply)
-        if isinstance(reply, Exception):
-            raise reply
+def _claim_outcome(reply: bytes, call: _Call) -> ClaimOutcome:
+    if reply[:1] == b"R":
+        return ClaimOutcome(prior=bytes(reply[1:]))
+    if reply[:1] == b"F":
+        local = [_U16.unpack_from(reply, at)[0] for at in range(1, len(reply), 2)]
+        return ClaimOutcome(failed=frozenset(call.origins[n] for n in local))
+    return ClaimOutcome()
 
-
-def _raise_rebuilding(exc: ResponseError) -> None:
-    if "HOTSET_REBUILDING" in str(exc):
-        raise HotSetRebuilding("the first-seen set is being rebuilt") from exc
-
-
-def _set_op(change: ClaimChange, details: dict[str, FirstPayment]) -> _Op:
-    return (b"S", change.canonical, _encoded(change.expected), _encoded(change.new),
-            _detail(change, details))
-
-
-def _encoded(state: CodeState | None) -> bytes:
-    return b"" if state is None else encode_state(state)
-
-
-def _detail(change: ClaimChange, details: dict[str, FirstPayment]) -> bytes:
-    first = details.get(change.canonical)
-    return b"" if first is None or change.expected is not None else encode_detail(first)
-
-
-def _seen(value: bytes | None, pending: bytes | None) -> Seen:
-    state = decode_state(value) if value else None
-    return Seen(state, decode_detail(pending) if pending else None)

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from service.flags.schemas import FlagRecord
+
 
 async def publish_flags(
-    producer: AIOKafkaProducer, topic: str, flags: Sequence[dict[str, Any]]
+    producer: AIOKafkaProducer, topic: str, flags: Sequence[FlagRecord]
 ) -> None:
     """Send every flag, then wait for all acks: one flush per batch, not one per flag."""
     sends = [
-        await producer.send(topic, orjson.dumps(flag), key=_key(flag)) for flag in flags
+        await producer.send(topic, orjson.dumps(flag.to_json()), key=_key(flag))
+        for flag in flags
     ]
     await asyncio.gather(*sends)
 
 
-def _key(flag: dict[str, Any]) -> bytes:
+def _key(flag: FlagRecord) -> bytes:
     # Flags without a code (missing code, mismatch) are keyed by settlement to stay ordered.
-    return str(flag["trace_code"] or flag["settlement_id"]).encode()
+    return (flag.trace_code or flag.settlement_id).encode()

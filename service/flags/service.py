@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.decisions.schemas import FlagDraft
 from service.flags import repository
 from service.flags.models import Flag
 from service.flags.repository import FlagFilter
+from service.flags.schemas import FlagDraft, FlagRecord
 from service.kit.errors import Unprocessable
 
 
@@ -29,20 +29,14 @@ def flag_id(kind: str, settlement_id: str, line_no: int, trace_code: str | None)
 def build_flag(
     draft: FlagDraft, *, settlement_id: str, institution_id: str, settled_at: dt.datetime,
     detected_at: dt.datetime, patient_ref: str | None,
-) -> dict[str, Any]:
-    return {
-        "flag_id": flag_id(draft.kind.value, settlement_id, draft.line_no, draft.trace_code),
-        "kind": draft.kind.value,
-        "severity": draft.severity,
-        "trace_code": draft.trace_code,
-        "institution_id": institution_id,
-        "settlement_id": settlement_id,
-        "line_no": draft.line_no,
-        "settled_at": settled_at.isoformat(),
-        "detected_at": detected_at.isoformat(),
-        "patient_ref": patient_ref,
-        "first_payment": draft.first_payment.to_json() if draft.first_payment else None,
-    }
+) -> FlagRecord:
+    """The one way a finding becomes a flag, at the gate, in a consumer and for the record's
+    own arbiter alike."""
+    return FlagRecord(
+        flag_id(draft.kind.value, settlement_id, draft.line_no, draft.trace_code),
+        draft.kind.value, draft.severity, draft.trace_code, institution_id, settlement_id,
+        draft.line_no, settled_at, detected_at, patient_ref, draft.first_payment,
+    )
 
 
 class InvalidCursor(Unprocessable):

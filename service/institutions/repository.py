@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import asyncpg
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.institutions.models import Institution
-from service.institutions.schemas import InstitutionIn
+from service.institutions.schemas import InstitutionIn, InstitutionRef
 from service.kit.database import any_of
+from service.settings import InstitutionKind
 
 
 async def get(session: AsyncSession, institution_id: str) -> Institution | None:
@@ -33,3 +35,14 @@ async def upsert(session: AsyncSession, institution_id: str, data: InstitutionIn
         set_={key: statement.excluded[key] for key in data.model_dump()},
     )
     await session.execute(statement)
+
+
+async def refs(querier: asyncpg.Connection | asyncpg.Pool,
+               institution_ids: Iterable[str]) -> dict[str, InstitutionRef]:
+    """What deciding needs of these institutions, through asyncpg (the consumers' batch and
+    the gate's call, where a session costs more than the query)."""
+    rows = await querier.fetch(
+        "SELECT institution_id, number, kind, go_live_override FROM institutions "
+        "WHERE institution_id = ANY($1::text[])", list(institution_ids))
+    return {row[0]: InstitutionRef(row[0], row[1], InstitutionKind(row[2]), row[3])
+            for row in rows}

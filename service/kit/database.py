@@ -4,11 +4,10 @@ the API's pool of plain asyncpg connections for the lookup on every gate call.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
-import orjson
 from sqlalchemy import ColumnElement, MetaData, Table, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
@@ -74,20 +73,19 @@ def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 LOOKUP_POOL_NAME = "tracegate-lookups"  # in pg_stat_activity
 
 
-async def open_lookup_pool(dsn: str, size: int) -> asyncpg.Pool:
-    """asyncpg's own pool, for single-row reads the gate makes on every call. Through an
-    SQLAlchemy session the same query cost ~0.35 ms of CPU a call (the session and its pool
-    checkout, more than the query), a quarter of the gate's; here it costs a tenth of that.
-    `min_size=0`: nothing connects until asked, so the API starts while PostgreSQL is down."""
+async def open_lookup_pool(
+    dsn: str, size: int, init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+) -> asyncpg.Pool:
+    """asyncpg's own pool, for single-statement reads the gate makes (a session and its pool
+    checkout cost more than the query). `min_size=0`: nothing connects until asked, so the
+    API starts while PostgreSQL is down. No reset on release: these connections hold no
+    state between statements (no transaction, LISTEN, temporary table or lock), and the
+    reset was a round trip on every call."""
     return await asyncpg.create_pool(
-        dsn, min_size=0, max_size=size, init=_json_codecs,
+        dsn, min_size=0, max_size=size, init=init, reset=_keep,
         server_settings={"application_name": LOOKUP_POOL_NAME},
     )
 
 
-async def _json_codecs(connection: asyncpg.Connection) -> None:
-    for name in ("json", "jsonb"):
-        await connection.set_type_codec(
-            name, schema="pg_catalog", encoder=lambda value: orjson.dumps(value).decode(),
-            decoder=orjson.loads,
-        )
+async def _keep(_: asyncpg.Connection) -> None:
+    return None

@@ -4,9 +4,7 @@ does not support it, and every consumer is idempotent by design instead."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
 
@@ -34,12 +32,11 @@ class PublishFailed(Exception):
     """Kafka did not acknowledge in time (or refused): the caller must undo and say 503."""
 
 
-async def publish_json(
-    producer: AIOKafkaProducer, topic: str, key: str, value: dict[str, Any], timeout_s: float
+async def publish(
+    producer: AIOKafkaProducer, topic: str, key: str, value: bytes, timeout_s: float
 ) -> None:
+    """Send and wait for the acknowledgement, at most `timeout_s`."""
     try:
-        await asyncio.wait_for(
-            producer.send_and_wait(topic, orjson.dumps(value), key=key.encode()), timeout_s
-        )
+        await asyncio.wait_for(producer.send_and_wait(topic, value, key=key.encode()), timeout_s)
     except Exception as exc:  # noqa: BLE001 - every failure means "not on its way"
         raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -1,33 +1,310 @@
-"""All SQL over the record tables. Writes are multi-row and idempotent on natural keys: a
-redelivered batch inserts nothing twice."""
+"""All SQL over the record tables.
+
+The consumers' batch and the gate's lookups go through asyncpg directly (no SQLAlchemy on
+those paths): append-only rows by COPY, claims and counters by one set-based statement per
+table over arrays, every lookup one statement for the whole batch. JSON columns travel as
+the bytes they are (`open_record_connection` sets the codec), never decoded to write them.
+A few cold reads for the API still take an SQLAlchemy session (`payment_count`,
+`code_history`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import cache
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import asyncpg
-from sqlalchemy import Select, bindparam, delete, select, tuple_, update
-from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
-from sqlalchemy.dialects.postgresql import insert
+import msgspec
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.decisions.schemas import FirstPayment
-from service.kit.bulk_insert import insert_rows
-from service.kit.database import any_of, core_table
-from service.records.models import (
-    CodeClaim,
-    CodeEvent,
-    InstitutionStats,
-    Reversal,
-    Settlement,
+from service.claims.schemas import FirstPayment
+from service.flags.schemas import FlagRecord
+from service.records.ledger import ClaimInsert, ClaimLedger
+from service.records.models import CodeEvent, InstitutionStats
+from service.records.schemas import (
+    RecordedLine,
+    ReversalRecord,
+    SettlementRecord,
+    SettlementView,
 )
-from service.records.schemas import ClaimRow, SettlementRecord, SettlementView
 
-_ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+class Querier(Protocol):
+    """An asyncpg connection or pool: whatever runs one statement."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+
+SETTLEMENT_COLUMNS = ("settlement_id", "institution_id", "settled_at", "patient_ref", "source",
+                      "body_hash", "decision", "enforced", "lines", "answer")
+EVENT_COLUMNS = ("code", "event_at", "type", "settlement_id", "line_no", "institution_id",
+                 "patient_ref", "units", "duplicate", "reversal_id")
+_LINES = msgspec.json.Decoder(list[RecordedLine])
+
+
+async def json_as_bytes(connection: asyncpg.Connection) -> None:
+    """json and jsonb in and out as their UTF-8 text (bytes), in the binary protocol: the
+    record stores JSON the gate or a consumer encoded once, and hands it back undecoded."""
+    await connection.set_type_codec("jsonb", schema="pg_catalog", format="binary",
+                                    encoder=lambda raw: b"\x01" + raw,
+                                    decoder=lambda raw: raw[1:])
+    await connection.set_type_codec("json", schema="pg_catalog", format="binary",
+                                    encoder=bytes, decoder=bytes)
+
+
+# --- what the record holds already -------------------------------------------------------
+
+
+async def recorded(
+    querier: Querier, settlement_ids: Sequence[str], reversal_ids: Sequence[str]
+) -> tuple[set[str], set[str]]:
+    """Which of these settlements and reversals the record holds (one statement)."""
+    rows = await querier.fetch(
+        "SELECT 's', settlement_id FROM settlements WHERE settlement_id = ANY($1::text[]) "
+        "UNION ALL SELECT 'r', reversal_id FROM reversals WHERE reversal_id = ANY($2::text[])",
+        list(settlement_ids), list(reversal_ids))
+    return ({row[1] for row in rows if row[0] == "s"}, {row[1] for row in rows if row[0] == "r"})
+
+
+async def settlement_views(
+    querier: Querier, settlement_ids: Sequence[str]
+) -> dict[str, tuple[SettlementView, dt.datetime, list[list[int] | None]]]:
+    """Recorded settlements with their settled_at and the line sets reversed so far."""
+    if not settlement_ids:
+        return {}
+    rows = await querier.fetch(
+        "SELECT s.settlement_id, s.institution_id, s.patient_ref, s.body_hash, s.lines, "
+        "s.answer, s.settled_at, coalesce((SELECT array_agg(coalesce(r.line_nos::text, 'null')) "
+        "FROM reversals r WHERE r.settlement_id = s.settlement_id), '{}') "
+        "FROM settlements s WHERE s.settlement_id = ANY($1::text[])", list(settlement_ids))
+    return {row[0]: (_view(row), row[6], [msgspec.json.decode(x) for x in row[7]])
+            for row in rows}
+
+
+def _view(row: Any) -> SettlementView:
+    return SettlementView(row[0], row[1], row[2], bytes(row[3]), _LINES.decode(row[4]),
+                          bytes(row[5]))
+
+
+async def get_settlement(querier: Querier, settlement_id: str) -> SettlementView | None:
+    row = await querier.fetchrow(
+        "SELECT settlement_id, institution_id, patient_ref, body_hash, lines, answer "
+        "FROM settlements WHERE settlement_id = $1", settlement_id)
+    return None if row is None else _view(row)
+
+
+async def first_payments(querier: Querier, codes: Sequence[str]) -> dict[str, FirstPayment]:
+    if not codes:
+        return {}
+    rows = await querier.fetch(
+        "SELECT code, settlement_id, institution_id, paid_at FROM code_claims "
+        "WHERE code = ANY($1::text[])", list(codes))
+    return {row[0]: FirstPayment(row[1], row[2], row[3]) for row in rows}
+
+
+class ClaimOwner(msgspec.Struct, frozen=True, gc=False):
+    code: str
+    settlement_id: str
+    line_no: int
+    institution_id: str
+    institution_no: int
+    paid_at: dt.datetime
+    units_used: int | None
+    pack_size: int | None
+
+    @property
+    def first_payment(self) -> FirstPayment:
+        return FirstPayment(self.settlement_id, self.institution_id, self.paid_at)
+
+
+async def claim_owners(querier: Querier, codes: Sequence[str]) -> dict[str, ClaimOwner]:
+    rows = await querier.fetch(
+        "SELECT c.code, c.settlement_id, c.line_no, c.institution_id, i.number, c.paid_at, "
+        "c.units_used, c.pack_size FROM code_claims c JOIN institutions i USING "
+        "(institution_id) WHERE c.code = ANY($1::text[])", list(codes))
+    return {row[0]: ClaimOwner(*row) for row in rows}
+
+
+async def get_reversal(
+    querier: Querier, reversal_id: str
+) -> tuple[str, list[int] | None, bytes] | None:
+    row = await querier.fetchrow(
+        "SELECT settlement_id, line_nos, answer FROM reversals WHERE reversal_id = $1",
+        reversal_id)
+    if row is None:
+        return None
+    return row[0], msgspec.json.decode(row[1]) if row[1] is not None else None, bytes(row[2])
+
+
+async def reversal_line_sets(querier: Querier, settlement_id: str) -> list[list[int] | None]:
+    rows = await querier.fetch(
+        "SELECT line_nos FROM reversals WHERE settlement_id = $1", settlement_id)
+    return [msgspec.json.decode(row[0]) if row[0] is not None else None for row in rows]
+
+
+async def unpublished_flags(querier: Querier, settlement_ids: Sequence[str]) -> list[FlagRecord]:
+    """Flags of these settlements that were recorded but never reached the flags topic."""
+    rows = await querier.fetch(
+        "SELECT flag_id, kind, severity, trace_code, institution_id, settlement_id, line_no, "
+        "settled_at, detected_at, patient_ref, first_payment FROM flags "
+        "WHERE settlement_id = ANY($1::text[]) AND NOT published", list(settlement_ids))
+    return [FlagRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                       row[9], _first(row[10])) for row in rows]
+
+
+def _first(raw: bytes | None) -> FirstPayment | None:
+    return None if raw is None else msgspec.json.decode(raw, type=FirstPayment)
+
+
+async def mark_published(querier: Querier, flag_ids: Sequence[str]) -> None:
+    if flag_ids:
+        await querier.execute("UPDATE flags SET published = true WHERE flag_id = ANY($1::text[])",
+                              list(flag_ids))
+
+
+# --- writing a batch (inside the caller's transaction) -----------------------------------
+
+
+async def insert_settlements(
+    connection: asyncpg.Connection, records: Sequence[SettlementRecord]
+) -> None:
+    """COPY: the batch holds only settlements the record did not (a copy another consumer
+    wrote meanwhile fails the transaction, and the batch is decided again without it)."""
+    rows = [(r.settlement_id, r.institution_id, r.settled_at, r.patient_ref, r.source,
+             r.body_hash, r.outcome, r.enforced, r.lines, r.answer) for r in records]
+    if rows:
+        await connection.copy_records_to_table("settlements", records=rows,
+                                               columns=SETTLEMENT_COLUMNS)
+
+
+async def insert_events(connection: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Every payment and reversal of a code (rows in EVENT_COLUMNS order)."""
+    if rows:
+        await connection.copy_records_to_table("code_events", records=rows,
+                                               columns=EVENT_COLUMNS)
+
+
+async def write_claims(connection: asyncpg.Connection, ledger: ClaimLedger) -> set[str]:
+    """Releases, then first payments through the unique key (the final arbiter), then split
+    units as deltas. Returns the codes whose first payment another settlement holds."""
+    await _delete_claims(connection, ledger.deletes)
+    taken = await _insert_claims(connection, list(ledger.inserts.values()))
+    await _add_split_units(connection, ledger)
+    return taken
+
+
+async def _delete_claims(connection: asyncpg.Connection, deletes: list[tuple[str, str]]) -> None:
+    if deletes:
+        codes, settlements = zip(*deletes, strict=True)
+        await connection.execute(
+            "DELETE FROM code_claims c USING unnest($1::text[], $2::text[]) AS d(code, sid) "
+            "WHERE c.code = d.code AND c.settlement_id = d.sid", list(codes), list(settlements))
+
+
+async def _insert_claims(connection: asyncpg.Connection, claims: list[ClaimInsert]) -> set[str]:
+    if not claims:
+        return set()
+    inserted = await connection.fetch(
+        "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
+        "first_seen_at) SELECT c, s, l, i, p, p FROM unnest($1::text[], $2::text[], "
+        "$3::int[], $4::text[], $5::timestamptz[]) AS t(c, s, l, i, p) "
+        "ON CONFLICT DO NOTHING RETURNING code",
+        [c.code for c in claims], [c.settlement_id for c in claims],
+        [c.line_no for c in claims], [c.institution_id for c in claims],
+        [c.paid_at for c in claims])
+    return {c.code for c in claims} - {row[0] for row in inserted}
+
+
+async def _add_split_units(connection: asyncpg.Connection, ledger: ClaimLedger) -> None:
+    """Units add up as deltas, so consumers writing in any order reach the same total; the
+    first sale opens the pack; a pack whose units all came back is no longer claimed."""
+    deltas = list(ledger.split.values())
+    if not deltas:
+        return
+    codes = [d.code for d in deltas]
+    await connection.execute(
+        "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
+        "first_seen_at, units_used, pack_size) SELECT c, s, l, i, p, p, u, k FROM "
+        "unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], "
+        "$7::int[]) AS t(c, s, l, i, p, u, k) ON CONFLICT (code) DO UPDATE "
+        "SET units_used = code_claims.units_used + excluded.units_used",
+        codes, [d.settlement_id for d in deltas], [d.line_no for d in deltas],
+        [d.institution_id for d in deltas], [d.paid_at for d in deltas],
+        [d.units for d in deltas], [d.pack_size for d in deltas])
+    await connection.execute(
+        "DELETE FROM code_claims WHERE code = ANY($1::text[]) AND units_used <= 0", codes)
+
+
+async def mark_duplicate_payments(
+    connection: asyncpg.Connection, losers: Sequence[ClaimInsert]
+) -> None:
+    """Payments the arbiter found were not first after all (Redis had lost the claim)."""
+    if losers:
+        await connection.execute(
+            "UPDATE code_events e SET duplicate = true FROM unnest($1::text[], "
+            "$2::timestamptz[], $3::text[], $4::int[]) AS d(code, at, sid, line) "
+            "WHERE e.code = d.code AND e.event_at = d.at AND e.type = 'payment' "
+            "AND e.settlement_id = d.sid AND e.line_no = d.line",
+            [c.code for c in losers], [c.paid_at for c in losers],
+            [c.settlement_id for c in losers], [c.line_no for c in losers])
+
+
+async def insert_flags(
+    connection: asyncpg.Connection, flags: Sequence[FlagRecord]
+) -> list[FlagRecord]:
+    """Insert what is new; returns only the flags recorded now (to publish)."""
+    if not flags:
+        return []
+    columns = list(zip(*[(f.flag_id, f.kind, f.severity, f.trace_code, f.institution_id,
+                          f.settlement_id, f.line_no, f.settled_at, f.detected_at,
+                          f.patient_ref, _json_text(f.first_payment)) for f in flags],
+                       strict=True))
+    new = await connection.fetch(
+        "INSERT INTO flags (flag_id, kind, severity, trace_code, institution_id, "
+        "settlement_id, line_no, settled_at, detected_at, patient_ref, first_payment) "
+        "SELECT a, b, c, d, e, f, g, h, i, j, k::jsonb FROM unnest($1::text[], $2::text[], "
+        "$3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::timestamptz[], "
+        "$9::timestamptz[], $10::text[], $11::text[]) AS t(a, b, c, d, e, f, g, h, i, j, k) "
+        "ON CONFLICT DO NOTHING RETURNING flag_id", *[list(c) for c in columns])
+    ids = {row[0] for row in new}
+    return [flag for flag in flags if flag.flag_id in ids]
+
+
+def _json_text(first: FirstPayment | None) -> str | None:
+    return None if first is None else msgspec.json.encode(first.to_json()).decode()
+
+
+async def insert_reversals(
+    connection: asyncpg.Connection, reversals: Sequence[ReversalRecord]
+) -> None:
+    if reversals:
+        await connection.executemany(
+            "INSERT INTO reversals (reversal_id, settlement_id, line_nos, reversed_at, answer) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            [(r.reversal_id, r.settlement_id,
+              None if r.line_nos is None else msgspec.json.encode(r.line_nos),
+              r.reversed_at, r.answer) for r in reversals])
+
+
+async def add_payment_counts(connection: asyncpg.Connection, counts: Counter[str]) -> None:
+    """Last in a transaction, in a fixed order: the hot counter rows are then locked only by
+    transactions about to commit, so two consumers cannot deadlock on them."""
+    if counts:
+        ids = sorted(counts)
+        await connection.execute(
+            "INSERT INTO institution_stats (institution_id, payments) SELECT * FROM "
+            "unnest($1::text[], $2::bigint[]) ON CONFLICT (institution_id) DO UPDATE "
+            "SET payments = institution_stats.payments + excluded.payments",
+            ids, [counts[i] for i in ids])
+
+
+# --- cold reads for the API (SQLAlchemy session) -----------------------------------------
 
 
 async def payment_count(session: AsyncSession, institution_id: str) -> int:
@@ -35,198 +312,6 @@ async def payment_count(session: AsyncSession, institution_id: str) -> int:
         InstitutionStats.institution_id == institution_id
     )
     return (await session.execute(query)).scalar_one_or_none() or 0
-
-
-async def first_payments(session: AsyncSession, codes: Sequence[str]) -> dict[str, FirstPayment]:
-    query = select(
-        CodeClaim.code, CodeClaim.settlement_id, CodeClaim.institution_id, CodeClaim.paid_at
-    ).where(any_of(CodeClaim.code, codes))
-    rows = (await session.execute(query)).all()
-    return {code: FirstPayment(sid, iid, paid_at) for code, sid, iid, paid_at in rows}
-
-
-async def insert_settlements(
-    session: AsyncSession, records: Sequence[SettlementRecord]
-) -> set[str]:
-    """Returns the ids that were new: only their effects may be written."""
-    rows = [_settlement_row(record) for record in records]
-    return set(await insert_rows(session, core_table(Settlement), rows, "settlement_id"))
-
-
-def _settlement_row(record: SettlementRecord) -> dict[str, Any]:
-    return {
-        "settlement_id": record.settlement_id, "institution_id": record.institution_id,
-        "settled_at": record.settled_at, "patient_ref": record.patient_ref,
-        "source": record.source, "body_hash": record.body_hash, "decision": record.decision,
-        "enforced": record.enforced, "lines": record.lines, "answer": record.answer,
-    }
-
-
-async def insert_code_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await insert_rows(session, core_table(CodeEvent), rows)
-
-
-async def insert_whole_claims(
-    session: AsyncSession, record_claims: list[tuple[SettlementRecord, ClaimRow]]
-) -> set[str]:
-    """First payments of whole packs; returns the codes whose claim already existed."""
-    if not record_claims:
-        return set()
-    rows = [_claim_row(record, claim) for record, claim in record_claims]
-    inserted = set(await insert_rows(session, core_table(CodeClaim), rows, "code"))
-    return {row["code"] for row in rows} - inserted
-
-
-def _claim_row(record: SettlementRecord, claim: ClaimRow) -> dict[str, Any]:
-    return {
-        "code": claim.code, "settlement_id": record.settlement_id, "line_no": claim.line_no,
-        "institution_id": record.institution_id, "paid_at": record.settled_at,
-        "units_used": claim.units, "pack_size": claim.pack_size,
-        "first_seen_at": record.settled_at,
-    }
-
-
-async def add_split_units(
-    session: AsyncSession, record_claims: list[tuple[SettlementRecord, ClaimRow]]
-) -> None:
-    """Units add up as deltas, so consumers writing in any order reach the same total. Sales
-    of one pack within a batch are summed first (one row may be updated once per statement);
-    the earliest sale in the batch opens the pack."""
-    rows: dict[str, dict[str, Any]] = {}
-    for record, claim in record_claims:
-        row = rows.setdefault(claim.code, {**_claim_row(record, claim), "units_used": 0})
-        row["units_used"] += claim.units or 0
-    if not rows:
-        return
-    statement = insert(core_table(CodeClaim))
-    statement = statement.on_conflict_do_update(
-        index_elements=[CodeClaim.code],
-        set_={"units_used": CodeClaim.units_used + statement.excluded.units_used},
-    )
-    await session.execute(statement, list(rows.values()))
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimOwner:
-    settlement_id: str
-    line_no: int
-    first_payment: FirstPayment
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.settlement_id, self.line_no)
-
-
-async def claim_owners(session: AsyncSession, codes: Iterable[str]) -> dict[str, ClaimOwner]:
-    query = select(
-        CodeClaim.code, CodeClaim.settlement_id, CodeClaim.line_no, CodeClaim.institution_id,
-        CodeClaim.paid_at,
-    ).where(any_of(CodeClaim.code, codes))
-    return {
-        code: ClaimOwner(sid, line, FirstPayment(sid, iid, paid_at))
-        for code, sid, line, iid, paid_at in (await session.execute(query)).all()
-    }
-
-
-async def mark_duplicate_payments(
-    session: AsyncSession, keys: list[tuple[str, str, int]]
-) -> None:
-    """Payments the arbiter found were not first after all (Redis had lost the claim)."""
-    if keys:
-        columns = tuple_(CodeEvent.code, CodeEvent.settlement_id, CodeEvent.line_no)
-        await session.execute(
-            update(CodeEvent).where(columns.in_(keys), CodeEvent.type == "payment")
-            .values(duplicate=True)
-        )
-
-
-async def add_payment_counts(session: AsyncSession, counts: Counter[str]) -> None:
-    if not counts:
-        return
-    rows = [{"institution_id": iid, "payments": n} for iid, n in sorted(counts.items())]
-    statement = insert(core_table(InstitutionStats))
-    statement = statement.on_conflict_do_update(
-        index_elements=[InstitutionStats.institution_id],
-        set_={"payments": InstitutionStats.payments + statement.excluded.payments},
-    )
-    await session.execute(statement, rows)
-
-
-async def get_settlement(
-    record: AsyncSession | asyncpg.Pool, settlement_id: str
-) -> SettlementView | None:
-    """Through a session inside a unit of work (a consumer's batch reads what it has written),
-    or through the lookup pool (the API: committed rows, without a session's cost)."""
-    if isinstance(record, AsyncSession):
-        params = {"settlement_id": settlement_id}
-        row: Any = (await record.execute(_settlement_by_id(), params)).one_or_none()
-    else:
-        row = await record.fetchrow(_settlement_by_id_sql(), settlement_id)
-    return None if row is None else SettlementView(*row)
-
-
-@cache
-def _settlement_by_id() -> Select[tuple[str, str, str | None, bytes, Any, Any]]:
-    """Built once: the gate asks this on every call, and building the statement cost as much
-    as running it."""
-    return select(
-        Settlement.settlement_id, Settlement.institution_id, Settlement.patient_ref,
-        Settlement.body_hash, Settlement.lines, Settlement.answer,
-    ).where(Settlement.settlement_id == bindparam("settlement_id"))
-
-
-@cache
-def _settlement_by_id_sql() -> str:
-    """The same statement as asyncpg takes it (`$1`)."""
-    return str(_settlement_by_id().compile(dialect=_ASYNCPG))
-
-
-async def recorded_settlement_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
-    """Which of these settlements the record already holds (one query)."""
-    if not ids:
-        return set()
-    query = select(Settlement.settlement_id).where(any_of(Settlement.settlement_id, set(ids)))
-    return set((await session.execute(query)).scalars())
-
-
-async def get_reversal(session: AsyncSession, reversal_id: str) -> Reversal | None:
-    query = select(Reversal).where(Reversal.reversal_id == reversal_id)
-    return (await session.execute(query)).scalar_one_or_none()
-
-
-async def reversal_line_sets(session: AsyncSession, settlement_id: str) -> list[list[int] | None]:
-    query = select(Reversal.line_nos).where(Reversal.settlement_id == settlement_id)
-    return list((await session.execute(query)).scalars())
-
-
-async def insert_reversal(session: AsyncSession, row: dict[str, Any]) -> bool:
-    """True when the reversal is new (a redelivery inserts nothing and must write nothing)."""
-    table = core_table(Reversal)
-    statement = insert(table).on_conflict_do_nothing().returning(table.c.reversal_id)
-    return (await session.execute(statement, [row])).first() is not None
-
-
-async def release_claims(
-    session: AsyncSession, settlement_id: str, whole: Sequence[str],
-    split_units: Sequence[tuple[str, int]],
-) -> None:
-    if whole:
-        await session.execute(
-            delete(CodeClaim).where(
-                CodeClaim.code.in_(whole), CodeClaim.settlement_id == settlement_id
-            )
-        )
-    for code, units in split_units:
-        await session.execute(
-            update(CodeClaim).where(CodeClaim.code == code)
-            .values(units_used=CodeClaim.units_used - units)
-        )
-    if split_units:
-        await session.execute(
-            delete(CodeClaim).where(
-                CodeClaim.code.in_([code for code, _ in split_units]), CodeClaim.units_used <= 0
-            )
-        )
 
 
 async def code_history(session: AsyncSession, code: str) -> list[CodeEvent]:

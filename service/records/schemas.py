@@ -1,19 +1,20 @@
-"""A settlement as the record keeps it: what the gate or the consumer decided, every payment
-and claim it makes, every flag it raises. The gate ships this inside its Kafka event so the
+"""A settlement as the record keeps it: what the gate or a consumer decided, every payment and
+claim it makes, every flag it raises. The gate ships these effects inside its Kafka event so a
 consumer records the gate's decision without judging it again."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any
 
-from service.decisions.schemas import Payment
+import msgspec
+
+from service.claims.schemas import Payment
+from service.flags.schemas import FlagRecord
+from service.policy.schemas import NoCodeReason
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimRow:
-    """A first payment (whole pack) or units sold from an opened pack (split)."""
+class ClaimRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """A first payment (whole pack, `units` None) or units sold from an opened pack (split)."""
 
     code: str
     line_no: int
@@ -21,8 +22,38 @@ class ClaimRow:
     pack_size: int | None = None
 
 
-@dataclass(slots=True)
-class SettlementRecord:
+class PaidCode(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """A code a line paid, as its recorded line lists it (what a reversal gives back)."""
+
+    code: str
+    units: int | None
+    duplicate: bool
+
+
+class RecordedLine(msgspec.Struct, frozen=True, gc=False):
+    """A line as sent, with its verdict and the codes it paid. Its reasons are the answer's,
+    kept as the JSON they were answered in (the record stores them, it does not judge them)."""
+
+    line_no: int
+    drug_code: str
+    quantity: int
+    split: bool
+    pack_size: int | None
+    trace_codes: tuple[str, ...]
+    no_code_reason: NoCodeReason | None
+    decision: str
+    reasons: msgspec.Raw
+    paid_codes: list[PaidCode]
+
+    @property
+    def paid(self) -> bool:
+        return self.decision == "pay"
+
+
+class SettlementRecord(msgspec.Struct, gc=False):
+    """One decided settlement, ready for the record. `lines` and `answer` are JSON already
+    (the gate's arrive so on the topic and go to PostgreSQL as they came)."""
+
     settlement_id: str
     institution_id: str
     settled_at: dt.datetime
@@ -30,48 +61,37 @@ class SettlementRecord:
     source: str
     body_hash: bytes
     enforced: bool
-    lines: list[dict[str, Any]]
-    answer: dict[str, Any]
-    payments: list[Payment] = field(default_factory=list)
-    claims: list[ClaimRow] = field(default_factory=list)
-    flags: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def decision(self) -> str:
-        return str(self.answer["decision"])
-
-    def effects_json(self) -> dict[str, Any]:
-        return {
-            "body_hash": self.body_hash.hex(),
-            "lines": self.lines,
-            "payments": [[p.canonical, p.line_no, p.units, p.duplicate] for p in self.payments],
-            "claims": [[c.code, c.line_no, c.units, c.pack_size] for c in self.claims],
-            "flags": self.flags,
-        }
-
-    @classmethod
-    def from_gate_event(
-        cls, event: dict[str, Any], settled_at: dt.datetime
-    ) -> SettlementRecord:
-        effects = event["effects"]
-        return cls(
-            settlement_id=event["settlement_id"], institution_id=event["institution_id"],
-            settled_at=settled_at, patient_ref=event.get("patient_ref"), source="gate",
-            body_hash=bytes.fromhex(effects["body_hash"]), enforced=event["decision"]["enforced"],
-            lines=effects["lines"], answer=event["decision"],
-            payments=[Payment(c, n, u, d) for c, n, u, d in effects["payments"]],
-            claims=[ClaimRow(c, n, u, s) for c, n, u, s in effects["claims"]],
-            flags=effects["flags"],
-        )
+    outcome: str  # pay | partial | reject
+    lines: bytes
+    answer: bytes
+    payments: list[Payment]
+    claims: list[ClaimRow]
+    flags: list[FlagRecord]
 
 
-@dataclass(frozen=True, slots=True)
-class SettlementView:
-    """What a reversal (or a replay) needs of a settlement, from the record or recent answers."""
+class SettlementView(msgspec.Struct, frozen=True, gc=False):
+    """What a replay, a reversal or a read needs of a recorded settlement."""
 
     settlement_id: str
     institution_id: str
     patient_ref: str | None
     body_hash: bytes
-    lines: list[dict[str, Any]]
-    answer: dict[str, Any]
+    lines: list[RecordedLine]
+    answer: bytes
+
+    def payments(self) -> list[Payment]:
+        return [Payment(paid.code, line.line_no, paid.units, paid.duplicate)
+                for line in self.lines for paid in line.paid_codes]
+
+
+class ReversalRecord(msgspec.Struct, gc=False):
+    """A reversal as the record keeps it; `released` are [code, line_no, units]."""
+
+    reversal_id: str
+    settlement_id: str
+    institution_id: str
+    patient_ref: str | None
+    line_nos: list[int] | None
+    reversed_at: dt.datetime
+    released: list[tuple[str, int, int | None]]
+    answer: bytes

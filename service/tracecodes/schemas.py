@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from enum import StrEnum
+
+import msgspec
 
 
 class TraceCodeFormat(StrEnum):
@@ -13,8 +14,7 @@ class TraceCodeFormat(StrEnum):
     MFR = "mfr"  # a manufacturer's own scheme
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedTraceCode:
+class ParsedTraceCode(msgspec.Struct, frozen=True, gc=False):
     """A valid trace code. `canonical` is the pack's identity: equal for every spelling of it."""
 
     text: str  # as sent, before whitespace was stripped
@@ -27,8 +27,7 @@ class ParsedTraceCode:
     batch: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidTraceCode:
+class InvalidTraceCode(msgspec.Struct, frozen=True, gc=False):
     """A code no format accepts; `reason` is one English sentence an operator can act on."""
 
     text: str  # as sent

@@ -44,7 +44,6 @@ def tracegate_env(settings: Settings) -> dict[str, str]:
         "SETTLEMENTS_PARTITIONS": str(settings.settlements_partitions),
         "CONSUMER_GROUP": settings.consumer_group,
         "CONSUMER_MAX_BATCH": str(settings.consumer_max_batch),
-        "CONSUMER_BATCH_TIMEOUT_MS": str(settings.consumer_batch_timeout_ms),
         "CONSUMER_FETCH_MAX_WAIT_MS": str(settings.consumer_fetch_max_wait_ms),
         "HOTSET_BUCKET_BITS": str(settings.hotset_bucket_bits),
         "HOTSET_SLOT_GROUPS": str(settings.hotset_slot_groups),

@@ -14,9 +14,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from consumers.batch import BatchProcessor
 from service.kit.database import LOOKUP_POOL_NAME
 from service.settings import Settings
+from service.settlements import stream
+from service.settlements.stream import StreamPorts
 from tests import factories as f
 from tests.waiting import eventually
 
@@ -99,8 +100,8 @@ async def test_a_streamed_settlement_is_read_and_reversed_from_the_record(
     the gate, so no recent answer holds it: both read the record (the lookup pool)."""
     inst, code = await f.register(api, admin_headers), f.cn20()
     body = f.settlement(inst, [f.line(1, [code])])
-    async with BatchProcessor.open(settings) as processor:
-        await processor.process([f.stream_record(settings.topic_settlements, body)])
+    async with StreamPorts.open(settings) as ports:
+        await stream.process([f.stream_record(settings.topic_settlements, body)], ports)
     url = f"/v1/settlements/{body['settlement_id']}"
     recorded = await api.get(url, headers=admin_headers)
     assert recorded.status_code == 200, recorded.text

@@ -1,24 +1,27 @@
-"""The first-seen store when one slot group refuses a change while the others take theirs (a
-group being rebuilt, a Redis Cluster node away): the caller answers 503, so nothing of the
-change may stay behind (CONTRACT §4: "answers 503 and keeps no claim"). On a Redis database of
-its own, so that no consumer's watcher sees the missing marker and rebuilds."""
+"""The first-seen store against the real Redis: what its three scripts do (read, the gate's
+all-or-nothing claim, a consumer's idempotent effects), and that the Lua that applies
+effects in Redis and the Python that predicts them in a consumer's batch agree. On a Redis
+database of its own, so that no consumer's watcher sees a missing marker and rebuilds."""
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
 
-from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
+from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, Effect, FirstPayment
+from service.claims.service import apply_effect
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore, HotSetRebuilding, Seen
 from service.settings import Settings
 from tests import factories as f
 
 OWN_DB = 9
+DAY = 1_767_571_200  # a whole day: states keep the day paid, not the instant
 
 
 @pytest.fixture
@@ -32,6 +35,13 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+async def store(redis: Redis, settings: Settings) -> FirstSeenStore:
+    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    await redis.mset(dict.fromkeys(layout.generation_keys(), b"test"))
+    return FirstSeenStore(redis, layout)
+
+
 def _codes_in_two_groups(layout: Layout) -> tuple[str, str]:
     first = f.cn20()
     while True:
@@ -40,21 +50,78 @@ def _codes_in_two_groups(layout: Layout) -> tuple[str, str]:
             return first, other
 
 
-async def test_a_change_one_group_refuses_gives_back_what_the_others_took(
-    redis: Redis, settings: Settings,
+async def test_a_claim_one_group_refuses_leaves_nothing_behind(
+    redis: Redis, store: FirstSeenStore,
 ) -> None:
-    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
-    store = FirstSeenStore(redis, layout)
+    """A group being rebuilt (or a cluster node away): the gate answers 503, so nothing of
+    the settlement may stay claimed (CONTRACT §4: "answers 503 and keeps no claim")."""
+    layout = store.layout
     taken, refused = _codes_in_two_groups(layout)
-    await redis.mset(dict.fromkeys(layout.generation_keys(), b"test"))
     await redis.delete(layout.generation_key(layout.address(refused).group))
     first = FirstPayment("S1", "I1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
-    changes = [ClaimChange(code, 1, None, CodeState(7, 1, 1_767_571_200))
-               for code in (taken, refused)]
+    changes = [ClaimChange(code, 1, 7, None, CodeState(7, 1, DAY)) for code in (taken, refused)]
 
     with pytest.raises(HotSetRebuilding):
-        await store.apply(changes, {taken: first, refused: first})
+        await store.claim(changes, {taken: first, refused: first})
 
     await redis.set(layout.generation_key(layout.address(refused).group), b"test")
     assert await store.read([taken, refused]) == {taken: Seen(None, None),
                                                   refused: Seen(None, None)}
+
+
+async def test_a_claim_lands_whole_or_not_at_all_and_keeps_the_first_payment(
+    store: FirstSeenStore,
+) -> None:
+    a, b = f.cn20(), f.cn20()
+    first = FirstPayment("S1", "I1", dt.datetime.fromtimestamp(DAY, dt.UTC))
+    new = CodeState(7, 1, DAY)
+    landed = await store.claim([ClaimChange(a, 1, 7, None, new)], {a: first})
+    assert landed.landed
+    stale = [ClaimChange(b, 1, 8, None, new), ClaimChange(a, 2, 8, None, new)]
+    outcome = await store.claim(stale, {})
+    assert outcome.failed == frozenset({1})  # a is held now
+    assert await store.read([a, b]) == {a: Seen(new, first), b: Seen(None, None)}
+
+
+async def test_a_claim_with_a_recent_answer_is_refused_when_one_exists(
+    store: FirstSeenStore,
+) -> None:
+    """The settlement's recent answer is set with its claims; a second call for the same
+    settlement_id finds it and changes nothing."""
+    a = f.cn20()
+    key = f"tg:recent:s:{f.settlement_id()}"
+    change = ClaimChange(a, 1, 7, None, CodeState(7, 1, DAY))
+    assert (await store.claim([change], {}, (key, b"first", 60))).landed
+    again = await store.claim([ClaimChange(f.cn20(), 1, 7, None, CodeState(7, 1, DAY))], {},
+                              (key, b"second", 60))
+    assert again.prior == b"first"
+    read = await store.read_for_gate([a], [key, "tg:absent"])
+    assert read.values == [b"first", None]
+
+
+async def test_effects_in_redis_are_what_the_batch_predicts(store: FirstSeenStore) -> None:
+    """apply.lua and claims.service.apply_effect on the same random effects, round after
+    round: a consumer decides later settlements of a batch by the Python, Redis holds the
+    Lua's result, so the two must never part."""
+    rng = random.Random(15)
+    codes = [f.cn20() for _ in range(40)]
+    model: dict[str, CodeState | None] = {}
+    for _ in range(150):
+        effects = [_random_effect(rng, codes) for _ in range(rng.randint(1, 30))]
+        for effect in effects:
+            model[effect.canonical] = apply_effect(model.get(effect.canonical), effect)
+        await store.apply(effects)
+        seen = await store.read(codes)
+        assert {c: seen[c].state for c in codes} == {c: model.get(c) for c in codes}
+
+
+def _random_effect(rng: random.Random, codes: list[str]) -> ClaimEffect:
+    return ClaimEffect(rng.choice(list(Effect)), rng.choice(codes), rng.randint(1, 5),
+                       rng.randint(1, 3), DAY, rng.randint(1, 6), 20)
+
+
+async def test_effects_wait_while_a_group_is_rebuilt(redis: Redis, store: FirstSeenStore) -> None:
+    code = f.cn20()
+    await redis.delete(store.layout.generation_key(store.layout.address(code).group))
+    with pytest.raises(HotSetRebuilding):
+        await store.apply([ClaimEffect(Effect.CLAIM, code, 7, 1, DAY, 0, 0)])

@@ -15,20 +15,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
-from consumers import batch
-from consumers.batch import BatchProcessor
-from service.decisions.core import owner_token
+from service.claims.service import owner_token
 from service.firstseen.encoding import Layout, decode_state
-from service.firstseen.leases import LEASE_PREFIX, LeaseLost
-from service.firstseen.rebuild import LOCK_KEY, REBUILT_AT_KEY, rebuild_exclusively
-from service.institutions.schemas import InstitutionRef
-from service.records.reversals import reversal_answer
-from service.records.schemas import ClaimRow, SettlementRecord
-from service.records.service import record_settlements
-from service.settings import InstitutionKind, Settings
+from service.firstseen.rebuild import LOCK_KEY, rebuild_exclusively
+from service.settings import Settings
+from service.settlements import stream
+from service.settlements.events import Incoming
+from service.settlements.stream import StreamPorts
 from tests import factories as f
 from tests.waiting import eventually
 
@@ -143,64 +138,70 @@ async def test_pending_details_live_in_a_hash_table_not_a_scanned_listpack(
     assert await redis.hexists(pending, "!")  # what keeps it one (and keeps the key)
 
 
-async def test_consumers_put_back_gate_sales_a_rebuild_missed(settings: Settings) -> None:
+async def test_consumers_put_back_gate_sales_a_rebuild_missed(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+) -> None:
     """A rebuild reloads the record; gate sales still on their way to it are put back as the
     consumers record them: a whole pack if absent, a split sale's units unless listed."""
-    paid = dt.datetime(2025, 7, 1, 10, tzinfo=dt.UTC)
-    ref = InstitutionRef("HEAL00000001", 4242, InstitutionKind.RETAIL_PHARMACY, None)
+    inst = await f.register(api, admin_headers)
     split, whole = f.cn20(), f.cn20()
-
-    def sale(sid: str, *claims: ClaimRow) -> SettlementRecord:
-        return SettlementRecord(sid, ref.institution_id, paid, None, "gate", b"", True, [], {},
-                                claims=list(claims))
-
-    first = sale("S-heal-1", ClaimRow(split, 1, 2, 10), ClaimRow(whole, 2))
-    second = sale("S-heal-2", ClaimRow(split, 1, 3, 10))
-    async with BatchProcessor.open(settings) as processor:
-        heal = partial(processor._heal, institutions={ref.institution_id: ref})
-        await heal([first])
-        await heal([second, second])  # a sale is listed once, however often it comes
-        await heal([first, second])  # all listed: nothing changes
-        seen = await processor.store.read([split, whole])
+    first = f.settlement(inst, [f.line(1, [split], split=True, quantity=2, pack_size=10),
+                                f.line(2, [whole])])
+    second = f.settlement(inst, [f.line(1, [split], split=True, quantity=3, pack_size=10)])
+    events = [await _gate_event(api, admin_headers, settings, body) for body in (first, second)]
+    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    for code in (split, whole):  # as if a rebuild had read the record before these sales
+        await redis.hdel(layout.address(code).bucket_key, layout.address(code).field)
+    async with StreamPorts.open(settings) as ports:
+        await stream.process([events[0]], ports)
+        await stream.process([events[1], events[1]], ports)  # listed once, however often
+        seen = await ports.store.read([split, whole])
     pack = seen[split].state
     assert pack is not None
-    tokens = (owner_token("S-heal-1", 1), owner_token("S-heal-2", 1))
+    tokens = (owner_token(first["settlement_id"], 1), owner_token(second["settlement_id"], 1))
     assert (pack.units_used, pack.pack_size, pack.split_owners) == (5, 10, tokens)
     restored = seen[whole].state
     assert restored is not None
-    assert (restored.owner, restored.institution_no, restored.is_split) == (
-        owner_token("S-heal-1", 2), 4242, False)
+    assert (restored.owner, restored.is_split) == (owner_token(first["settlement_id"], 2), False)
 
 
-async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
+async def _gate_event(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    body: dict[str, Any],
+) -> Incoming:
+    """A gate settlement's event as the gate sent it (read back from the topic)."""
+    assert (await _gate(api, admin_headers, body)).status_code == 200
+    key = body["settlement_id"].encode()
+    found = await eventually(lambda: f.topic_records(settings, settings.topic_settlements, key),
+                             bool)
+    assert found
+    return found[0]
+
+
+async def test_a_gate_reversal_the_set_put_back_is_released_again(
     api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
 ) -> None:
     """The three-way race: a gate sale, its gate reversal, a rebuild, all before the record
-    has either. The gate released the code, the rebuild (or a heal, once the sale is
-    recorded) put it back; the consumer recording the reversal must release it again."""
+    has either. The gate released the code, the rebuild (or a consumer recording the sale)
+    put it back; the consumer recording the reversal releases it again."""
     inst, code = await f.register(api, admin_headers), f.cn20()
     body = f.settlement(inst, [f.line(1, [code])])
     assert (await _gate(api, admin_headers, body)).json()["decision"] == "pay"
     assert await eventually(partial(f.history, api, admin_headers, code), bool)
-    # The state after that race: the sale recorded and holding the code again, the set rebuilt
-    # after the reversal was made, the reversal's event not yet recorded.
-    now_ms, before = int(time.time() * 1000), await redis.get(REBUILT_AT_KEY)
+    # The state after that race: the sale recorded and holding the code, the reversal's event
+    # not yet recorded.
     sid, reversal_id = body["settlement_id"], f.settlement_id()
     released = [[code, 1, None]]
+    answer = {"settlement_id": sid, "reversal_id": reversal_id, "released": [code],
+              "replayed": False}
     event = {"type": "reversal", "settlement_id": sid, "reversal_id": reversal_id,
              "line_nos": [1], "source": "gate",
              "reversed_at": dt.datetime.now(dt.UTC).isoformat(),
-             "effects": {"released": released,
-                         "answer": reversal_answer(sid, reversal_id, released)}}
-    value = orjson.dumps(event)
-    record = ConsumerRecord(settings.topic_settlements, 0, 0, now_ms - 1000, 0, sid.encode(),
-                            value, None, len(sid), len(value), [])
-    await redis.set(REBUILT_AT_KEY, now_ms)
-    try:
-        async with BatchProcessor.open(settings) as processor:
-            await processor.process([record])
-    finally:
-        await (redis.set(REBUILT_AT_KEY, before) if before else redis.delete(REBUILT_AT_KEY))
+             "effects": {"released": released, "answer": answer}}
+    record = Incoming(settings.topic_settlements, 0, 0, int(time.time() * 1000), sid.encode(),
+                      orjson.dumps(event))
+    async with StreamPorts.open(settings) as ports:
+        await stream.process([record], ports)
     regulator = await f.key_for(api, admin_headers, "regulator")
     verify = await api.post("/v1/codes/verify", headers=regulator,
                             json={"institution_id": inst, "trace_codes": [code]})
@@ -209,50 +210,30 @@ async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
     assert [e["type"] for e in history["events"]] == ["payment", "reversal"]
 
 
-async def test_a_rebuild_waits_for_a_batch_whose_claims_are_not_recorded_yet(
+async def test_a_batch_committed_during_a_rebuild_reaches_the_set_after_it(
     api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A rebuild that starts after a batch claimed its codes and before it committed must not
-    read the record until the commit: it would clear the claims and not find them there."""
+    """A rebuild takes the set down while a batch writes its record: the batch's claims are
+    in what the rebuild reads, or (committed after it read) reach Redis once it is whole
+    again. Either way the rebuilt set holds them."""
     inst, code = await f.register(api, admin_headers), f.cn20()
     body = f.settlement(inst, [f.line(1, [code])])
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     rebuilding: list[asyncio.Task[bool]] = []
+    write = stream._write
 
-    async def record_during_a_rebuild(*args: Any, **kwargs: Any) -> Any:
+    async def write_during_a_rebuild(*args: Any, **kwargs: Any) -> None:
         rebuilding.append(asyncio.create_task(
             rebuild_exclusively(settings.asyncpg_dsn, redis, layout)))
-        await asyncio.wait(rebuilding, timeout=2)  # without the lease it is done by then
-        return await record_settlements(*args, **kwargs)
+        while await redis.exists(layout.generation_key(0)):  # noqa: ASYNC110 - Redis, polled
+            await asyncio.sleep(0.005)
+        await write(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "record_settlements", record_during_a_rebuild)
-    async with BatchProcessor.open(settings) as processor:
-        await processor.process([f.stream_record(settings.topic_settlements, body)])
-    assert await rebuilding[0]  # it did rebuild, after the commit
+    monkeypatch.setattr(stream, "_write", write_during_a_rebuild)
+    async with StreamPorts.open(settings) as ports:
+        await stream.process([f.stream_record(settings.topic_settlements, body)], ports)
+    assert await rebuilding[0]
     raw = await _raw(redis, layout, code)
-    assert raw is not None, "the rebuild dropped a claim the batch went on to commit"
+    assert raw is not None, "the rebuild dropped a claim the batch committed"
     assert decode_state(raw).owner == owner_token(body["settlement_id"], 1)
-    assert not [key async for key in redis.scan_iter(match=f"{LEASE_PREFIX}*")]
-
-
-async def test_a_batch_that_outlived_its_lease_commits_nothing(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A lease that expired mid-batch may have let a rebuild read the record already: the batch
-    rolls back (and is decided again) instead of committing behind the rebuild's back."""
-    inst = await f.register(api, admin_headers)
-    body = f.settlement(inst, [f.line(1, [f.cn20()])])
-
-    async def record_past_the_lease(*args: Any, **kwargs: Any) -> Any:
-        async for key in redis.scan_iter(match=f"{LEASE_PREFIX}*"):
-            await redis.delete(key)  # as if it expired
-        return await record_settlements(*args, **kwargs)
-
-    monkeypatch.setattr(batch, "record_settlements", record_past_the_lease)
-    async with BatchProcessor.open(settings) as processor:
-        with pytest.raises(LeaseLost):
-            await processor.process([f.stream_record(settings.topic_settlements, body)])
-    response = await api.get(f"/v1/settlements/{body['settlement_id']}", headers=admin_headers)
-    assert response.status_code == 404

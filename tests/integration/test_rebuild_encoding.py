@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from service.decisions.core import owner_token
-from service.decisions.schemas import CodeState
+from service.claims.schemas import CodeState
+from service.claims.service import owner_token
 from service.firstseen.encoding import Layout, encode_state
 from service.firstseen.rebuild import _WHOLE_CLAIMS
 from service.kit.redis_bulk import hset_arguments

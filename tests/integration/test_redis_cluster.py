@@ -22,7 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from cli.devstack.servers import RedisClusterHandle, create_topics, start_redis_cluster
 from consumers.runner import consume
 from service.api.app import create_app
-from service.decisions.schemas import CodeState
+from service.claims.schemas import CodeState
 from service.firstseen.encoding import Layout, encode_state
 from service.firstseen.rebuild import LOCK_KEY
 from service.settings import Settings

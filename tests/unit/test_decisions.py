@@ -6,25 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import msgspec
 import pytest
 
-from service.decisions.core import (
-    DecisionContext,
-    decide,
-    owner_token,
-    plan_release,
-    with_split_sale,
-)
-from service.decisions.schemas import (
-    CodeState,
-    Decision,
-    FirstPayment,
-    FlagKind,
-    ReasonCode,
-    SettlementIn,
-    Severity,
-    Source,
-)
+from service.claims.schemas import ClaimEffect, CodeState, Effect, FirstPayment, Payment
+from service.claims.service import apply_effect, owner_token, plan_release
+from service.decisions.core import DecisionContext, decide
+from service.decisions.schemas import Decision, ReasonCode, Settlement, Severity, Source
+from service.flags.schemas import FlagKind
 from service.policy.schemas import PolicyConfig
 from service.settings import DEFAULT_GO_LIVE, DuplicatePolicy
 
@@ -35,11 +24,11 @@ A, B, C = "81234560000000000011", "81234560000000000028", "81234570000000000035"
 FIRST = FirstPayment("S-FIRST", "P00000000002", AFTER)
 
 
-def _settlement(*lines: dict[str, Any], sid: str = "S-1") -> SettlementIn:
-    return SettlementIn.model_validate({
+def _settlement(*lines: dict[str, Any], sid: str = "S-1") -> Settlement:
+    return msgspec.convert({
         "settlement_id": sid, "institution_id": "P00000000001",
         "settled_at": "2025-07-01 10:00:00", "lines": list(lines),
-    })
+    }, Settlement)
 
 
 def _line(no: int, codes: list[str], **extra: Any) -> dict[str, Any]:
@@ -48,7 +37,7 @@ def _line(no: int, codes: list[str], **extra: Any) -> dict[str, Any]:
 
 
 def _decide(
-    settlement: SettlementIn, *, states: dict[str, CodeState] | None = None,
+    settlement: Settlement, *, states: dict[str, CodeState] | None = None,
     enforced: bool = True, source: Source = Source.GATE, policy: PolicyConfig = POLICY,
     at: dt.datetime = AFTER,
 ) -> Decision:
@@ -213,10 +202,10 @@ def test_split_sale_of_a_whole_paid_pack_is_a_duplicate() -> None:
 
 def test_release_gives_back_whole_claims_and_split_units() -> None:
     token = owner_token("S-1", 1)
-    lines = [{"line_no": 1, "paid_codes": [[A, None, False], [B, 3, False], [C, None, True]]}]
+    payments = [Payment(A, 1, None, False), Payment(B, 1, 3, False), Payment(C, 1, None, True)]
     states = {A: CodeState(token, 1, 0), B: CodeState(7, 1, 0, 5, 10, (7, token)),
               C: _paid_elsewhere()}
-    changes = plan_release("S-1", lines, {1}, states)
+    changes = plan_release("S-1", payments, {1}, states)
     assert [(c.canonical, c.new) for c in changes][0] == (A, None)
     split = changes[1].new
     assert split is not None
@@ -229,12 +218,34 @@ def test_severity_enum_values_match_the_contract() -> None:
     assert {r.value for r in ReasonCode} >= {"MISSING_TRACE_CODE", "SPLIT_OVERUSE", "EXEMPT"}
 
 
+def _sale(token: int, units: int) -> ClaimEffect:
+    return ClaimEffect(Effect.SELL_UNITS, A, token, 7, 0, units, 10)
+
+
 def test_a_split_sale_is_put_back_once_and_never_over_a_whole_pack() -> None:
     first, second = owner_token("S-1", 1), owner_token("S-2", 1)
-    opened = with_split_sale(None, first, 7, 0, 2, 10)
+    opened = apply_effect(None, _sale(first, 2))
     assert opened == CodeState(first, 7, 0, 2, 10, (first,))
-    both = with_split_sale(opened, second, 7, 0, 3, 10)
+    both = apply_effect(opened, _sale(second, 3))
     assert both is not None
     assert (both.units_used, both.split_owners) == (5, (first, second))
-    assert with_split_sale(both, second, 7, 0, 3, 10) is None  # listed already
-    assert with_split_sale(CodeState(first, 7, 0), second, 7, 0, 3, 10) is None  # whole pack
+    assert apply_effect(both, _sale(second, 3)) == both  # listed already
+    whole = CodeState(first, 7, 0)
+    assert apply_effect(whole, _sale(second, 3)) == whole  # a whole pack is not opened
+
+
+def test_effects_change_only_what_they_name_and_only_once() -> None:
+    """What a redelivered batch relies on: its effects applied again change nothing."""
+    a, b = owner_token("S-A", 1), owner_token("S-B", 1)
+    claim_a = ClaimEffect(Effect.CLAIM, A, a, 1, 0, 0, 0)
+    release_a = ClaimEffect(Effect.RELEASE, A, a, 0, 0, 0, 0)
+    claim_b = ClaimEffect(Effect.CLAIM, A, b, 2, 0, 0, 0)
+    state = None
+    for effect in (claim_a, release_a, claim_b):
+        state = apply_effect(state, effect)
+    assert state == CodeState(b, 2, 0)
+    for effect in (claim_a, release_a, claim_b):  # the same batch, once more
+        state = apply_effect(state, effect)
+    assert state == CodeState(b, 2, 0)
+    returned = ClaimEffect(Effect.RETURN_UNITS, A, a, 0, 0, 2, 0)
+    assert apply_effect(apply_effect(None, _sale(a, 2)), returned) is None

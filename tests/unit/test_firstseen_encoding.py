@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from service.decisions.schemas import CodeState
+from service.claims.schemas import CodeState
 from service.firstseen.encoding import ENCODING_VERSION, Layout, decode_state, encode_state
 
 PAID = int(dt.datetime(2025, 7, 1, 10, tzinfo=dt.UTC).timestamp())

@@ -12,10 +12,9 @@ from service.api.dependencies import CallerDep, ClientsDep, SessionDep
 from service.api.responses import ERROR_RESPONSES, JSONResponse
 from service.auth import service as auth
 from service.auth.schemas import Role
-from service.decisions.schemas import FlagKind
 from service.flags import service as flags
 from service.flags.repository import FlagFilter
-from service.flags.schemas import FlagPage
+from service.flags.schemas import FlagKind, FlagPage
 from service.kit.errors import Unprocessable
 
 router = APIRouter(prefix="/v1/flags", tags=["flags"], responses=ERROR_RESPONSES)

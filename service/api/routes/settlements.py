@@ -1,56 +1,68 @@
-"""The gate and its reversal, and the recorded decision (CONTRACT §4)."""
+"""The gate and its reversal, and the recorded decision (CONTRACT §4). The first two are the
+hot routes: see service/api/lean.py."""
 
 from __future__ import annotations
 
 import time
 from functools import partial
 
-from fastapi import APIRouter
+import msgspec
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
-from service.api.dependencies import CallerDep, ClientsDep, GatePortsDep
-from service.api.responses import ERROR_RESPONSES, JSONResponse
+from service.api.lean import body_of, caller_of, clients_of, documented, json_answer
+from service.api.responses import ERROR_RESPONSES
 from service.api.schemas import GateAnswer, ReversalAnswer
 from service.auth import service as auth
 from service.auth.schemas import Role
-from service.decisions import gate
-from service.decisions.schemas import SettlementIn
-from service.records import reversals
-from service.records.reversals import ReversalIn, SettlementNotFound
+from service.decisions.checks import check_settlement
+from service.decisions.schemas import Settlement
+from service.settlements import gate
+from service.settlements.schemas import ReversalRequest, SettlementNotFound
 
 router = APIRouter(prefix="/v1/settlements", tags=["settlements"], responses=ERROR_RESPONSES)
+_SETTLEMENT = msgspec.json.Decoder(Settlement)
+_REVERSAL = msgspec.json.Decoder(ReversalRequest)
 
 
-@router.post("", responses={200: {"model": GateAnswer}}, response_model=None)
-async def settle(
-    body: SettlementIn, caller: CallerDep, ports: GatePortsDep, clients: ClientsDep
-) -> JSONResponse:
+@router.post("", responses={200: {"model": GateAnswer}}, response_model=None,
+             openapi_extra=documented(Settlement))
+async def settle(request: Request) -> Response:
+    """The gate: decides every line, claims the codes of paid lines, sends the settlement on
+    to the record and answers once Kafka has it."""
+    clients = clients_of(request)
+    caller = await caller_of(request, clients)
     auth.require_role(caller, Role.POS, Role.ADMIN)
+    body = await body_of(request, _SETTLEMENT)
+    check_settlement(body)
     auth.require_institution(caller, body.institution_id)
     started = time.perf_counter()
-    answer = await gate.settle(body, ports)
+    answer = await gate.settle(body, clients.gate)
     clients.metrics.gate_seconds.observe(time.perf_counter() - started)
-    clients.metrics.decisions.labels(answer["decision"]).inc()
-    return JSONResponse(answer)
+    return json_answer(answer)
 
 
-@router.post(
-    "/{settlement_id}/reversal", responses={200: {"model": ReversalAnswer}}, response_model=None
-)
-async def reverse(
-    settlement_id: str, body: ReversalIn, caller: CallerDep, ports: GatePortsDep
-) -> JSONResponse:
+@router.post("/{settlement_id}/reversal", responses={200: {"model": ReversalAnswer}},
+             response_model=None, openapi_extra=documented(ReversalRequest))
+async def reverse(settlement_id: str, request: Request) -> Response:
+    clients = clients_of(request)
+    caller = await caller_of(request, clients)
     auth.require_role(caller, Role.POS, Role.ADMIN)
+    body = await body_of(request, _REVERSAL)
     may_act_for = partial(auth.require_institution, caller)
-    return JSONResponse(await gate.reverse(settlement_id, body, ports, may_act_for))
+    return json_answer(await gate.reverse(settlement_id, body, clients.gate, may_act_for))
 
 
-@router.get("/{settlement_id}", responses={200: {"model": GateAnswer}}, response_model=None)
-async def get_settlement(
-    settlement_id: str, caller: CallerDep, clients: ClientsDep
-) -> JSONResponse:
+@router.get("/{settlement_id}", responses={200: {"model": GateAnswer}}, response_model=None,
+            openapi_extra=documented())
+async def get_settlement(settlement_id: str, request: Request) -> Response:
+    """The recorded decision (or the gate's answer while the record catches up)."""
+    clients = clients_of(request)
+    caller = await caller_of(request, clients)
     auth.require_role(caller, Role.POS, Role.REGULATOR, Role.ADMIN)
-    view = await reversals.find_settlement(clients.lookups, clients.recent, settlement_id)
+    view = await gate.find_settlement(clients.gate, settlement_id)
     if view is None:
         raise SettlementNotFound(f"settlement {settlement_id} is not recorded")
     auth.require_institution(caller, view.institution_id)
-    return JSONResponse({**view.answer, "replayed": False})
+    return json_answer(orjson.dumps({**orjson.loads(view.answer), "replayed": False}))

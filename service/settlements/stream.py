@@ -1,0 +1,374 @@
+"""One batch of the settlements topic, start to finish (the consumers' unit of work):
+
+1. decode every record once (bad ones become dead letters, with their reason);
+2. ask the record which of them it holds already (a redelivery after a crash: their effects
+   on Redis are applied again, heal.py, nothing is decided twice);
+3. read every code of the rest from Redis (one script call per node) and the details the
+   decisions need from PostgreSQL (one statement each);
+4. decide them in memory in Kafka order (batch.py);
+5. write the record in one transaction: COPY for settlements and code events, one
+   set-based statement for claims (the arbiter), flags, reversals and counters;
+6. after the commit, apply the batch's effects to Redis (idempotent, one call per node);
+7. publish the new flags and the dead letters; mark the flags published.
+The runner commits the batch's offsets only after `process` returns.
+
+Redis changes only after the commit, so a crash at any point leaves Redis at or behind what
+the record says, never ahead of it: a redelivered batch is decided against the state its own
+first attempt never changed, or (if the commit happened) is healed from the record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from service.claims.schemas import ClaimEffect, Effect, FirstPayment
+from service.claims.service import owner_token
+from service.decisions.core import canonical_codes, duplicate_severity
+from service.firstseen import rebuild
+from service.firstseen.encoding import Layout
+from service.firstseen.store import FirstSeenStore, HotSetRebuilding
+from service.flags.publisher import publish_flags
+from service.flags.schemas import FlagDraft, FlagKind, FlagRecord
+from service.flags.service import build_flag
+from service.institutions import repository as institutions
+from service.institutions.schemas import InstitutionRef
+from service.kit.clock import utcnow
+from service.kit.kafka import build_producer
+from service.kit.redis_client import RedisClient, build_redis
+from service.kit.ttl_cache import TtlCache
+from service.policy.schemas import PolicyConfig
+from service.records import repository as record
+from service.records.ledger import ClaimInsert
+from service.records.repository import ClaimOwner
+from service.settings import Settings
+from service.settlements.batch import BatchOutcome, Known, Target, decide_batch
+from service.settlements.events import (
+    DeadLetter,
+    Incoming,
+    ReversalEvent,
+    SettlementEvent,
+    TopicEvent,
+    decode,
+)
+from service.settlements.heal import Recorded, heal
+from service.settlements.recent import RecentAnswers
+
+log = logging.getLogger(__name__)
+_APPLY_RETRY_S = 0.5
+
+Events = list[tuple[Incoming, TopicEvent]]
+
+
+@dataclass
+class StreamPorts:
+    """What a consumer's batches talk to, built once at its start."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: RedisClient
+    store: FirstSeenStore
+    producer: AIOKafkaProducer
+    policy: PolicyConfig
+    # As the gate's: an institution's change reaches decisions within seconds, and a batch
+    # need not ask PostgreSQL for institutions it met moments ago.
+    institutions: TtlCache[str, InstitutionRef] = field(default_factory=lambda: TtlCache(5.0))
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[StreamPorts]:
+        pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=2,
+                                         init=record.json_as_bytes)
+        redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
+        producer = build_producer(settings.kafka_bootstrap)
+        await producer.start()
+        layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+        try:
+            yield cls(settings, pool, redis, FirstSeenStore(redis, layout), producer,
+                      PolicyConfig.from_settings(settings))
+        finally:
+            await producer.stop()
+            await redis.aclose()
+            await pool.close()
+
+    async def ensure_hot_set(self) -> bool:
+        """Rebuild the first-seen set from the record if Redis lost it (one consumer does it,
+        the others wait on the generation markers)."""
+        return await rebuild.ensure(self.settings.asyncpg_dsn, self.redis, self.store.layout)
+
+
+@dataclass
+class _Batch:
+    events: Events
+    dead: list[DeadLetter]
+    institutions: dict[str, InstitutionRef]
+    flags: list[FlagRecord] = field(default_factory=list)  # to publish after the commit
+
+
+async def process(records: Sequence[Incoming], ports: StreamPorts) -> int:
+    """The whole unit of work; returns the trace codes it carried (for the metrics)."""
+    batch = await _decoded(records, ports)
+    async with ports.pool.acquire() as connection:
+        fresh = await _redelivered(batch, connection, ports)
+        outcome = await _decided(batch, fresh, connection, ports)
+        async with connection.transaction():
+            await _write(connection, batch, outcome)
+    await _apply(ports, outcome.effects, outcome.forget)
+    await _publish(ports, batch.flags, batch.dead + outcome.dead)
+    if batch.flags:
+        await record.mark_published(ports.pool, [flag.flag_id for flag in batch.flags])
+    return sum(_codes(e) for _, e in batch.events if isinstance(e, SettlementEvent))
+
+
+def _codes(event: SettlementEvent) -> int:
+    return sum(len(line.trace_codes) for line in event.lines)
+
+
+# --- 1. decoding --------------------------------------------------------------------------
+
+
+async def _decoded(records: Sequence[Incoming], ports: StreamPorts) -> _Batch:
+    """Typed events, one copy of each (a copy redelivered within the batch is dropped), and
+    dead letters: undecodable, or naming an institution that is not registered."""
+    dead: list[DeadLetter] = []
+    events: Events = []
+    seen: set[tuple[str, str]] = set()
+    for item in map(decode, records):
+        if isinstance(item, DeadLetter):
+            dead.append(item)
+            continue
+        name = _identity(item[1])
+        if name not in seen:
+            seen.add(name)
+            events.append(item)
+    known = await _institutions(ports, events)
+    return _Batch(_known_only(events, known, dead), dead, known)
+
+
+def _identity(event: TopicEvent) -> tuple[str, str]:
+    if isinstance(event, ReversalEvent):
+        return ("r", event.reversal_id)
+    return ("s", event.settlement_id)
+
+
+async def _institutions(ports: StreamPorts, events: Events) -> dict[str, InstitutionRef]:
+    ids = [e.institution_id for _, e in events if isinstance(e, SettlementEvent)]
+
+    async def load(missing: list[str]) -> dict[str, InstitutionRef]:
+        return await institutions.refs(ports.pool, missing)
+
+    return await ports.institutions.get_many_or_load(ids, load)
+
+
+def _known_only(events: Events, known: dict[str, InstitutionRef],
+                dead: list[DeadLetter]) -> Events:
+    kept: Events = []
+    for incoming, event in events:
+        if isinstance(event, SettlementEvent) and event.institution_id not in known:
+            dead.append(DeadLetter(incoming, f"unknown institution {event.institution_id}"))
+        else:
+            kept.append((incoming, event))
+    return kept
+
+
+# --- 2. what the record holds already -------------------------------------------------------
+
+
+async def _redelivered(
+    batch: _Batch, connection: asyncpg.Connection, ports: StreamPorts
+) -> Events:
+    """The events the record does not hold. For those it does: their effects on Redis
+    applied again, and their flags that never reached the topic queued again."""
+    settlement_ids = [e.settlement_id for _, e in batch.events if isinstance(e, SettlementEvent)]
+    reversal_ids = [e.reversal_id for _, e in batch.events if isinstance(e, ReversalEvent)]
+    done_s, done_r = await record.recorded(connection, settlement_ids, reversal_ids)
+    if not done_s and not done_r:
+        return batch.events
+    held = [isinstance(e, ReversalEvent) and e.reversal_id in done_r
+            or isinstance(e, SettlementEvent) and e.settlement_id in done_s
+            for _, e in batch.events]
+    await _heal(connection, ports, batch,
+                [item for item, old in zip(batch.events, held, strict=True) if old])
+    batch.flags += await record.unpublished_flags(connection, list(done_s))
+    return [item for item, old in zip(batch.events, held, strict=True) if not old]
+
+
+async def _heal(
+    connection: asyncpg.Connection, ports: StreamPorts, batch: _Batch, old: Events
+) -> None:
+    ids = {e.settlement_id for _, e in old}
+    views = await record.settlement_views(connection, list(ids))
+    codes = [p.canonical for view, _, _ in views.values() for p in view.payments()]
+    owners = await record.claim_owners(connection, codes)
+    needed = {view.institution_id for view, _, _ in views.values()}
+    known = {**batch.institutions, **await institutions.refs(connection, needed)}
+    recorded = Recorded({sid: (view, int(at.timestamp())) for sid, (view, at, _) in
+                         views.items()}, owners, known)
+    healing = heal(old, recorded)
+    log.info("healing %d redelivered events the record holds (%d effects)", len(old),
+             len(healing.effects))
+    await _apply(ports, healing.effects, healing.forget)
+    batch.dead += healing.dead
+
+
+# --- 3. and 4. reading and deciding ---------------------------------------------------------
+
+
+async def _decided(
+    batch: _Batch, fresh: Events, connection: asyncpg.Connection, ports: StreamPorts
+) -> BatchOutcome:
+    targets = await _targets(connection, fresh)
+    codes = _batch_codes(fresh, targets)
+    seen = await ports.store.read(codes)
+    states = {code: s.state for code, s in seen.items() if s.state is not None}
+    details = {code: s.pending for code, s in seen.items() if s.pending is not None}
+    details.update(await record.first_payments(
+        connection, [code for code in states if code not in details]))
+    voided = await _voided(ports, fresh)
+    settings = ports.settings
+    known = Known(batch.institutions, states, details, targets, voided, ports.policy,
+                  settings.patient_hash_key.get_secret_value(), utcnow())
+    return decide_batch(fresh, known)
+
+
+async def _targets(connection: asyncpg.Connection, events: Events) -> dict[str, Target]:
+    """The settlements the batch's reversals name that the record held before the batch."""
+    in_batch = {e.settlement_id for _, e in events if isinstance(e, SettlementEvent)}
+    wanted = [e.settlement_id for _, e in events
+              if isinstance(e, ReversalEvent) and e.settlement_id not in in_batch]
+    views = await record.settlement_views(connection, wanted)
+    return {sid: _target(view, settled_at, reversed_sets)
+            for sid, (view, settled_at, reversed_sets) in views.items()}
+
+
+def _target(view: Any, settled_at: Any, reversed_sets: list[list[int] | None]) -> Target:
+    lines = {line.line_no for line in view.lines}
+    done: set[int] = set()
+    for line_nos in reversed_sets:
+        done |= lines if line_nos is None else set(line_nos)
+    return Target(view.settlement_id, view.institution_id, view.patient_ref, settled_at,
+                  lines, view.payments(), done)
+
+
+def _batch_codes(events: Events, targets: dict[str, Target]) -> list[str]:
+    codes: list[str] = []
+    for _, event in events:
+        if isinstance(event, SettlementEvent):
+            codes += canonical_codes(event)
+    codes += [p.canonical for target in targets.values() for p in target.payments]
+    return codes
+
+
+async def _voided(ports: StreamPorts, events: Events) -> set[tuple[str, str]]:
+    attempts = [(e.settlement_id, e.attempt) for _, e in events
+                if isinstance(e, SettlementEvent) and e.from_gate and e.attempt]
+    return await RecentAnswers(ports.redis).voided(attempts) if attempts else set()
+
+
+# --- 5. writing the record ------------------------------------------------------------------
+
+
+async def _write(connection: asyncpg.Connection, batch: _Batch, outcome: BatchOutcome) -> None:
+    await record.insert_settlements(connection, outcome.settlements)
+    await record.insert_events(connection, _event_rows(outcome))
+    taken = await record.write_claims(connection, outcome.claims)
+    losers = [c for c in outcome.claims.inserts.values() if c.code in taken]
+    losers += outcome.claims.contested
+    arbiter = await _arbitrate(connection, batch, outcome, losers)
+    flags = [flag for r in outcome.settlements for flag in r.flags] + arbiter
+    batch.flags += await record.insert_flags(connection, flags)
+    await record.insert_reversals(connection, outcome.reversals)
+    await record.add_payment_counts(connection, Counter(
+        r.institution_id for r in outcome.settlements for _ in r.payments))
+
+
+def _event_rows(outcome: BatchOutcome) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = [
+        (p.canonical, r.settled_at, "payment", r.settlement_id, p.line_no, r.institution_id,
+         r.patient_ref, p.units, p.duplicate, None)
+        for r in outcome.settlements for p in r.payments
+    ]
+    rows += [
+        (code, v.reversed_at, "reversal", v.settlement_id, line_no, v.institution_id,
+         v.patient_ref, units, False, v.reversal_id)
+        for v in outcome.reversals for code, line_no, units in v.released
+    ]
+    return rows
+
+
+async def _arbitrate(
+    connection: asyncpg.Connection, batch: _Batch, outcome: BatchOutcome,
+    losers: list[ClaimInsert],
+) -> list[FlagRecord]:
+    """First payments PostgreSQL refused (another settlement holds the code: Redis had lost
+    it, or two consumers raced): not first after all, whatever Redis said. Their payments
+    become duplicates and are flagged, and Redis is set to the record's owner."""
+    if not losers:
+        return []
+    await record.mark_duplicate_payments(connection, losers)
+    owners = await record.claim_owners(connection, [c.code for c in losers])
+    flags = []
+    for loser in losers:
+        owner = owners.get(loser.code)
+        if owner is None:
+            continue
+        outcome.effects += _to_owner(loser, owner)
+        flags.append(_arbiter_flag(loser, owner, outcome))
+    return flags
+
+
+def _to_owner(loser: ClaimInsert, owner: ClaimOwner) -> list[ClaimEffect]:
+    paid_at = int(owner.paid_at.timestamp())
+    return [
+        ClaimEffect(Effect.RELEASE, loser.code, owner_token(loser.settlement_id, loser.line_no),
+                    0, 0, 0, 0),
+        ClaimEffect(Effect.CLAIM, loser.code, owner_token(owner.settlement_id, owner.line_no),
+                    owner.institution_no, paid_at, 0, 0),
+    ]
+
+
+def _arbiter_flag(loser: ClaimInsert, owner: ClaimOwner, outcome: BatchOutcome) -> FlagRecord:
+    settlement = next(r for r in outcome.settlements if r.settlement_id == loser.settlement_id)
+    severity = duplicate_severity(owner.institution_id == loser.institution_id)
+    draft = FlagDraft(FlagKind.DUPLICATE_PAYMENT, severity, loser.line_no, loser.code,
+                      FirstPayment(owner.settlement_id, owner.institution_id, owner.paid_at))
+    return build_flag(draft, settlement_id=loser.settlement_id,
+                      institution_id=loser.institution_id, settled_at=loser.paid_at,
+                      detected_at=utcnow(), patient_ref=settlement.patient_ref)
+
+
+# --- 6. and 7. after the commit -------------------------------------------------------------
+
+
+async def _apply(ports: StreamPorts, effects: list[ClaimEffect], forget: list[str]) -> None:
+    """The record is committed: Redis must follow it. While the set is being rebuilt the
+    script refuses, so this waits (the rebuild may or may not have read this commit; the
+    effects are right either way, being idempotent)."""
+    while True:
+        try:
+            await ports.store.apply(effects, forget)
+            return
+        except HotSetRebuilding:
+            log.info("first-seen set being rebuilt; %d effects wait for it", len(effects))
+            await asyncio.sleep(_APPLY_RETRY_S)
+
+
+async def _publish(ports: StreamPorts, flags: list[FlagRecord], dead: list[DeadLetter]) -> None:
+    settings = ports.settings
+    sends = [publish_flags(ports.producer, settings.topic_flags, flags)]
+    sends += [_dead_letter(ports.producer, settings.topic_dlq, letter) for letter in dead]
+    await asyncio.gather(*sends)
+
+
+async def _dead_letter(producer: AIOKafkaProducer, topic: str, letter: DeadLetter) -> None:
+    log.warning("dead-lettered %s[%d]@%d: %s", letter.record.topic, letter.record.partition,
+                letter.record.offset, letter.error)
+    await producer.send_and_wait(topic, orjson.dumps(letter.to_json()), key=letter.record.key)
