@@ -58,10 +58,11 @@ class DecisionContext(msgspec.Struct, frozen=True, gc=False):
     policy: PolicyConfig
     states: Mapping[str, CodeState]  # canonical code -> state; absent = never paid
     first_payments: Mapping[str, FirstPayment] = {}
+    paid_at: int = -1  # settled_at in epoch seconds; worked out if not given
 
-    @property
-    def paid_at(self) -> int:
-        return int(self.settled_at.timestamp())
+    def __post_init__(self) -> None:
+        if self.paid_at < 0:
+            msgspec.structs.force_setattr(self, "paid_at", int(self.settled_at.timestamp()))
 
 
 def decide(settlement: Settlement, ctx: DecisionContext) -> Decision:
@@ -92,6 +93,9 @@ def _decide_line(
     settlement: Settlement, line: Line, ctx: DecisionContext, seen: set[str],
     decision: Decision,
 ) -> None:
+    if not line.split and len(line.trace_codes) == line.quantity and _fresh_whole_line(
+            settlement, line, ctx, seen, decision):
+        return
     work = _LineWork([], [], [], [])
     parsed = [parse_trace_code(text) for text in line.trace_codes]
     if not parsed:
@@ -103,6 +107,36 @@ def _decide_line(
         if isinstance(code, ParsedTraceCode):
             _one_code(line, code, token, ctx, seen, work)
     _settle_line(line, ctx, work, decision)
+
+
+_NO_REASONS: list[Reason] = []  # shared by every line paid without a word: never appended to
+
+
+def _fresh_whole_line(
+    settlement: Settlement, line: Line, ctx: DecisionContext, seen: set[str],
+    decision: Decision,
+) -> bool:
+    """Nearly every line: whole packs, one valid code each, none paid before. Paid and
+    claimed exactly as the general rules below would (tests compare the two); False, having
+    changed nothing, for any other line."""
+    codes: list[str] = []
+    states = ctx.states
+    for text in line.trace_codes:
+        code = parse_trace_code(text)
+        if not isinstance(code, ParsedTraceCode):
+            return False
+        canonical = code.canonical
+        if canonical in seen or canonical in states or canonical in codes:
+            return False
+        codes.append(canonical)
+    token = owner_token(settlement.settlement_id, line.line_no)
+    new = CodeState(token, ctx.institution_no, ctx.paid_at)
+    line_no = line.line_no
+    seen.update(codes)
+    decision.changes.extend(ClaimChange(code, line_no, token, None, new) for code in codes)
+    decision.payments.extend(Payment(code, line_no, None, False) for code in codes)
+    decision.lines.append(LineVerdict(line_no, "pay", _NO_REASONS))
+    return True
 
 
 def _no_code(line: Line, ctx: DecisionContext, work: _LineWork) -> None:

@@ -18,9 +18,9 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
-    PrimaryKeyConstraint,
     String,
     func,
 )
@@ -61,10 +61,13 @@ class CodeEvent(Base):
 
     __tablename__ = "code_events"
     __table_args__ = (
-        PrimaryKeyConstraint("code", "event_at", "type", "settlement_id", "line_no"),
+        # No primary key in the database (migration 0015): each row is written once, with the
+        # settlement or reversal it belongs to. The ORM needs one to map rows; this is it.
+        Index("ix_code_events_code_event_at", "code", "event_at"),
         CheckConstraint("type IN ('payment', 'reversal')", name="type"),
         {"postgresql_partition_by": "RANGE (event_at)"},
     )
+    __mapper_args__ = {"primary_key": ["code", "event_at", "type", "settlement_id", "line_no"]}
 
     code: Mapped[str] = mapped_column(String(64))
     # settled_at for a payment, the reversal's own time for a reversal.

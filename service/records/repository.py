@@ -207,9 +207,30 @@ async def _delete_claims(connection: asyncpg.Connection, deletes: list[tuple[str
             "WHERE c.code = d.code AND c.settlement_id = d.sid", list(codes), list(settlements))
 
 
+CLAIM_COLUMNS = ("code", "settlement_id", "line_no", "institution_id", "paid_at",
+                 "first_seen_at")
+
+
 async def _insert_claims(connection: asyncpg.Connection, claims: list[ClaimInsert]) -> set[str]:
+    """By COPY, nearly always: a first payment nobody else holds. If one is held (Redis had
+    lost it, two consumers raced) the COPY fails as a whole, back to its savepoint, and the
+    claims go through ON CONFLICT instead, which says which codes were taken."""
     if not claims:
         return set()
+    rows = [(c.code, c.settlement_id, c.line_no, c.institution_id, c.paid_at, c.paid_at)
+            for c in claims]
+    try:
+        async with connection.transaction():  # a savepoint inside the batch's transaction
+            await connection.copy_records_to_table("code_claims", records=rows,
+                                                   columns=CLAIM_COLUMNS)
+        return set()
+    except asyncpg.UniqueViolationError:
+        return await _insert_claims_contested(connection, claims)
+
+
+async def _insert_claims_contested(
+    connection: asyncpg.Connection, claims: list[ClaimInsert]
+) -> set[str]:
     inserted = await connection.fetch(
         "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
         "first_seen_at) SELECT c, s, l, i, p, p FROM unnest($1::text[], $2::text[], "
@@ -255,29 +276,25 @@ async def mark_duplicate_payments(
             [c.settlement_id for c in losers], [c.line_no for c in losers])
 
 
+FLAG_COLUMNS = ("flag_id", "kind", "severity", "trace_code", "institution_id", "settlement_id",
+                "line_no", "settled_at", "detected_at", "patient_ref", "first_payment")
+
+
 async def insert_flags(
     connection: asyncpg.Connection, flags: Sequence[FlagRecord]
 ) -> list[FlagRecord]:
-    """Insert what is new; returns only the flags recorded now (to publish)."""
-    if not flags:
-        return []
-    columns = list(zip(*[(f.flag_id, f.kind, f.severity, f.trace_code, f.institution_id,
-                          f.settlement_id, f.line_no, f.settled_at, f.detected_at,
-                          f.patient_ref, _json_text(f.first_payment)) for f in flags],
-                       strict=True))
-    new = await connection.fetch(
-        "INSERT INTO flags (flag_id, kind, severity, trace_code, institution_id, "
-        "settlement_id, line_no, settled_at, detected_at, patient_ref, first_payment) "
-        "SELECT a, b, c, d, e, f, g, h, i, j, k::jsonb FROM unnest($1::text[], $2::text[], "
-        "$3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::timestamptz[], "
-        "$9::timestamptz[], $10::text[], $11::text[]) AS t(a, b, c, d, e, f, g, h, i, j, k) "
-        "ON CONFLICT DO NOTHING RETURNING flag_id", *[list(c) for c in columns])
-    ids = {row[0] for row in new}
-    return [flag for flag in flags if flag.flag_id in ids]
+    """The flags of settlements new to the record, so new themselves (their ids name the
+    settlement): by COPY. Returns the flags recorded (to publish)."""
+    if flags:
+        rows = [(f.flag_id, f.kind, f.severity, f.trace_code, f.institution_id,
+                 f.settlement_id, f.line_no, f.settled_at, f.detected_at, f.patient_ref,
+                 _json_bytes(f.first_payment)) for f in flags]
+        await connection.copy_records_to_table("flags", records=rows, columns=FLAG_COLUMNS)
+    return list(flags)
 
 
-def _json_text(first: FirstPayment | None) -> str | None:
-    return None if first is None else msgspec.json.encode(first.to_json()).decode()
+def _json_bytes(first: FirstPayment | None) -> bytes | None:
+    return None if first is None else msgspec.json.encode(first.to_json())
 
 
 async def insert_reversals(

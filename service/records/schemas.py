@@ -5,6 +5,7 @@ consumer records the gate's decision without judging it again."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import msgspec
 
@@ -31,8 +32,9 @@ class PaidCode(msgspec.Struct, frozen=True, gc=False, array_like=True):
 
 
 class RecordedLine(msgspec.Struct, frozen=True, gc=False):
-    """A line as sent, with its verdict and the codes it paid. Its reasons are the answer's,
-    kept as the JSON they were answered in (the record stores them, it does not judge them)."""
+    """A line as sent, with its verdict and the codes it paid. Its reasons are the answer's
+    (decisions.schemas.Reason, read back as plain JSON: the record stores them, it does not
+    judge them)."""
 
     line_no: int
     drug_code: str
@@ -42,7 +44,7 @@ class RecordedLine(msgspec.Struct, frozen=True, gc=False):
     trace_codes: tuple[str, ...]
     no_code_reason: NoCodeReason | None
     decision: str
-    reasons: msgspec.Raw
+    reasons: list[Any]
     paid_codes: list[PaidCode]
 
     @property

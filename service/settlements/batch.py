@@ -21,7 +21,7 @@ from service.decisions.schemas import Decision, Source
 from service.institutions.schemas import InstitutionRef
 from service.institutions.service import to_policy
 from service.policy.schemas import PolicyConfig
-from service.policy.service import is_enforced, parse_settled_at
+from service.policy.service import go_live_instant, parse_settled_at
 from service.records.ledger import ClaimInsert, ClaimLedger, SplitDelta
 from service.records.schemas import ReversalRecord, SettlementRecord
 from service.settlements import recording
@@ -60,6 +60,7 @@ class Known(msgspec.Struct, gc=False):
     policy: PolicyConfig
     patient_key: str
     detected_at: dt.datetime
+    go_live: dict[str, dt.datetime] = {}  # by institution, filled as the batch meets them
 
 
 class BatchOutcome(msgspec.Struct, gc=False):
@@ -87,29 +88,41 @@ def decide_batch(events: list[tuple[Incoming, TopicEvent]], known: Known) -> Bat
 
 def _decide_stream(event: SettlementEvent, known: Known, out: BatchOutcome) -> None:
     institution = known.institutions[event.institution_id]
+    settled_at = parse_settled_at(event.settled_at)
     ref = recording.patient_ref(known.patient_key, event.patient_id)
     candidate = Candidate(event, institution, Source.STREAM, recording.body_hash(event), ref,
                           known.detected_at)
-    decision = decide(event, _context(event, institution, known))
-    record = recording.decided(candidate, decision)
-    _overlay_decision(event, decision, known, out)
+    decision = decide(event, _context(settled_at, institution, known))
+    record = recording.decided(candidate, decision, settled_at)
+    _overlay_decision(event, settled_at, decision, known, out)
     _settled(record, [line.line_no for line in event.lines], known, out)
 
 
-def _context(event: SettlementEvent, institution: InstitutionRef, known: Known) -> DecisionContext:
-    settled_at = event.settled_at_instant
+def _context(
+    settled_at: dt.datetime, institution: InstitutionRef, known: Known
+) -> DecisionContext:
     return DecisionContext(
-        Source.STREAM, is_enforced(to_policy(institution), settled_at, known.policy),
-        institution.number, institution.institution_id, settled_at, known.policy,
-        known.states, known.details,
+        Source.STREAM, settled_at >= _go_live(institution, known), institution.number,
+        institution.institution_id, settled_at, known.policy, known.states, known.details,
     )
 
 
+def _go_live(institution: InstitutionRef, known: Known) -> dt.datetime:
+    """Each institution's go-live instant, worked out once a batch (policy.is_enforced is
+    `settled_at >= this`)."""
+    found = known.go_live.get(institution.institution_id)
+    if found is None:
+        found = known.go_live[institution.institution_id] = go_live_instant(
+            to_policy(institution), known.policy)
+    return found
+
+
 def _overlay_decision(
-    event: SettlementEvent, decision: Decision, known: Known, out: BatchOutcome
+    event: SettlementEvent, settled_at: dt.datetime, decision: Decision, known: Known,
+    out: BatchOutcome,
 ) -> None:
     """Later events of the batch see this settlement's claims as if stored already."""
-    first = FirstPayment(event.settlement_id, event.institution_id, event.settled_at_instant)
+    first = FirstPayment(event.settlement_id, event.institution_id, settled_at)
     for change in decision.changes:
         if change.new is None:
             known.states.pop(change.canonical, None)

@@ -237,7 +237,8 @@ async def _decide_and_claim(
     ref = recording.patient_ref(ports.settings.patient_hash_key.get_secret_value(),
                                 settlement.patient_id)
     decided = recording.decided(
-        Candidate(settlement, institution, Source.GATE, digest, ref, utcnow()), decision)
+        Candidate(settlement, institution, Source.GATE, digest, ref, utcnow()), decision,
+        settled_at)
     attempt = uuid.uuid4().hex
     first = FirstPayment(settlement.settlement_id, settlement.institution_id, settled_at)
     entry = _entry(settlement, decided, attempt, ports.settings.gate_publish_timeout_s)

@@ -45,21 +45,24 @@ def patient_ref(key: str, patient_id: str | None) -> str | None:
     return None if patient_id is None else keyed_hex(key, patient_id)
 
 
-def decided(candidate: Candidate, decision: Decision) -> SettlementRecord:
+def decided(
+    candidate: Candidate, decision: Decision, settled_at: dt.datetime
+) -> SettlementRecord:
+    """`settled_at`: the settlement's, read once by the caller."""
     settlement = candidate.settlement
-    settled_at = settlement.settled_at_instant
     flags = [
         build_flag(draft, settlement_id=settlement.settlement_id,
                    institution_id=settlement.institution_id, settled_at=settled_at,
                    detected_at=candidate.detected_at, patient_ref=candidate.patient_ref)
         for draft in decision.flags
     ]
-    answer = Answer(settlement.settlement_id, decision.outcome, decision.enforced, False,
+    outcome = decision.outcome
+    answer = Answer(settlement.settlement_id, outcome, decision.enforced, False,
                     decision.lines, [flag.flag_id for flag in flags])
     return SettlementRecord(
         settlement.settlement_id, settlement.institution_id, settled_at,
         candidate.patient_ref, candidate.source.value, candidate.body_hash, decision.enforced,
-        decision.outcome, _ENCODER.encode(_recorded_lines(settlement, decision)),
+        outcome, _ENCODER.encode(_recorded_lines(settlement, decision)),
         _ENCODER.encode(answer), decision.payments, _claim_rows(settlement, decision), flags,
     )
 
@@ -71,7 +74,7 @@ def _recorded_lines(settlement: Settlement, decision: Decision) -> list[Recorded
     return [
         RecordedLine(line.line_no, line.drug_code, line.quantity, line.split, line.pack_size,
                      line.trace_codes, line.no_code_reason, verdict.decision,
-                     msgspec.Raw(_ENCODER.encode(verdict.reasons)), paid.get(line.line_no, []))
+                     verdict.reasons, paid.get(line.line_no, []))
         for line, verdict in zip(settlement.lines, decision.lines, strict=True)
     ]
 

@@ -16,13 +16,12 @@ from service.api.responses import ERROR_RESPONSES
 from service.api.schemas import GateAnswer, ReversalAnswer
 from service.auth import service as auth
 from service.auth.schemas import Role
-from service.decisions.checks import check_settlement
+from service.decisions.checks import decode_settlement
 from service.decisions.schemas import Settlement
 from service.settlements import gate
 from service.settlements.schemas import ReversalRequest, SettlementNotFound
 
 router = APIRouter(prefix="/v1/settlements", tags=["settlements"], responses=ERROR_RESPONSES)
-_SETTLEMENT = msgspec.json.Decoder(Settlement)
 _REVERSAL = msgspec.json.Decoder(ReversalRequest)
 
 
@@ -34,8 +33,7 @@ async def settle(request: Request) -> Response:
     clients = clients_of(request)
     caller = await caller_of(request, clients)
     auth.require_role(caller, Role.POS, Role.ADMIN)
-    body = await body_of(request, _SETTLEMENT)
-    check_settlement(body)
+    body = decode_settlement(await request.body())
     auth.require_institution(caller, body.institution_id)
     started = time.perf_counter()
     answer = await gate.settle(body, clients.gate)
