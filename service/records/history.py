@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.firstseen.service import code_status
 from service.firstseen.store import FirstSeenStore
 from service.flags import repository as flags_repository
 from service.kit.errors import NotFound, Unprocessable
-from service.records import repository
+from service.records import history_repository, repository
 from service.records.models import CodeEvent
 from service.tracecodes.schemas import InvalidTraceCode
 from service.tracecodes.service import parse_trace_code
@@ -79,3 +80,12 @@ def _event(event: CodeEvent) -> dict[str, Any]:
     if event.reversal_id is not None:
         body["reversal_id"] = event.reversal_id
     return body
+
+
+async def with_reversals(lookups: asyncpg.Pool, answer: dict[str, Any]) -> dict[str, Any]:
+    """A recorded decision (GET /v1/settlements/{settlement_id}) with what has been reversed
+    of it since: `reversals`, each with its `line_nos` as asked (null: every line), the codes
+    it `released` and when. A reversal shows once the record holds it (within a second)."""
+    rows = await history_repository.reversals_of(lookups, answer["settlement_id"])
+    reversals = [{**row, "reversed_at": row["reversed_at"].isoformat()} for row in rows]
+    return {**answer, "reversals": reversals}

@@ -15,6 +15,7 @@ from service.auth.schemas import Role
 from service.decisions import gate
 from service.decisions.schemas import SettlementIn
 from service.records import reversals
+from service.records.history import with_reversals
 from service.records.reversals import ReversalIn, SettlementNotFound
 
 router = APIRouter(prefix="/v1/settlements", tags=["settlements"], responses=ERROR_RESPONSES)
@@ -53,4 +54,4 @@ async def get_settlement(
     if view is None:
         raise SettlementNotFound(f"settlement {settlement_id} is not recorded")
     auth.require_institution(caller, view.institution_id)
-    return JSONResponse({**view.answer, "replayed": False})
+    return JSONResponse(await with_reversals(clients.lookups, {**view.answer, "replayed": False}))
