@@ -42,7 +42,8 @@ async def test_a_recorded_settlement_shows_its_reversals(
                                 json={"reversal_id": reversal_id, "line_nos": line_nos})
         assert answer.status_code == 200, answer.text
     recorded = await _recorded(api, regulator, sid, 2)
-    assert recorded["decision"] == "pay" and recorded["replayed"] is False
+    assert recorded["decision"] == "pay"
+    assert recorded["replayed"] is False
     shown = [(r["reversal_id"], r["line_nos"], sorted(r["released"]))
              for r in recorded["reversals"]]
     # The second reversal (every line) released only what was still paid: line 1.

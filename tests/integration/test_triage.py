@@ -59,7 +59,8 @@ async def test_a_case_is_worked_from_new_to_closed_and_reopened(
 
     fresh = (await api.get(f"/v1/flags/{flag_id}", headers=ops)).json()
     assert (fresh["status"], fresh["resolution"], fresh["history"]) == ("new", None, [])
-    assert fresh["kind"] == "duplicate_payment" and fresh["trace_code"] == code
+    assert fresh["kind"] == "duplicate_payment"
+    assert fresh["trace_code"] == code
     assert [(p["type"], p["institution_id"]) for p in fresh["payments"]] == [("payment", a)]
     assert fresh["payments"][0]["recorded_at"]
 
@@ -163,7 +164,8 @@ async def test_status_filter_and_case_summaries(
     assert cases["false_alert_rate"] == 0.5
     ops = await f.key_for(api, admin_headers, "ops")
     overall = (await api.get("/v1/flags/summary", headers=ops)).json()
-    assert overall["open"] >= 2 and overall["closed"] >= 2
+    assert overall["open"] >= 2
+    assert overall["closed"] >= 2
     one = (await api.get("/v1/flags/summary", params={"institution_id": b}, headers=ops)).json()
     assert one == cases
     empty = (await api.get(f"/v1/institutions/{a}", headers=admin_headers)).json()["cases"]

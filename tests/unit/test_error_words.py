@@ -37,7 +37,9 @@ async def test_pattern_and_validator_messages_are_words() -> None:
     message = (await _post(_app(), json=body)).json()["error"]["message"]
     assert "body.settlement_id: must be printable ASCII characters, without spaces" in message
     assert "body.settled_at: settled_at 'soon' must be RFC 3339" in message
-    assert "\\x21" not in message and "pattern" not in message and "Value error" not in message
+    assert "\\x21" not in message
+    assert "pattern" not in message
+    assert "Value error" not in message
 
 
 async def test_a_body_that_is_not_json_or_missing_says_so() -> None:
