@@ -11,6 +11,7 @@ from service.api.clients import Clients, open_clients
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
+from service.api.openapi import install_openapi
 from service.api.responses import JSONResponse
 from service.api.routes import admin, codes, flags, health, settlements
 from service.api.routes.console import install_console
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_docs(app)
     install_console(app)
+    install_openapi(app)
     app.include_router(health.router)
     for router in (settlements.router, codes.router, flags.router, admin.router):
         app.include_router(router)

@@ -34,6 +34,19 @@ class GateAnswer(BaseModel):
     flags: list[str]
 
 
+class ReversalRecord(BaseModel):
+    reversal_id: str
+    line_nos: list[int] | None  # as asked: null = every line
+    released: list[str]
+    reversed_at: dt.datetime
+
+
+class RecordedSettlement(GateAnswer):
+    """GET /v1/settlements/{settlement_id}: the recorded decision and its reversals since."""
+
+    reversals: list[ReversalRecord]
+
+
 class ReversalAnswer(BaseModel):
     settlement_id: str
     reversal_id: str

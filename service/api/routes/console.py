@@ -3,6 +3,7 @@ network), the charts' series, and who a key is (the console's sign-in)."""
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
 
 from fastapi import APIRouter, FastAPI, Request
@@ -34,9 +35,14 @@ def install_console(app: FastAPI) -> None:
     app.mount("/console/assets", StaticFiles(directory=str(STATIC)), name="console-assets")
 
 
+@cache
+def _page() -> str:
+    return (STATIC / "index.html").read_text()
+
+
 @router.get("/console", include_in_schema=False)
 async def console_page() -> HTMLResponse:
-    return HTMLResponse((STATIC / "index.html").read_text(), headers=SECURITY_HEADERS)
+    return HTMLResponse(_page(), headers=SECURITY_HEADERS)
 
 
 @router.get("/v1/ops/series", responses={200: {"model": Series}}, response_model=None)

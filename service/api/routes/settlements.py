@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from service.api.dependencies import CallerDep, ClientsDep, GatePortsDep
 from service.api.responses import ERROR_RESPONSES, JSONResponse
-from service.api.schemas import GateAnswer, ReversalAnswer
+from service.api.schemas import GateAnswer, RecordedSettlement, ReversalAnswer
 from service.auth import service as auth
 from service.auth.schemas import Role
 from service.decisions import gate
@@ -45,7 +45,7 @@ async def reverse(
     return JSONResponse(await gate.reverse(settlement_id, body, ports, may_act_for))
 
 
-@router.get("/{settlement_id}", responses={200: {"model": GateAnswer}}, response_model=None)
+@router.get("/{settlement_id}", responses={200: {"model": RecordedSettlement}}, response_model=None)
 async def get_settlement(
     settlement_id: str, caller: CallerDep, clients: ClientsDep
 ) -> JSONResponse:
