@@ -40,12 +40,12 @@ ERRORS: dict[str, tuple[int, str]] = {
                            "UTF-8)"),
     "UNKNOWN_INSTITUTION": (422, f"institution {INSTITUTION} is not registered"),
     "UNKNOWN_LINE": (422, f"settlement {SID} has no line [7]"),
-    "INVALID_TRACE_CODE": (422, "GS1 GTIN check digit is wrong"),
+    "INVALID_TRACE_CODE": (422, "GTIN check digit is 1, expected 2"),
     "INVALID_CURSOR": (422, "cursor is not one this API returned"),
     "INVALID_INSTITUTION_ID": (422, "institution_id 'p1' must be a 12-character "
                                     "fixmedins_code [0-9A-Z]"),
     "UNPROCESSABLE": (422, "since must be RFC 3339 with an offset"),
-    "HOT_SET_REBUILDING": (503, "the first-seen set is being rebuilt; retry shortly"),
+    "HOT_SET_REBUILDING": (503, "the first-seen set is being rebuilt"),
     "RECORD_UNAVAILABLE": (503, "the record cannot take settlements now (KafkaTimeoutError)"),
     "CLAIM_CONTENTION": (503, "trace codes are being claimed concurrently; retry"),
     "DEPENDENCY_UNAVAILABLE": (503, "a backing service is unavailable (ConnectionError); "
