@@ -5,6 +5,7 @@ the error responses it really gives (each status with its error codes and an exa
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,3 +65,13 @@ async def test_docs_page_loads_its_assets_from_the_service() -> None:
             if asset.startswith("/docs/assets/"):
                 assert (await client.get(asset)).status_code == 200, asset
         assert (await client.get("/redoc")).status_code == 404
+
+
+def test_the_api_reference_in_docs_covers_every_operation() -> None:
+    """docs/API.md stands alone (a clone has no contract beside it): each operation appears
+    there with its method on the line that names its path."""
+    reference = (Path(__file__).parents[2] / "docs" / "API.md").read_text()
+    missing = [name for name, _ in OPS
+               if not any(name.split()[0] in line and f"{name.split()[1]}`" in line
+                          for line in reference.splitlines())]
+    assert missing == []
