@@ -17,6 +17,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from service.flags.models import Flag, FlagHistory
 from service.kit.bulk_insert import insert_rows
@@ -174,9 +175,13 @@ async def set_status(
         update(Flag).where(Flag.flag_id == row.flag_id)
         .values(status=status, resolution=resolution, updated_at=func.now())
         .returning(Flag.updated_at)
+        .execution_options(synchronize_session=False)
     )
     updated_at = (await session.execute(statement)).scalar_one()
-    row.status, row.resolution, row.updated_at = status, resolution, updated_at
+    # What the row now holds, without marking it changed (no second UPDATE at the flush).
+    for name, value in (("status", status), ("resolution", resolution),
+                        ("updated_at", updated_at)):
+        set_committed_value(row, name, value)
 
 
 async def add_history(session: AsyncSession, entry: FlagHistory) -> None:
