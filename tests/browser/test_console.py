@@ -101,17 +101,23 @@ async def _line_pixels(page: Page, chart: str) -> int:
     return count
 
 
+async def _signed_in(browser: Browser, console_url: str, key: str) -> tuple[Page, list[str]]:
+    """A console page signed in with `key`, and what it asked of elsewhere (see above)."""
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    elsewhere = _watch_requests(page, console_url)
+    await page.goto(f"{console_url}/console")
+    await page.fill("#key", key)
+    await page.click("#sign-in-form button[type=submit]")
+    await page.wait_for_selector("#app:not([hidden])", timeout=WAIT_MS)
+    return page, elsewhere
+
+
 async def test_sign_in_watch_a_flag_arrive_close_its_case_and_see_the_charts(
     browser: Browser, console_url: str, api: httpx.AsyncClient, admin_headers: dict[str, str],
     tmp_path: Path,
 ) -> None:
     ops_id, ops_key = await _mint(api, admin_headers, "ops")
-    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-    elsewhere = _watch_requests(page, console_url)
-    await page.goto(f"{console_url}/console")
-    await page.fill("#key", ops_key)
-    await page.click("#sign-in-form button[type=submit]")
-    await page.wait_for_selector("#app:not([hidden])", timeout=WAIT_MS)
+    page, elsewhere = await _signed_in(browser, console_url, ops_key)
     assert await page.evaluate("sessionStorage.getItem('tracegate.key')") == ops_key
     assert ops_key not in page.url
     await page.locator("#feed-state.live").wait_for(timeout=WAIT_MS)
@@ -205,12 +211,7 @@ async def test_a_regulator_looks_a_code_and_an_institution_up(
     [flag_id] = (await f.settle(api, admin_headers, f.settlement(b, [f.line(1, [code])])))[
         "flags"]
     _, key = await _mint(api, admin_headers, "regulator")
-    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-    elsewhere = _watch_requests(page, console_url)
-    await page.goto(f"{console_url}/console")
-    await page.fill("#key", key)
-    await page.click("#sign-in-form button[type=submit]")
-    await page.wait_for_selector("#app:not([hidden])", timeout=WAIT_MS)
+    page, elsewhere = await _signed_in(browser, console_url, key)
 
     await page.click("#tabs button[data-tab=code]")
     flag_row = f'#code-result tr[data-flag-id="{flag_id}"]'
