@@ -5,11 +5,13 @@ just one way of filling them in."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from enum import StrEnum
 from functools import cached_property
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class InstitutionKind(StrEnum):
@@ -126,6 +128,23 @@ class Settings(BaseSettings):
     bootstrap_admin_key: SecretStr | None = None
 
     log_level: str = "INFO"
+
+    # --- console (/console) --------------------------------------------------------------------
+    # Prometheus text URLs the console's charts sample besides the API's own metrics: each
+    # consumer's (stack.json `metrics_urls`). Comma-separated or a JSON list.
+    metrics_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How often the charts' sampler reads them; the last hour of samples is kept in memory.
+    console_sample_interval_s: float = Field(default=5.0, ge=0.1, le=60)
+
+    @field_validator("metrics_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [url.strip() for url in text.split(",") if url.strip()]
+        return value
 
     @cached_property
     def asyncpg_dsn(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -78,6 +79,14 @@ async def consumer(settings: Settings, app: FastAPI) -> AsyncIterator[None]:
 @pytest.fixture(scope="session")
 async def live_api(app: FastAPI) -> AsyncIterator[str]:
     """The same app behind a real uvicorn socket, for what ASGITransport cannot do (SSE)."""
+    async with serving(app) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """`app` (its lifespan already running) behind uvicorn on a free loopback port, in this
+    event loop; yields its base URL."""
     import socket
 
     import uvicorn
@@ -91,6 +100,8 @@ async def live_api(app: FastAPI) -> AsyncIterator[str]:
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
         await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from service.api.clients import Clients, open_clients
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.lean import components
 from service.api.limits import BodySizeLimit, InFlightLimit
+from service.api.openapi import install_openapi
 from service.api.responses import JSONResponse
 from service.api.routes import admin, codes, flags, health, settlements
 from service.api.routes.codes import VerifyRequest
+from service.api.routes.console import install_console
 from service.auth.service import ensure_admin_key
+from service.console.sampler import Sampler, sampling
 from service.decisions.schemas import Settlement
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
@@ -28,9 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_clients(settings) as clients:
+        async with open_clients(settings) as clients, _console_sampler(clients) as sampler:
             await _bootstrap(clients)
-            app.state.clients = clients
+            app.state.clients, app.state.sampler = clients, sampler
             yield
 
     app = FastAPI(
@@ -39,8 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        docs_url=None, redoc_url=None,  # install_docs: Swagger UI from the package
     )
     install_error_handlers(app)
+    install_docs(app)
+    install_console(app)
+    install_openapi(app)
     app.include_router(health.router)
     for router in (settlements.router, codes.router, flags.router, admin.router):
         app.include_router(router)
@@ -71,6 +79,16 @@ def production_app() -> FastAPI:
     app = create_app(Settings())
     tune_for_throughput()
     return app
+
+
+def _console_sampler(clients: Clients) -> AbstractAsyncContextManager[Sampler]:
+    """The console's charts sample this process's own metrics and every consumer's."""
+
+    async def own() -> str:
+        return clients.metrics.render().decode()
+
+    settings = clients.settings
+    return sampling(own, settings.metrics_urls, settings.console_sample_interval_s)
 
 
 async def _bootstrap(clients: Clients) -> None:

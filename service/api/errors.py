@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg.exceptions as pg
 from fastapi import FastAPI, Request
@@ -47,10 +48,31 @@ async def _app_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()[:20]
-    ]
+    problems = [_problem(err) for err in exc.errors()[:20]]
     return error_response(422, "VALIDATION_ERROR", "; ".join(problems))
+
+
+# What each pattern of the request schemas asks for, in words: a client reads the message,
+# and a regular expression (or pydantic's "Value error, " prefix) tells it nothing.
+_PATTERNS_IN_WORDS = {
+    r"^[\x21-\x7e]+$": "must be printable ASCII characters, without spaces",
+}
+
+
+def _problem(err: Any) -> str:
+    """`field.path: what is wrong`, in words."""
+    kind, context, where = err.get("type"), err.get("ctx") or {}, list(err["loc"])
+    words = str(err["msg"])
+    if kind == "string_pattern_mismatch":
+        words = _PATTERNS_IN_WORDS.get(str(context.get("pattern")), "is not in an accepted form")
+    elif kind == "json_invalid":  # its location is a character position, not a field
+        where = [f"body (at character {where[-1]})"]
+        words = f"not valid JSON: {context.get('error', 'malformed')}"
+    elif kind == "value_error":
+        words = words.removeprefix("Value error, ")
+    elif kind == "missing" and where == ["body"]:
+        words = "a JSON body is required"
+    return f"{'.'.join(str(part) for part in where)}: {words}"
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -63,11 +85,30 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+# PostgreSQL's data exceptions (SQLSTATE class 22) a client's value can cause, in words.
+_STORE_PROBLEMS = {
+    "22021": "a text contains a character that cannot be stored (a NUL, or not UTF-8)",
+    "22P05": "a text contains a character that cannot be stored (a NUL, or not UTF-8)",
+    "22003": "a number is out of the range that can be stored",
+    "22008": "a date or time is out of the range that can be stored",
+    "22001": "a text is longer than can be stored",
+}
+
+
 async def _bad_value(_: Request, exc: Exception) -> JSONResponse:
     """A value PostgreSQL cannot store (a NUL character, an out-of-range number or time):
-    the client's input, so 422 — the rules above it let it through, not a server fault."""
-    reason = getattr(exc, "orig", None) or exc
-    return error_response(422, "INVALID_VALUE", f"a value cannot be stored: {reason}")
+    the client's input, so 422 — the rules above it let it through, not a server fault.
+    The message says what is wrong in words, never PostgreSQL's own text."""
+    return error_response(422, "INVALID_VALUE", _store_problem(exc))
+
+
+def _store_problem(exc: Exception) -> str:
+    if isinstance(exc, OverflowError):
+        return "a number or time is out of the range that can be stored"
+    orig = getattr(exc, "orig", None) or exc
+    driver = orig if isinstance(orig, pg.PostgresError) else getattr(orig, "__cause__", orig)
+    fallback = "a value is out of range, or in a form that cannot be stored"
+    return _STORE_PROBLEMS.get(str(getattr(driver, "sqlstate", "")), fallback)
 
 
 async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:

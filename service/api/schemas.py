@@ -7,7 +7,8 @@ import datetime as dt
 
 from pydantic import BaseModel
 
-from service.flags.schemas import FirstPaymentOut, FlagOut
+from service.flags.schemas import CaseSummary, FirstPaymentOut, FlagCase, FlagOut
+from service.institutions.schemas import InstitutionOut
 
 
 class ReasonOut(BaseModel):
@@ -31,6 +32,19 @@ class GateAnswer(BaseModel):
     replayed: bool
     lines: list[LineOut]
     flags: list[str]
+
+
+class ReversalRecord(BaseModel):
+    reversal_id: str
+    line_nos: list[int] | None  # as asked: null = every line
+    released: list[str]
+    reversed_at: dt.datetime
+
+
+class RecordedSettlement(GateAnswer):
+    """GET /v1/settlements/{settlement_id}: the recorded decision and its reversals since."""
+
+    reversals: list[ReversalRecord]
 
 
 class ReversalAnswer(BaseModel):
@@ -67,6 +81,7 @@ class CodeEventOut(BaseModel):
     line_no: int
     institution_id: str
     at: dt.datetime
+    recorded_at: dt.datetime
     patient_ref: str | None
     units: int | None = None
     duplicate: bool | None = None
@@ -79,3 +94,15 @@ class CodeHistory(BaseModel):
     status: str
     events: list[CodeEventOut]
     flags: list[FlagOut]
+
+
+class FlagCaseView(FlagCase):
+    """GET /v1/flags/{flag_id}: the case and every payment of its code, in history order."""
+
+    payments: list[CodeEventOut]
+
+
+class InstitutionView(InstitutionOut):
+    """The institution GET: the contract's keys, and how its cases stand (CONTRACT §7)."""
+
+    cases: CaseSummary

@@ -7,10 +7,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, func, literal_column, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
-from service.flags.models import Flag
+from service.flags.models import Flag, FlagHistory
 from service.kit.bulk_insert import insert_rows
 from service.kit.database import any_of, core_table
 
@@ -61,6 +70,7 @@ async def mark_published(session: AsyncSession, flag_ids: Sequence[str]) -> None
 
 
 def flag_json(row: Flag) -> dict[str, Any]:
+    """The detection, as the flags topic carries it (never its triage)."""
     return {
         "flag_id": row.flag_id, "kind": row.kind, "severity": row.severity,
         "trace_code": row.trace_code, "institution_id": row.institution_id,
@@ -68,6 +78,12 @@ def flag_json(row: Flag) -> dict[str, Any]:
         "settled_at": row.settled_at.isoformat(), "detected_at": row.detected_at.isoformat(),
         "patient_ref": row.patient_ref, "first_payment": row.first_payment,
     }
+
+
+def case_json(row: Flag) -> dict[str, Any]:
+    """The flag as the API shows it: the detection and where its case stands (CONTRACT §7)."""
+    return {**flag_json(row), "status": row.status, "resolution": row.resolution,
+            "updated_at": row.updated_at.isoformat()}
 
 
 # Every transaction older than this one has finished: rows it wrote are final.
@@ -82,6 +98,7 @@ class FlagFilter:
     institution_id: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    statuses: tuple[str, ...] = ()  # any of these; none = every status
 
     def clauses(self) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
@@ -93,6 +110,8 @@ class FlagFilter:
             clauses.append(Flag.detected_at >= self.since)
         if self.until is not None:
             clauses.append(Flag.detected_at < self.until)
+        if self.statuses:
+            clauses.append(Flag.status.in_(self.statuses))
         return clauses
 
 
@@ -136,3 +155,74 @@ async def stream_after(
     )
     return list((await session.execute(query)).scalars())
 
+
+
+async def locked_flag(session: AsyncSession, flag_id: str) -> Flag | None:
+    """The flag, locked until the unit of work ends: two triage steps on one case queue up
+    instead of both judging the same old status."""
+    query = select(Flag).where(Flag.flag_id == flag_id).with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_flag(session: AsyncSession, flag_id: str) -> Flag | None:
+    return (await session.execute(select(Flag).where(Flag.flag_id == flag_id))).scalar_one_or_none()
+
+
+async def set_status(
+    session: AsyncSession, row: Flag, status: str, resolution: str | None
+) -> None:
+    statement = (
+        update(Flag).where(Flag.flag_id == row.flag_id)
+        .values(status=status, resolution=resolution, updated_at=func.now())
+        .returning(Flag.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    updated_at = (await session.execute(statement)).scalar_one()
+    # What the row now holds, without marking it changed (no second UPDATE at the flush).
+    for name, value in (("status", status), ("resolution", resolution),
+                        ("updated_at", updated_at)):
+        set_committed_value(row, name, value)
+
+
+async def add_history(session: AsyncSession, entry: FlagHistory) -> None:
+    session.add(entry)
+    await session.flush()
+
+
+async def history_of(session: AsyncSession, flag_id: str) -> list[FlagHistory]:
+    query = select(FlagHistory).where(FlagHistory.flag_id == flag_id).order_by(FlagHistory.id)
+    return list((await session.execute(query)).scalars())
+
+
+# Literals, not parameters, so the planner can match the partial indexes' predicates.
+_OPEN: ColumnElement[bool] = Flag.status != literal_column("'closed'")
+_CLOSED: ColumnElement[bool] = Flag.status == literal_column("'closed'")
+
+
+def _institution(institution_id: str | None) -> list[ColumnElement[bool]]:
+    return [] if institution_id is None else [Flag.institution_id == institution_id]
+
+
+async def open_counts(
+    session: AsyncSession, institution_id: str | None, ages: Sequence[dt.timedelta]
+) -> list[tuple[str, int, list[int]]]:
+    """Per open status: its count, and how many were detected within each of `ages` ago
+    (one scan of the open-cases index)."""
+    now = func.now()
+    within = [func.count().filter(Flag.detected_at > now - age) for age in ages]
+    query = (
+        select(Flag.status, func.count(), *within)
+        .where(_OPEN, *_institution(institution_id))
+        .group_by(Flag.status)
+    )
+    rows = (await session.execute(query)).all()
+    return [(str(row[0]), int(row[1]), [int(n) for n in row[2:]]) for row in rows]
+
+
+async def closed_counts(session: AsyncSession, institution_id: str | None) -> dict[str, int]:
+    query = (
+        select(Flag.resolution, func.count())
+        .where(_CLOSED, *_institution(institution_id))
+        .group_by(Flag.resolution)
+    )
+    return {str(resolution): count for resolution, count in (await session.execute(query)).all()}

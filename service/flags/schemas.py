@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import msgspec
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, model_validator
 
 from service.claims.schemas import FirstPayment
+
+
+class FlagStatus(StrEnum):
+    """CONTRACT §7: new → investigating → escalated → closed; any open status may close,
+    a closed case may be reopened to investigating."""
+
+    NEW = "new"
+    INVESTIGATING = "investigating"
+    ESCALATED = "escalated"
+    CLOSED = "closed"
+
+
+class Resolution(StrEnum):
+    CONFIRMED_FRAUD = "confirmed_fraud"
+    LEGITIMATE = "legitimate"  # e.g. a return not yet recorded: a false alert
+    DATA_ERROR = "data_error"
 
 
 class FlagKind(StrEnum):
@@ -76,8 +92,71 @@ class FlagOut(BaseModel):
     detected_at: dt.datetime
     patient_ref: str | None
     first_payment: FirstPaymentOut | None
+    status: FlagStatus
+    resolution: Resolution | None
+    updated_at: dt.datetime
 
 
 class FlagPage(BaseModel):
     items: list[FlagOut]
     next_cursor: str | None
+
+
+class FlagUpdate(BaseModel):
+    """PATCH /v1/flags/{flag_id}. Whether the step is allowed from the case's current status
+    is the service's to judge (409); this checks only what the body says by itself."""
+
+    status: FlagStatus
+    note: str | None = Field(default=None, max_length=2000)
+    resolution: Resolution | None = None
+
+    @model_validator(mode="after")
+    def _resolution_only_when_closing(self) -> Self:
+        if self.status is FlagStatus.CLOSED and self.resolution is None:
+            raise ValueError("closing a case needs a resolution: confirmed_fraud, legitimate "
+                             "or data_error")
+        if self.status is not FlagStatus.CLOSED and self.resolution is not None:
+            raise ValueError("a resolution is given only when closing a case")
+        if self.note is not None and "\x00" in self.note:
+            raise ValueError("the note must not contain a NUL character")
+        return self
+
+
+class Actor(BaseModel):
+    key_id: int
+    role: str
+
+
+class HistoryEntry(BaseModel):
+    status: FlagStatus
+    note: str | None
+    resolution: Resolution | None = None
+    by: Actor
+    at: dt.datetime
+
+
+class FlagCase(FlagOut):
+    """A flag with its triage history (the PATCH answer)."""
+
+    history: list[HistoryEntry]
+
+
+class OpenByAge(BaseModel):
+    """Open cases by time since detection."""
+
+    under_1d: int
+    from_1d_to_7d: int
+    from_7d_to_30d: int
+    over_30d: int
+
+
+class CaseSummary(BaseModel):
+    """Open cases by status and age; closed cases by resolution, and the false-alert rate:
+    the share of closed cases resolved `legitimate` (null while none is closed)."""
+
+    open: int
+    open_by_status: dict[str, int]
+    open_by_age: OpenByAge
+    closed: int
+    closed_by_resolution: dict[str, int]
+    false_alert_rate: float | None

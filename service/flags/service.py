@@ -77,7 +77,7 @@ async def list_flags(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].detected_at, rows[-1].seq) if more else None
-    return {"items": [repository.flag_json(row) for row in rows], "next_cursor": next_cursor}
+    return {"items": [repository.case_json(row) for row in rows], "next_cursor": next_cursor}
 
 
 async def follow(
@@ -105,5 +105,5 @@ async def follow(
 
 
 def _sse(row: Flag) -> str:
-    data = orjson.dumps(repository.flag_json(row)).decode()
+    data = orjson.dumps(repository.case_json(row)).decode()
     return f"event: flag\nid: {row.flag_id}\ndata: {data}\n\n"

@@ -46,9 +46,13 @@ class World:
     code: str
     callers: dict[str, Headers] = field(default_factory=dict)
     spare_keys: list[int] = field(default_factory=list)  # for the revocation calls
+    flags: list[str] = field(default_factory=list)  # recorded flags, new: one per triage call
 
     def spare_key(self) -> int:
         return self.spare_keys.pop()
+
+    def spare_flag(self) -> str:
+        return self.flags.pop()
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,16 @@ ENDPOINTS = [
         "GET", f"/v1/flags?institution_id={w.own}")),
     Endpoint("GET /v1/flags/stream", _allow("admin", "regulator", "ops"), lambda w: Call(
         "GET", f"/v1/flags/stream?institution_id={w.own}", stream=True)),
+    Endpoint("GET /v1/flags/summary", _allow("admin", "regulator", "ops"), lambda w: Call(
+        "GET", f"/v1/flags/summary?institution_id={w.own}")),
+    Endpoint("GET /v1/flags/{id}", _allow("admin", "regulator", "ops"), lambda w: Call(
+        "GET", f"/v1/flags/{w.flags[0]}")),
+    Endpoint("PATCH /v1/flags/{id}", _allow("admin", "regulator", "ops"), lambda w: Call(
+        "PATCH", f"/v1/flags/{w.spare_flag()}", {"status": "investigating"})),
+    Endpoint("GET /v1/ops/series", _allow("admin", "regulator", "ops"), lambda w: Call(
+        "GET", "/v1/ops/series")),
+    Endpoint("GET /v1/me", _allow("admin", "pos_own", "pos_other", "regulator", "ops"),
+             lambda w: Call("GET", "/v1/me")),
     Endpoint("PUT /v1/institutions/{id}", _allow("admin"), lambda w: Call(
         "PUT", f"/v1/institutions/{w.own}", _institution_body(w))),
     Endpoint("GET /v1/institutions/{id}", _allow("admin", "regulator"), lambda w: Call(
@@ -161,7 +175,26 @@ async def world(
         "wrong_scheme": {"Authorization": f"Basic {admin_key}"},
     }
     spares = [(await mint(api, admin_headers, "ops"))[0] for _ in CALLERS]
-    return World(own, other, body["settlement_id"], code, callers, spares)
+    flags = await _recorded_flags(api, admin_headers, own, other, len(CALLERS) + 1)
+    return World(own, other, body["settlement_id"], code, callers, spares, flags)
+
+
+async def _recorded_flags(
+    api: httpx.AsyncClient, admin: Headers, own: str, other: str, count: int
+) -> list[str]:
+    """`count` new flags at `other`: one code paid at `own`, then settled again and again."""
+    code = f.cn20()
+    await f.settle(api, admin, f.settlement(own, [f.line(1, [code])]))
+    ids = [(await f.settle(api, admin, f.settlement(other, [f.line(1, [code])])))["flags"][0]
+           for _ in range(count)]
+
+    async def recorded() -> int:
+        page = await api.get("/v1/flags", params={"institution_id": other, "limit": 1000},
+                             headers=admin)
+        return len(page.json()["items"])
+
+    assert await eventually(recorded, lambda n: n >= count) == count
+    return ids
 
 
 async def send(

@@ -7,12 +7,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.dependencies import CallerDep, ClientsDep, SessionDep, SettingsDep
 from service.api.responses import ERROR_RESPONSES
+from service.api.schemas import InstitutionView
 from service.auth import service as auth
 from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRevoked, Role
 from service.flags import repository as flags_repository
+from service.flags import triage
 from service.institutions import service as institutions
 from service.institutions.models import Institution
-from service.institutions.schemas import InstitutionCounts, InstitutionIn, InstitutionOut
+from service.institutions.schemas import InstitutionCounts, InstitutionIn
 from service.policy.schemas import PolicyConfig
 from service.policy.service import go_live_instant
 from service.records import repository as records_repository
@@ -25,7 +27,7 @@ router = APIRouter(prefix="/v1", tags=["admin"], responses=ERROR_RESPONSES)
 async def put_institution(
     institution_id: str, body: InstitutionIn, caller: CallerDep, session: SessionDep,
     settings: SettingsDep, clients: ClientsDep,
-) -> InstitutionOut:
+) -> InstitutionView:
     auth.require_role(caller, Role.ADMIN)
     row = await institutions.put(session, institution_id, body)
     clients.institutions.forget(institution_id)
@@ -35,7 +37,7 @@ async def put_institution(
 @router.get("/institutions/{institution_id}")
 async def get_institution(
     institution_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep
-) -> InstitutionOut:
+) -> InstitutionView:
     auth.require_role(caller, Role.ADMIN, Role.REGULATOR)
     row = await institutions.get_existing(session, institution_id)
     return await _institution_out(session, row, settings)
@@ -43,17 +45,17 @@ async def get_institution(
 
 async def _institution_out(
     session: AsyncSession, row: Institution, settings: Settings
-) -> InstitutionOut:
+) -> InstitutionView:
     policy = institutions.to_policy(row)
     counts = InstitutionCounts(
         payments=await records_repository.payment_count(session, row.institution_id),
         flags=await flags_repository.count_by_kind(session, row.institution_id),
     )
-    return InstitutionOut(
+    return InstitutionView(
         institution_id=row.institution_id, name=row.name, kind=policy.kind, region=row.region,
         go_live_override=row.go_live_override,
         effective_go_live=go_live_instant(policy, PolicyConfig.from_settings(settings)),
-        counts=counts,
+        counts=counts, cases=await triage.summary(session, row.institution_id),
     )
 
 

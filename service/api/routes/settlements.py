@@ -13,11 +13,12 @@ from starlette.responses import Response
 
 from service.api.lean import body_of, caller_of, clients_of, documented, json_answer
 from service.api.responses import ERROR_RESPONSES
-from service.api.schemas import GateAnswer, ReversalAnswer
+from service.api.schemas import GateAnswer, RecordedSettlement, ReversalAnswer
 from service.auth import service as auth
 from service.auth.schemas import Role
 from service.decisions.checks import decode_settlement
 from service.decisions.schemas import Settlement
+from service.records.history import with_reversals
 from service.settlements import gate
 from service.settlements.schemas import ReversalRequest, SettlementNotFound
 
@@ -52,7 +53,7 @@ async def reverse(settlement_id: str, request: Request) -> Response:
     return json_answer(await gate.reverse(settlement_id, body, clients.gate, may_act_for))
 
 
-@router.get("/{settlement_id}", responses={200: {"model": GateAnswer}}, response_model=None,
+@router.get("/{settlement_id}", responses={200: {"model": RecordedSettlement}}, response_model=None,
             openapi_extra=documented())
 async def get_settlement(settlement_id: str, request: Request) -> Response:
     """The recorded decision (or the gate's answer while the record catches up)."""
@@ -63,4 +64,5 @@ async def get_settlement(settlement_id: str, request: Request) -> Response:
     if view is None:
         raise SettlementNotFound(f"settlement {settlement_id} is not recorded")
     auth.require_institution(caller, view.institution_id)
-    return json_answer(orjson.dumps({**orjson.loads(view.answer), "replayed": False}))
+    answer = {**orjson.loads(view.answer), "replayed": False}
+    return json_answer(orjson.dumps(await with_reversals(clients.lookups, answer)))

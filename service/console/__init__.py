@@ -1,0 +1,1 @@
+"""The operations console (/console): its page and assets, and the charts' series."""
