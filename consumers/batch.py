@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from consumers.events import DeadLetter, Event, ReversalEventIn, SettlementEvent, decode
 from consumers.runs import in_waves, runs
+from consumers.telemetry import observe_batch
 from service.decisions.core import owner_token, with_split_sale
 from service.decisions.schemas import ClaimChange, CodeState, FirstPayment, Source
 from service.decisions.service import MAX_ATTEMPTS, Candidate, body_hash, decide_and_claim
@@ -36,6 +38,7 @@ from service.kit.clock import utcnow
 from service.kit.database import build_engine, build_reader, build_sessionmaker
 from service.kit.kafka import build_producer
 from service.kit.keyed_hash import keyed_hex
+from service.kit.metrics import ConsumerMetrics
 from service.kit.redis_client import RedisClient, build_redis
 from service.kit.ttl_cache import TtlCache
 from service.policy.schemas import PolicyConfig
@@ -70,6 +73,7 @@ class BatchProcessor:
     # As the gate's: an institution's change reaches decisions within seconds, and a batch
     # need not ask PostgreSQL for institutions it met moments ago.
     institutions: TtlCache[str, InstitutionRef] = field(default_factory=lambda: TtlCache(5.0))
+    metrics: ConsumerMetrics = field(default_factory=ConsumerMetrics)  # issue 17
 
     @classmethod
     @asynccontextmanager
@@ -89,6 +93,7 @@ class BatchProcessor:
             await engine.dispose()
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        started = time.perf_counter()  # metrics hook (issue 17)
         events = [decode(record) for record in records]
         async with self.sessionmaker() as session:
             # The lease ends after the commit: a rebuild waits for it before it reads.
@@ -101,6 +106,8 @@ class BatchProcessor:
         # Both follow the commit and neither needs the other: Kafka's ack and Redis overlap.
         await asyncio.gather(self._publish(list(outcome.flags.values()), dead),
                              self._forget_pending(outcome.claimed))
+        observe_batch(self.metrics, time.perf_counter() - started, events,  # metrics hook
+                      outcome.flags.values(), dead)
 
     async def _forget_pending(self, codes: list[str]) -> None:
         """The record has these claims now; their details need not stay in Redis. A rebuild

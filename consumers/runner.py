@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from consumers.batch import BatchProcessor
+from consumers.telemetry import consumer_telemetry, sample_lag
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
@@ -55,7 +56,8 @@ async def _consume_until_stopped(settings: Settings) -> None:
 async def consume(settings: Settings, stop: asyncio.Event) -> None:
     """Join the group and process batches until `stop` is set; the current batch finishes
     (and commits) first, so a graceful stop redelivers nothing."""
-    async with BatchProcessor.open(settings) as processor:
+    async with BatchProcessor.open(settings) as processor, consumer_telemetry(
+            settings, processor.metrics, processor.redis):  # metrics hook (issue 17)
         # Watching the first-seen set must not wait for the group join (seconds, more after a
         # crash): a lost set is rebuilt while the consumer is still joining.
         watcher = asyncio.create_task(_watch_hot_set(processor, stop))
@@ -88,6 +90,7 @@ async def _loop(
         await process_until_done(processor, records, stop)
         # Only after the batch is durable in PostgreSQL and its flags acknowledged.
         await consumer.commit()
+        await sample_lag(processor.metrics, consumer)  # metrics hook (issue 17)
 
 
 async def _next_batch(

@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 from functools import cached_property
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,12 @@ DEFAULT_GO_LIVE: dict[InstitutionKind, dt.date] = {
     # Not in the source notice; the contract makes it configurable.
     InstitutionKind.TERTIARY: dt.date(2025, 6, 1),
 }
+
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+]
 
 
 class Settings(BaseSettings):
@@ -67,6 +74,13 @@ class Settings(BaseSettings):
     # this much to every flag's latency whenever the consumer has caught up (aiokafka's
     # default, 500 ms, made the p50 ~250 ms at half capacity).
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=500)
+    # Each consumer process serves its own Prometheus /metrics here; port 0 picks a free port
+    # (logged at start, and listed in a dev stack's stack.json).
+    consumer_metrics_host: str = "127.0.0.1"
+    consumer_metrics_port: int = Field(default=0, ge=0, le=65535)
+    # How often a consumer samples the size of the first-seen set for tracegate_hot_set_codes
+    # (one script call per slot group, bounded by the layout: not per batch).
+    hot_set_sample_s: float = Field(default=30.0, gt=0)
 
     # --- HTTP API ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -115,7 +129,8 @@ class Settings(BaseSettings):
     # When set, the API makes sure an admin key with this value exists (bootstrap of a new stack).
     bootstrap_admin_key: SecretStr | None = None
 
-    log_level: str = "INFO"
+    # Every process's log level (JSON lines on stderr): DEBUG, INFO, WARNING, ERROR, CRITICAL.
+    log_level: LogLevel = "INFO"
 
     @cached_property
     def asyncpg_dsn(self) -> str:

@@ -7,14 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.api.access_log import AccessLog
 from service.api.clients import Clients, open_clients
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.responses import JSONResponse
-from service.api.routes import admin, codes, flags, health, settlements
+from service.api.routes import admin, codes, flags, health, listings, settlements
 from service.auth.service import ensure_admin_key
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
+from service.kit.logs import configure_logging
 from service.settings import Settings
 
 
@@ -37,16 +39,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for router in (settlements.router, codes.router, flags.router, admin.router):
+    for router in (settlements.router, codes.router, flags.router, admin.router,
+                   listings.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)  # outermost: a refused body is logged and carries the id too
     return app
 
 
 def production_app() -> FastAPI:
     """`tracegate api`'s app factory: uvicorn calls it in each worker process, after which
-    the process only serves requests (so its start-up objects leave the collector's sight)."""
-    app = create_app(Settings())
+    the process only serves requests (so its start-up objects leave the collector's sight).
+    Each worker is a process of its own, so it configures its logging here."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings)
     tune_for_throughput()
     return app
 

@@ -22,7 +22,7 @@ from service.kit.database import (
     open_lookup_pool,
 )
 from service.kit.kafka import build_producer
-from service.kit.metrics import Metrics
+from service.kit.metrics import GateMetrics
 from service.kit.redis_client import RedisClient, build_redis
 from service.kit.ttl_cache import TtlCache
 from service.records.recent import RecentAnswers
@@ -38,7 +38,7 @@ class Clients:
     lookups: asyncpg.Pool  # the gate's per-call read of the record, past SQLAlchemy
     redis: RedisClient
     producer: AIOKafkaProducer
-    metrics: Metrics
+    metrics: GateMetrics
     store: FirstSeenStore
     recent: RecentAnswers
     # Read on every call, changed rarely: seconds of staleness buy a query per request.
@@ -59,7 +59,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
         layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
         yield Clients(
             settings, engine, build_sessionmaker(engine), build_reader(engine), lookups, redis,
-            producer, Metrics(), FirstSeenStore(redis, layout), RecentAnswers(redis),
+            producer, GateMetrics(), FirstSeenStore(redis, layout), RecentAnswers(redis),
         )
     finally:
         await producer.stop()

@@ -28,8 +28,7 @@ async def settle(
     auth.require_institution(caller, body.institution_id)
     started = time.perf_counter()
     answer = await gate.settle(body, ports)
-    clients.metrics.gate_seconds.observe(time.perf_counter() - started)
-    clients.metrics.decisions.labels(answer["decision"]).inc()
+    clients.metrics.gate_request("settlement", answer["decision"], time.perf_counter() - started)
     return JSONResponse(answer)
 
 
@@ -37,11 +36,16 @@ async def settle(
     "/{settlement_id}/reversal", responses={200: {"model": ReversalAnswer}}, response_model=None
 )
 async def reverse(
-    settlement_id: str, body: ReversalIn, caller: CallerDep, ports: GatePortsDep
+    settlement_id: str, body: ReversalIn, caller: CallerDep, ports: GatePortsDep,
+    clients: ClientsDep,
 ) -> JSONResponse:
     auth.require_role(caller, Role.POS, Role.ADMIN)
     may_act_for = partial(auth.require_institution, caller)
-    return JSONResponse(await gate.reverse(settlement_id, body, ports, may_act_for))
+    started = time.perf_counter()
+    answer = await gate.reverse(settlement_id, body, ports, may_act_for)
+    clients.metrics.gate_request("reversal", "replayed" if answer["replayed"] else "reversed",
+                                 time.perf_counter() - started)
+    return JSONResponse(answer)
 
 
 @router.get("/{settlement_id}", responses={200: {"model": GateAnswer}}, response_model=None)
