@@ -37,13 +37,22 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild-hot-set", help="rebuild the Redis first-seen set from PostgreSQL"
     )
     rebuild.set_defaults(command=_rebuild)
-    loadtest = sub.add_parser("loadtest", help="benchmarks (loadtest/): stream, gate, all, ...")
-    loadtest.add_argument("args", nargs=argparse.REMAINDER, help="see tracegate loadtest --help")
+    from loadtest.catalogue import BENCHMARKS, help_text
+
+    loadtest = sub.add_parser(
+        "loadtest", help="benchmarks (loadtest/): stream, gate, memory, rebuild, baselines, all",
+        usage=f"tracegate loadtest {{{','.join(BENCHMARKS)}}} [--quick]",
+        epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    loadtest.add_argument("args", nargs=argparse.REMAINDER, metavar="BENCHMARK [--quick]",
+                          help="the benchmark to run, and --quick for small sizes")
     loadtest.set_defaults(command=_loadtest)
     demo = sub.add_parser("demo", help="feed synthetic traffic into a running stack")
     demo.add_argument("--stack", type=Path, required=True, help="path of stack.json")
     demo.add_argument("--rate", type=float, default=200.0, help="settlements per second")
     demo.set_defaults(command=_demo)
+    from cli.operator import register as operator_commands
+
+    operator_commands(sub)
     return parser
 
 
