@@ -9,7 +9,8 @@ an offset a finished replay published. One cut short between the acknowledgement
 commit publishes that chunk again, which changes nothing: the consumers record settlements
 once per settlement_id and reversals once per reversal_id. An event that still cannot be
 taken comes back to the DLQ as a new dead letter at a new offset: nothing is lost, and a
-replay reads only up to the end it saw when it began, so it never chases its own.
+replay reads every dead letter it will publish before it publishes any, so it never chases
+its own.
 
 Mending: `tracegate dlq list --json > dlq.jsonl`, edit the `raw` of the lines to mend (drop
 the others or leave them as they are), then `tracegate dlq replay --mended dlq.jsonl`."""
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from service.kit.kafka import build_producer
 from service.settings import Settings
 
 CHUNK = 500
+_QUIET_S = 30.0
 _PREVIEW = 120
 
 
@@ -226,30 +229,35 @@ class _DlqReader:
         self.partitions = partitions
 
     async def letters(self, from_start: bool, limit: int | None) -> AsyncIterator[DeadLetter]:
-        """In offset order within each partition, at most `limit` in all."""
-        ends = await self.consumer.end_offsets(self.partitions)
-        remaining = {}
+        """In offset order within each partition, at most `limit` in all, up to the high-water
+        mark of each partition's fetches. (Not ListOffsets' end offset: Tansu answers it with
+        the last batch's first offset + 1, short of a batch of several dead letters.)"""
         for partition in self.partitions:
             start = 0 if from_start else await self.consumer.committed(partition) or 0
-            if start < ends[partition]:
-                self.consumer.seek(partition, start)
-                remaining[partition] = ends[partition]
-        count = 0
+            self.consumer.seek(partition, start)
+        remaining = set(self.partitions)
+        count, quiet_since = 0, time.monotonic()
         while remaining:
-            fetched = await self.consumer.getmany(*remaining, timeout_ms=1000)
-            for partition, records in fetched.items():
+            fetched = await self.consumer.getmany(*remaining, timeout_ms=500)
+            for records in fetched.values():
                 for record in records:
-                    if record.offset >= remaining.get(partition, -1):
-                        break
                     if limit is not None and count >= limit:
                         return
                     count += 1
                     yield _letter(record)
-            for partition, end in list(remaining.items()):
-                # by position, not by the last offset: a record removed by retention or
-                # compaction leaves a gap that would otherwise be waited for
-                if await self.consumer.position(partition) >= end:
-                    del remaining[partition]
+            remaining -= await self._caught_up(remaining)
+            quiet_since = time.monotonic() if fetched else quiet_since
+            if time.monotonic() - quiet_since > _QUIET_S:
+                raise OperatorError(f"Kafka sent nothing for {_QUIET_S:.0f} s and never told "
+                                    f"the end of {sorted(p.partition for p in remaining)}")
+
+    async def _caught_up(self, partitions: set[TopicPartition]) -> set[TopicPartition]:
+        done = set()
+        for partition in partitions:
+            end = self.consumer.highwater(partition)
+            if end is not None and await self.consumer.position(partition) >= end:
+                done.add(partition)
+        return done
 
     async def checkpoint(self, chunk: Sequence[DeadLetter]) -> None:
         """Past the last offset of each partition in `chunk` (read in offset order)."""

@@ -23,8 +23,10 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 # Loggers whose records would carry data a log must not hold, at any level: SQLAlchemy's echo
-# prints statements with their parameters at INFO and result rows at DEBUG.
-_ALWAYS_QUIET = {"sqlalchemy": logging.WARNING}
+# prints statements with their parameters at INFO and result rows at DEBUG; httpx (the
+# operator CLI's and the demo's client) a line per request with its whole URL.
+_ALWAYS_QUIET = {"sqlalchemy": logging.WARNING, "httpx": logging.WARNING,
+                 "httpcore": logging.WARNING}
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
@@ -77,10 +79,16 @@ def _dumps(value: Any, **_: Any) -> str:
 def _route_library_loggers() -> None:
     """uvicorn and others may have installed handlers of their own: every record goes through
     the root's one JSON handler instead."""
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aiokafka", "alembic"):
+    for name in ("uvicorn", "uvicorn.error", "aiokafka", "alembic"):
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+    # uvicorn's access log writes the query string (where a client may put a key): ours
+    # (service/api/access_log.py) replaces it. With no handler to reach, uvicorn does not
+    # even format its line.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
     for name, floor in _ALWAYS_QUIET.items():
         logging.getLogger(name).setLevel(floor)
 

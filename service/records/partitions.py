@@ -37,8 +37,9 @@ class Month:
         year, month = divmod(self.first_day.month, 12)
         return Month(dt.date(self.first_day.year + year, month + 1, 1))
 
-    def start(self) -> str:
-        return f"{self.first_day}T00:00:00+08:00"
+    def start(self) -> dt.datetime:
+        """Local midnight of the first day (Asia/Shanghai)."""
+        return dt.datetime.combine(self.first_day, dt.time(), SHANGHAI)
 
 
 def months_from(now: dt.datetime, count: int) -> list[Month]:
@@ -67,7 +68,8 @@ async def ensure_code_event_partitions(
                 f"them out before {month.name} can be created")
         await session.execute(text(
             f"CREATE TABLE IF NOT EXISTS {month.name} PARTITION OF code_events "
-            f"FOR VALUES FROM ('{month.start()}') TO ('{month.next().start()}')"))
+            f"FOR VALUES FROM ('{month.start().isoformat()}') "
+            f"TO ('{month.next().start().isoformat()}')"))
         created.append(month.name)
     return created
 
@@ -82,7 +84,6 @@ async def _partition_names(session: AsyncSession) -> set[str]:
 async def _default_holds(session: AsyncSession, month: Month) -> bool:
     found = await session.execute(
         text("SELECT EXISTS (SELECT 1 FROM code_events_default "
-             "WHERE event_at >= CAST(:start AS timestamptz) "
-             "AND event_at < CAST(:end AS timestamptz))"),
+             "WHERE event_at >= :start AND event_at < :end)"),
         {"start": month.start(), "end": month.next().start()})
     return bool(found.scalar_one())
