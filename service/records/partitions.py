@@ -66,12 +66,23 @@ async def ensure_code_event_partitions(
             raise DefaultPartitionHoldsMonth(
                 f"events of {month.first_day:%Y-%m} are already in code_events_default; move "
                 f"them out before {month.name} can be created")
-        await session.execute(text(
-            f"CREATE TABLE IF NOT EXISTS {month.name} PARTITION OF code_events "
-            f"FOR VALUES FROM ('{month.start().isoformat()}') "
-            f"TO ('{month.next().start().isoformat()}')"))
+        await _create(session, month)
         created.append(month.name)
     return created
+
+
+# DDL takes no bind parameters: PostgreSQL's format() quotes the name (%I) and the bounds (%L)
+# from bound values, and the statement it returns is run as it stands.
+_CREATE_PARTITION = text(
+    "SELECT format('CREATE TABLE IF NOT EXISTS %I PARTITION OF code_events "
+    "FOR VALUES FROM (%L) TO (%L)', CAST(:name AS text), CAST(:start AS timestamptz), "
+    "CAST(:end AS timestamptz))")
+
+
+async def _create(session: AsyncSession, month: Month) -> None:
+    values = {"name": month.name, "start": month.start(), "end": month.next().start()}
+    statement = (await session.execute(_CREATE_PARTITION, values)).scalar_one()
+    await session.execute(text(statement))
 
 
 async def _partition_names(session: AsyncSession) -> set[str]:
