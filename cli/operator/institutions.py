@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from cli.operator import environment, parsing, render
 from cli.operator.api import ApiClient
+from cli.operator.database import unit_of_work
 from cli.operator.environment import OperatorError
 from service.institutions.schemas import InstitutionIn
 from service.institutions.service import InvalidInstitutionId, check_institution_id, put_many
 from service.kit import event_loop
-from service.kit.database import build_engine, build_sessionmaker
 from service.settings import InstitutionKind, Settings
 
 COLUMNS = ("institution_id", "name", "kind", "region", "go_live_override")
@@ -133,18 +133,11 @@ def _message(exc: Exception) -> str:
 
 async def write(settings: Settings, rows: list[Row]) -> None:
     """One transaction: the file is imported whole or not at all."""
-    engine = build_engine(settings.database_url, pool_size=1)
-    try:
-        async with build_sessionmaker(engine)() as session, session.begin():
-            with tqdm(total=len(rows), unit=" institutions", desc="import",
-                      file=sys.stderr) as bar:
-                for start in range(0, len(rows), CHUNK):
-                    await put_many(session, rows[start:start + CHUNK])
-                    bar.update(len(rows[start:start + CHUNK]))
-    except OSError as exc:
-        raise OperatorError(f"cannot reach PostgreSQL: {exc}") from exc
-    finally:
-        await engine.dispose()
+    async with unit_of_work(settings) as session:
+        with tqdm(total=len(rows), unit=" institutions", desc="import", file=sys.stderr) as bar:
+            for start in range(0, len(rows), CHUNK):
+                await put_many(session, rows[start:start + CHUNK])
+                bar.update(len(rows[start:start + CHUNK]))
 
 
 def register(sub: parsing.SubParsers) -> None:

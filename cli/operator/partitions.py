@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 
 from cli.operator import environment, parsing, render
-from cli.operator.environment import OperatorError
+from cli.operator.database import unit_of_work
 from service.kit import event_loop
-from service.kit.database import build_engine, build_sessionmaker
-from service.kit.errors import AppError
 from service.records.partitions import ensure_code_event_partitions
 from service.settings import Settings
 
@@ -24,17 +22,9 @@ def ensure(args: argparse.Namespace) -> int:
 
 
 async def _ensure(settings: Settings, months: int) -> list[str]:
-    engine = build_engine(settings.database_url, pool_size=1)
-    try:
-        async with build_sessionmaker(engine)() as session, session.begin():
-            # The one call site of the records' partition logic (issue 19 may grow it).
-            return await ensure_code_event_partitions(session, months_ahead=months)
-    except AppError as exc:
-        raise OperatorError(exc.message) from exc
-    except OSError as exc:
-        raise OperatorError(f"cannot reach PostgreSQL: {exc}") from exc
-    finally:
-        await engine.dispose()
+    async with unit_of_work(settings) as session:
+        # The one call site of the records' partition logic (issue 19 may grow it).
+        return await ensure_code_event_partitions(session, months_ahead=months)
 
 
 def register(sub: parsing.SubParsers) -> None:
