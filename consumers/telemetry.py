@@ -80,9 +80,14 @@ async def consumer_telemetry(
 ) -> AsyncIterator[str]:
     """Serve `metrics` on the configured port and sample the first-seen set's size, for as
     long as the block runs; yields the metrics URL."""
-    server, thread = start_http_server(
-        settings.consumer_metrics_port, settings.consumer_metrics_host, metrics.registry)
-    url = f"http://{settings.consumer_metrics_host}:{server.server_port}/metrics"
+    host, port = settings.consumer_metrics_host, settings.consumer_metrics_port
+    try:
+        server, thread = start_http_server(port, host, metrics.registry)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot serve the consumer's metrics on {host}:{port} ({exc}); set "
+            "TRACEGATE_CONSUMER_METRICS_PORT to a free port, or 0 to pick one") from exc
+    url = f"http://{host}:{server.server_port}/metrics"
     log.info("consumer metrics at %s", url)
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     sampler = asyncio.create_task(_sample_hot_set(metrics, redis, layout,

@@ -3,10 +3,12 @@ into one sentence, cursor pages followed to the end."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from tqdm import tqdm
 
 from cli.operator.environment import ApiAccess, OperatorError
 
@@ -47,15 +49,18 @@ class ApiClient:
         return response.json()
 
     def pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every item of a paginated listing (`items`, `next_cursor`)."""
+        """Every item of a paginated listing (`items`, `next_cursor`), with a progress bar on
+        stderr once it takes more than two seconds."""
         cursor = None
-        while True:
-            page = self.call("GET", path, params={**params, "cursor": cursor}
-                             if cursor else params)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        with tqdm(unit=" items", desc=path, file=sys.stderr, delay=2) as bar:
+            while True:
+                page = self.call("GET", path, params={**params, "cursor": cursor}
+                                 if cursor else params)
+                bar.update(len(page["items"]))
+                yield from page["items"]
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return
 
     def stream_lines(
         self, path: str, params: dict[str, Any], headers: dict[str, str]

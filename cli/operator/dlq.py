@@ -96,7 +96,12 @@ def list_letters(args: argparse.Namespace) -> int:
 
 async def _read(settings: Settings, from_start: bool, limit: int | None) -> list[DeadLetter]:
     async with _dlq_reader(settings) as reader:
-        return [letter async for letter in reader.letters(from_start, limit)]
+        with tqdm(unit=" letters", desc="read", file=sys.stderr, delay=2) as bar:
+            letters = []
+            async for letter in reader.letters(from_start, limit):
+                letters.append(letter)
+                bar.update()
+            return letters
 
 
 def _key(letter: DeadLetter) -> str:
@@ -139,7 +144,8 @@ async def _replay(
     done = Replayed()
     async with _dlq_reader(settings) as reader, _producer(settings, dry_run) as producer:
         letters = [letter async for letter in reader.letters(False, limit)]
-        with tqdm(total=len(letters), unit=" events", desc="replay", file=sys.stderr) as bar:
+        with tqdm(total=len(letters), unit=" events", desc="replay", file=sys.stderr,
+                  delay=1) as bar:
             for start in range(0, len(letters), CHUNK):
                 chunk = letters[start:start + CHUNK]
                 await _publish(producer, settings.topic_settlements, chunk, mended, done)
