@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from service.kit.logs import configure_logging
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -15,9 +17,7 @@ Command = Callable[[argparse.Namespace], int]
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(_log_level())
     command: Command = args.command
     return command(args)
 
@@ -37,13 +37,22 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild-hot-set", help="rebuild the Redis first-seen set from PostgreSQL"
     )
     rebuild.set_defaults(command=_rebuild)
-    loadtest = sub.add_parser("loadtest", help="benchmarks (loadtest/): stream, gate, all, ...")
-    loadtest.add_argument("args", nargs=argparse.REMAINDER, help="see tracegate loadtest --help")
+    from loadtest.catalogue import BENCHMARKS, help_text
+
+    loadtest = sub.add_parser(
+        "loadtest", help="benchmarks (loadtest/): stream, gate, memory, rebuild, baselines, all",
+        usage=f"tracegate loadtest {{{','.join(BENCHMARKS)}}} [--quick]",
+        epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    loadtest.add_argument("args", nargs=argparse.REMAINDER, metavar="BENCHMARK [--quick]",
+                          help="the benchmark to run, and --quick for small sizes")
     loadtest.set_defaults(command=_loadtest)
     demo = sub.add_parser("demo", help="feed synthetic traffic into a running stack")
     demo.add_argument("--stack", type=Path, required=True, help="path of stack.json")
     demo.add_argument("--rate", type=float, default=200.0, help="settlements per second")
     demo.set_defaults(command=_demo)
+    from cli.operator import register as operator_commands
+
+    operator_commands(sub)
     return parser
 
 
@@ -64,22 +73,30 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
-def _api(_: argparse.Namespace) -> int:
-    import uvicorn
+def _log_level() -> str:
+    """TRACEGATE_LOG_LEVEL as the settings read it; a bad environment is the command's own
+    error to report (with every field named), so logging starts at INFO meanwhile."""
+    from pydantic import ValidationError
 
     from service.settings import Settings
 
-    settings = Settings()
-    uvicorn.run(
-        "service.api.app:production_app", factory=True, workers=settings.api_workers,
-        host=settings.api_host, port=settings.api_port, log_level="warning",
-        access_log=False, timeout_graceful_shutdown=5,
-        timeout_keep_alive=settings.api_keep_alive_s,
-    )
-    return 0
+    try:
+        return Settings().log_level
+    except ValidationError:
+        return "INFO"
+
+
+def _api(_: argparse.Namespace) -> int:
+    from cli.api_server import serve_api
+    from service.settings import Settings
+
+    return serve_api(Settings())
 
 
 def _consume(_: argparse.Namespace) -> int:
+    # A consumer serves its own registry: files of an API's multiprocess directory (if the
+    # variable leaked into this environment) would be neither its own nor complete.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from consumers.runner import run_consumer
     from service.settings import Settings
 

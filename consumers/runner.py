@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -21,13 +22,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from consumers.telemetry import consumer_telemetry, observe_batch, sample_lag
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
+from service.kit.metrics import ConsumerMetrics
 from service.settings import Settings
 from service.settlements import presence
 from service.settlements.events import Incoming
-from service.settlements.stream import StreamPorts, process
+from service.settlements.stream import BatchReport, StreamPorts, process
 
 log = logging.getLogger(__name__)
 Offsets = dict[TopicPartition, int]
@@ -111,7 +114,9 @@ class _Presence:
 async def consume(settings: Settings, stop: asyncio.Event) -> None:
     """Join the group and process batches until `stop` is set; the current batch finishes
     (and commits) first, so a graceful stop redelivers nothing."""
-    async with StreamPorts.open(settings) as ports:
+    metrics = ConsumerMetrics()
+    async with StreamPorts.open(settings) as ports, consumer_telemetry(
+            settings, metrics, ports.redis):
         member = settings.consumer_instance_id or uuid.uuid4().hex[:12]
         announce = _Presence(ports, member)
         # Watching the first-seen set must not wait for the group join: a lost set is rebuilt
@@ -123,7 +128,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
         consumer.subscribe([settings.topic_settlements], listener=offsets)
         try:
             await consumer.start()
-            await _loop(consumer, offsets, ports, stop)
+            await _loop(consumer, offsets, ports, metrics, stop)
         finally:
             for task in side:
                 task.cancel()
@@ -139,7 +144,8 @@ async def _withdraw(ports: StreamPorts, member: str) -> None:
 
 
 async def _loop(
-    consumer: AIOKafkaConsumer, offsets: _Offsets, ports: StreamPorts, stop: asyncio.Event
+    consumer: AIOKafkaConsumer, offsets: _Offsets, ports: StreamPorts,
+    metrics: ConsumerMetrics, stop: asyncio.Event,
 ) -> None:
     settings = ports.settings
     while not stop.is_set():
@@ -149,9 +155,14 @@ async def _loop(
         if not records:
             continue
         still_ours = partial(_holds, consumer, set(fetched))
-        if await process_until_done(ports, [incoming(r) for r in records], stop, still_ours):
+        started = time.perf_counter()
+        report = await process_until_done(ports, [incoming(r) for r in records], stop,
+                                          still_ours)
+        if report is not None:
             offsets.done.update(_next_offsets(fetched, consumer.assignment()))
             await offsets.commit()
+            observe_batch(metrics, time.perf_counter() - started, report)
+        await sample_lag(metrics, consumer)
 
 
 def _holds(consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> bool:
@@ -193,17 +204,16 @@ async def _ensure_quietly(ports: StreamPorts) -> bool:
 async def process_until_done(
     ports: StreamPorts, records: list[Incoming], stop: asyncio.Event,
     still_ours: Callable[[], bool] = lambda: True,
-) -> bool:
-    """True once the batch is done. A batch that fails (a deadlock with another consumer, a
+) -> BatchReport | None:
+    """The batch's report once it is done. A batch that fails (a deadlock with another consumer, a
     server restarting) is retried whole: what it wrote is in the record and is not written
     twice. Nothing a client sends gets here (bad events are dead-lettered), so retrying is
-    never a poison loop on input; it waits out outages. False when it must be given up: the
+    never a poison loop on input; it waits out outages. None when it must be given up: the
     process is stopping, or a rebalance took its partitions (their new owner redelivers it)."""
     delay = 0.05
     while True:
         try:
-            await process(records, ports)
-            return True
+            return await process(records, ports)
         except HotSetRebuilding:
             log.warning("first-seen set missing; rebuilding it (or waiting for whoever is)")
             if not await _ensure_quietly(ports):
@@ -215,4 +225,4 @@ async def process_until_done(
         if stop.is_set() or not still_ours():
             log.warning("batch of %d given up (%s); it is redelivered", len(records),
                         "stopping" if stop.is_set() else "partitions revoked")
-            return False
+            return None

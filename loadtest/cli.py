@@ -1,5 +1,5 @@
-"""`tracegate loadtest {stream,gate,memory,rebuild,baselines,all}`: see loadtest/README in the
-results (latest.md) for what each measures."""
+"""`tracegate loadtest {stream,gate,memory,rebuild,baselines,all}`: what each measures is in
+loadtest/catalogue.py (and `tracegate loadtest --help`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loadtest import report
+from loadtest.catalogue import BENCHMARKS, help_text
 from loadtest.stack import Stack, open_stack
 from loadtest.suite import RESULTS, Plan, run_all
 from loadtest.workload import Workload, generate
@@ -32,9 +33,9 @@ def main(argv: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tracegate loadtest")
-    parser.add_argument("command", choices=["stream", "gate", "memory", "rebuild", "baselines",
-                                            "all"])
+    parser = argparse.ArgumentParser(prog="tracegate loadtest", epilog=help_text(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=list(BENCHMARKS), help="the benchmark (see below)")
     parser.add_argument("--quick", action="store_true", help="small sizes (< 3 minutes)")
     return parser
 

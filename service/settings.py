@@ -8,9 +8,9 @@ import datetime as dt
 import json
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -35,6 +35,12 @@ DEFAULT_GO_LIVE: dict[InstitutionKind, dt.date] = {
     # Not in the source notice; the contract makes it configurable.
     InstitutionKind.TERTIARY: dt.date(2025, 6, 1),
 }
+
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+]
 
 
 class Settings(BaseSettings):
@@ -73,6 +79,13 @@ class Settings(BaseSettings):
     # not consumers are up: 0, not asked, by default.
     ready_consumers: int = Field(default=0, ge=0)
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=500)
+    # Each consumer process serves its own Prometheus /metrics here; port 0 picks a free port
+    # (logged at start, and listed in a dev stack's stack.json).
+    consumer_metrics_host: str = "127.0.0.1"
+    consumer_metrics_port: int = Field(default=0, ge=0, le=65535)
+    # How often a consumer samples the size of the first-seen set for tracegate_hot_set_codes
+    # (one script call per slot group, bounded by the layout: not per batch).
+    hot_set_sample_s: float = Field(default=30.0, gt=0)
 
     # --- HTTP API ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -127,7 +140,8 @@ class Settings(BaseSettings):
     # When set, the API makes sure an admin key with this value exists (bootstrap of a new stack).
     bootstrap_admin_key: SecretStr | None = None
 
-    log_level: str = "INFO"
+    # Every process's log level (JSON lines on stderr): DEBUG, INFO, WARNING, ERROR, CRITICAL.
+    log_level: LogLevel = "INFO"
 
     # --- console (/console) --------------------------------------------------------------------
     # Prometheus text URLs the console's charts sample besides the API's own metrics: each

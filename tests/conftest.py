@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 
 from cli.devstack.servers import create_topics
@@ -22,6 +23,19 @@ from service.settings import Settings
 from tests.harness import TestServers, start_test_servers
 
 ADMIN_KEY = "tg_test_admin_" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _structlog_through_stdlib() -> None:
+    """The in-process apps' structlog lines (the access log) go to stdlib logging, as in every
+    tracegate process, so pytest captures them (caplog) instead of structlog's default printing
+    them onto stdout; the processes' own JSON set-up (configure_logging) is not applied, since it
+    would take over pytest's handlers."""
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars,
+                    structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+    )
 
 
 @pytest.fixture(scope="session")

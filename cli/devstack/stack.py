@@ -86,6 +86,9 @@ class DevStack:
         self.children: list[ChildProcess] = []
         self.timings: dict[str, float] = {}
         self.env: dict[str, str] = {}
+        # Each consumer's own metrics port (its process only; stack.env names none of them, so
+        # a consumer started by hand from it picks a free one).
+        self.consumer_metrics_ports: dict[str, int] = {}
         self.description: dict[str, Any] = {}
         self.stack_json = state_dir / "stack.json"
 
@@ -143,6 +146,10 @@ class DevStack:
         save_ports(self.state_dir, {
             "postgres": postgres.port, "redis": redis.port, "kafka": kafka.port, "api": api_port,
         })
+        self.consumer_metrics_ports = {
+            f"consumer-{number}": free_port() for number in range(1, self.consumer_count + 1)
+        }
+        api_url = f"http://{LOOPBACK}:{api_port}"
         return {
             "TRACEGATE_DATABASE_URL": postgres.url,
             "TRACEGATE_REDIS_URL": redis.url,
@@ -160,16 +167,30 @@ class DevStack:
             "TRACEGATE_PATIENT_HASH_KEY": secrets.patient_hash_key,
             # Ready means consuming: a flag must follow a gate answer within a second.
             "TRACEGATE_READY_CONSUMERS": str(self.consumer_count),
+            "TRACEGATE_LOG_LEVEL": settings.log_level,
+            # For the operator CLI (cli/operator/) and the console's metrics sampler.
+            "TRACEGATE_API_URL": api_url,
+            "TRACEGATE_API_KEY": secrets.admin_key,
+            "TRACEGATE_METRICS_URLS": ",".join(self._metrics_urls(api_url)),
         }
+
+    def _metrics_urls(self, api_url: str) -> list[str]:
+        """Every process's /metrics: the API's (all its workers in one scrape), then each
+        consumer's own."""
+        consumers = [f"http://{LOOPBACK}:{port}/metrics"
+                     for port in self.consumer_metrics_ports.values()]
+        return [f"{api_url}/metrics", *consumers]
 
     @property
     def api_url(self) -> str:
         return f"http://{self.env['TRACEGATE_API_HOST']}:{self.env['TRACEGATE_API_PORT']}"
 
-    def _spawn(self, name: str, *args: str) -> ChildProcess:
+    def _spawn(self, name: str, *args: str, **env: str) -> ChildProcess:
+        """`tracegate ARGS` as the child `name`, logging to logs/NAME.log; `env` adds to the
+        stack's variables for this child only."""
         child = spawn(
             name, [sys.executable, "-m", "cli.main", *args], log_path=self.logs / f"{name}.log",
-            env=_child_environ(self.env), cwd=PROJECT_ROOT, grace_seconds=10.0,
+            env=_child_environ({**self.env, **env}), cwd=PROJECT_ROOT, grace_seconds=10.0,
         )
         self.children.append(child)
         return child
@@ -193,8 +214,8 @@ class DevStack:
 
     def _start_processes(self) -> None:
         self._spawn("api", "api")
-        for number in range(1, self.consumer_count + 1):
-            self._spawn(f"consumer-{number}", "consume")
+        for name, port in self.consumer_metrics_ports.items():
+            self._spawn(name, "consume", TRACEGATE_CONSUMER_METRICS_PORT=str(port))
 
     def _wait_ready(self) -> None:
         """Until /readyz says 200; any child exiting meanwhile is the error to show."""
@@ -227,6 +248,7 @@ class DevStack:
                 "dlq": env["TRACEGATE_TOPIC_DLQ"],
             },
             "consumer_group": env["TRACEGATE_CONSUMER_GROUP"],
+            "metrics_urls": env["TRACEGATE_METRICS_URLS"].split(","),
             "state_dir": str(self.state_dir),
             "logs": str(self.logs),
             # Every process of the stack, so tools and tests can check that none outlives it.
@@ -254,6 +276,7 @@ class DevStack:
             f"  Kafka        {self.description['kafka_bootstrap']}   "
             f"topics {', '.join(self.description['topics'].values())}",
             f"  consumers    {self.consumer_count}",
+            f"  metrics      {', '.join(self.description['metrics_urls'])}",
             f"  stack files  {self.stack_json}, {self.state_dir / 'stack.env'}",
             f"  logs         {self.logs}/",
             "Ctrl-C stops everything.",

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.api.access_log import AccessLog
 from service.api.clients import Clients, open_clients
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
@@ -15,7 +16,7 @@ from service.api.lean import components
 from service.api.limits import BodySizeLimit, InFlightLimit
 from service.api.openapi import install_openapi
 from service.api.responses import JSONResponse
-from service.api.routes import admin, codes, flags, health, settlements
+from service.api.routes import admin, codes, flags, health, listings, settlements
 from service.api.routes.codes import VerifyRequest
 from service.api.routes.console import install_console
 from service.auth.service import ensure_admin_key
@@ -23,6 +24,7 @@ from service.console.sampler import Sampler, sampling
 from service.decisions.schemas import Settlement
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
+from service.kit.logs import configure_logging
 from service.settings import Settings
 from service.settlements.schemas import ReversalRequest
 
@@ -50,11 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_console(app)
     install_openapi(app)
     app.include_router(health.router)
-    for router in (settlements.router, codes.router, flags.router, admin.router):
+    for router in (settlements.router, codes.router, flags.router, admin.router,
+                   listings.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(InFlightLimit, max_in_flight=settings.api_max_in_flight)
     _document_lean_bodies(app)
+    app.add_middleware(AccessLog)  # outermost: a refused body is logged and carries the id too
     return app
 
 
@@ -75,8 +79,11 @@ def _document_lean_bodies(app: FastAPI) -> None:
 
 def production_app() -> FastAPI:
     """`tracegate api`'s app factory: uvicorn calls it in each worker process, after which
-    the process only serves requests (so its start-up objects leave the collector's sight)."""
-    app = create_app(Settings())
+    the process only serves requests (so its start-up objects leave the collector's sight).
+    Each worker is a process of its own, so it configures its logging here."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings)
     tune_for_throughput()
     return app
 

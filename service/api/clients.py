@@ -17,7 +17,7 @@ from service.firstseen.store import FirstSeenStore
 from service.institutions.schemas import InstitutionRef
 from service.kit.database import build_engine, build_reader, build_sessionmaker, open_lookup_pool
 from service.kit.kafka import build_producer
-from service.kit.metrics import Metrics
+from service.kit.metrics import GateMetrics
 from service.kit.redis_client import RedisClient, build_redis
 from service.kit.ttl_cache import TtlCache
 from service.policy.schemas import PolicyConfig
@@ -36,7 +36,7 @@ class Clients:
     lookups: asyncpg.Pool  # the gate's reads of the record, past SQLAlchemy
     redis: RedisClient
     producer: AIOKafkaProducer
-    metrics: Metrics
+    metrics: GateMetrics
     store: FirstSeenStore
     gate: GatePorts
     # Read on every call, changed rarely: seconds of staleness buy a query per request.
@@ -64,7 +64,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
                      PolicyConfig.from_settings(settings), TtlCache(5.0))
     try:
         yield Clients(settings, engine, build_sessionmaker(engine), build_reader(engine),
-                      lookups, redis, producer, Metrics(), store, gate)
+                      lookups, redis, producer, GateMetrics(), store, gate)
     finally:
         await confirmations.aclose()
         await producer.stop()

@@ -33,8 +33,7 @@ ERRORS: dict[str, tuple[int, str]] = {
                                 "become: investigating"),
     "KEY_IN_USE": (409, "this call is made with that key; revoke it with another admin key"),
     "BODY_TOO_LARGE": (413, "request body over 262144 bytes"),
-    "VALIDATION_ERROR": (422, "body.lines.0.quantity: Input should be greater than or equal "
-                              "to 1"),
+    "VALIDATION_ERROR": (422, "lines[0].quantity: must be at least 1"),
     "MALFORMED_BODY": (422, "request body is not JSON: there was an error parsing the body"),
     "INVALID_VALUE": (422, "a text contains a character that cannot be stored (a NUL, or not "
                            "UTF-8)"),
@@ -50,6 +49,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "CLAIM_CONTENTION": (503, "trace codes are being claimed concurrently; retry"),
     "DEPENDENCY_UNAVAILABLE": (503, "a backing service is unavailable (ConnectionError); "
                                     "retry shortly"),
+    "OVERLOADED": (503, "this process is at capacity; retry shortly"),
 }
 
 STATUS_WORDS = {401: "No key, or an unknown or revoked one.",
@@ -60,7 +60,7 @@ STATUS_WORDS = {401: "No key, or an unknown or revoked one.",
                      "what, naming the field.",
                 503: "A backing service is unavailable or busy; retry (see Retry-After)."}
 
-AUTH = ("UNAUTHENTICATED", "FORBIDDEN", "DEPENDENCY_UNAVAILABLE")
+AUTH = ("UNAUTHENTICATED", "FORBIDDEN", "DEPENDENCY_UNAVAILABLE", "OVERLOADED")
 READ = (*AUTH, "VALIDATION_ERROR", "INVALID_VALUE")
 WRITE = (*READ, "BODY_TOO_LARGE", "MALFORMED_BODY")
 
@@ -129,7 +129,7 @@ OPERATIONS: dict[str, Doc] = {
     "POST /v1/settlements/{settlement_id}/reversal": Doc(
         "Reverses a settlement's paid lines (冲正): their codes become unpaid again; history "
         "keeps both events. No `line_nos` reverses every line. Idempotent on reversal_id.",
-        ("SETTLEMENT_NOT_FOUND", "REVERSAL_CONFLICT", "CONFLICT", "UNKNOWN_LINE",
+        ("SETTLEMENT_NOT_FOUND", "REVERSAL_CONFLICT", "CLAIM_CONTENTION", "UNKNOWN_LINE",
          "RECORD_UNAVAILABLE", "HOT_SET_REBUILDING", *WRITE),
         {"reversal_id": "R-20250402-000123", "line_nos": [1]},
         {"settlement_id": SID, "reversal_id": "R-20250402-000123",
@@ -224,6 +224,17 @@ OPERATIONS: dict[str, Doc] = {
                   "hot_set_codes": [8100000.0, 8100406.0],
                   "sources": [{"source": "api", "up": True, "error": None,
                                "scraped_at": 1743560105.0}]}),
+    "GET /v1/institutions": Doc(
+        "Registered institutions, a page at a time in institution_id order (`cursor` from "
+        "`next_cursor`). Not in the contract: the operator CLI's `institutions list`.",
+        READ, response={"items": [{**INSTITUTION_IN, "institution_id": INSTITUTION}],
+                        "next_cursor": None}),
+    "GET /v1/api-keys": Doc(
+        "API keys, a page at a time: id, role, institution and when made or revoked, never "
+        "the key. Not in the contract: the operator CLI's `keys list`.",
+        READ, response={"items": [{"key_id": 12, "role": "pos", "institution_id": INSTITUTION,
+                                   "created_at": "2025-03-20T09:00:00+08:00",
+                                   "revoked_at": None}], "next_cursor": None}),
     "GET /v1/me": Doc(
         "Who the calling key is: its id, role and institution (never the key). The console's "
         "sign-in asks this.", ("UNAUTHENTICATED", "DEPENDENCY_UNAVAILABLE"),

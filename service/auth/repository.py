@@ -39,3 +39,15 @@ async def revoke_key(session: AsyncSession, key_id: int) -> tuple[bytes, dt.date
     if row is None or row.revoked_at is None:  # revoked_at is set by the statement itself
         return None
     return row.key_hash, row.revoked_at
+
+
+async def page(
+    session: AsyncSession, after: int | None, limit: int, include_revoked: bool
+) -> list[ApiKey]:
+    """Keyset pagination on the key id, oldest first."""
+    query = select(ApiKey)
+    if after is not None:
+        query = query.where(ApiKey.id > after)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return list((await session.execute(query.order_by(ApiKey.id).limit(limit))).scalars())

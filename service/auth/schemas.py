@@ -38,3 +38,18 @@ class ApiKeyCreated(BaseModel):
 class ApiKeyRevoked(BaseModel):
     key_id: int
     revoked_at: dt.datetime
+
+
+class ApiKeyListed(BaseModel):
+    """A key as listings show it: never the key, nor its digest."""
+
+    key_id: int
+    role: Role
+    institution_id: str | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyListed]
+    next_cursor: str | None

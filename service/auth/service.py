@@ -11,7 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.auth import repository
 from service.auth.models import ApiKey
-from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRevoked, Caller, Role
+from service.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyListed,
+    ApiKeyPage,
+    ApiKeyRevoked,
+    Caller,
+    Role,
+)
 from service.kit.errors import AppError, Conflict, NotFound, Unprocessable
 from service.kit.keyed_hash import digests_equal, keyed_digest
 from service.kit.ttl_cache import TtlCache
@@ -110,3 +118,14 @@ def require_institution(caller: Caller, institution_id: str) -> None:
     """pos keys act only for their own institution; admin acts for any."""
     if caller.role is Role.POS and caller.institution_id != institution_id:
         raise Forbidden(f"this key may not act for institution {institution_id}")
+
+
+async def list_keys(
+    session: AsyncSession, after: int | None, limit: int, include_revoked: bool
+) -> ApiKeyPage:
+    rows = await repository.page(session, after, limit + 1, include_revoked)
+    items = [ApiKeyListed(key_id=row.id, role=Role(row.role), institution_id=row.institution_id,
+                          created_at=row.created_at, revoked_at=row.revoked_at)
+             for row in rows[:limit]]
+    more = len(rows) > limit
+    return ApiKeyPage(items=items, next_cursor=str(items[-1].key_id) if more else None)

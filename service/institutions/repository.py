@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 from sqlalchemy import select
@@ -46,3 +46,26 @@ async def refs(querier: asyncpg.Connection | asyncpg.Pool,
         "WHERE institution_id = ANY($1::text[])", list(institution_ids))
     return {row[0]: InstitutionRef(row[0], row[1], InstitutionKind(row[2]), row[3])
             for row in rows}
+
+
+async def page(session: AsyncSession, after: str | None, limit: int) -> list[Institution]:
+    """Keyset pagination on the institution id."""
+    query = select(Institution)
+    if after is not None:
+        query = query.where(Institution.institution_id > after)
+    query = query.order_by(Institution.institution_id).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def upsert_many(session: AsyncSession, rows: Sequence[tuple[str, InstitutionIn]]) -> None:
+    """One statement for many institutions (a bulk import), as `upsert` does for one."""
+    if not rows:
+        return
+    values = [{"institution_id": institution_id, **data.model_dump(mode="python")}
+              for institution_id, data in rows]
+    statement = insert(Institution).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Institution.institution_id],
+        set_={key: statement.excluded[key] for key in InstitutionIn.model_fields},
+    )
+    await session.execute(statement)

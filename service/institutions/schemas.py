@@ -35,3 +35,16 @@ class InstitutionRef:
     number: int
     kind: InstitutionKind
     go_live_override: dt.date | None
+
+
+class InstitutionListed(InstitutionIn):
+    """One institution of a listing: its registration and effective go-live (counts are in
+    the single GET, which costs a count query per institution)."""
+
+    institution_id: str
+    effective_go_live: dt.datetime
+
+
+class InstitutionPage(BaseModel):
+    items: list[InstitutionListed]
+    next_cursor: str | None

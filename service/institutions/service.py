@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.institutions import repository
 from service.institutions.models import Institution
-from service.institutions.schemas import InstitutionIn, InstitutionRef
+from service.institutions.schemas import (
+    InstitutionIn,
+    InstitutionListed,
+    InstitutionPage,
+    InstitutionRef,
+)
 from service.kit.errors import NotFound, Unprocessable
-from service.policy.schemas import InstitutionPolicy
+from service.policy.schemas import InstitutionPolicy, PolicyConfig
+from service.policy.service import go_live_instant
 from service.settings import InstitutionKind
 
 _FIXMEDINS_CODE = re.compile(r"^[0-9A-Z]{12}$")
@@ -64,3 +71,29 @@ async def get_for_settlement(session: AsyncSession, institution_id: str) -> Inst
     if row is None:
         raise UnknownInstitution(f"institution {institution_id} is not registered")
     return to_ref(row)
+
+
+async def put_many(session: AsyncSession, rows: Sequence[tuple[str, InstitutionIn]]) -> None:
+    """Register or update many institutions at once (`tracegate institutions import`); the
+    caller has checked every id and row, so a bad one fails the import before any write."""
+    for institution_id, _ in rows:
+        check_institution_id(institution_id)
+    await repository.upsert_many(session, rows)
+
+
+async def list_institutions(
+    session: AsyncSession, after: str | None, limit: int, config: PolicyConfig
+) -> InstitutionPage:
+    rows = await repository.page(session, after, limit + 1)
+    items = [_listed(row, config) for row in rows[:limit]]
+    more = len(rows) > limit
+    return InstitutionPage(items=items, next_cursor=items[-1].institution_id if more else None)
+
+
+def _listed(row: Institution, config: PolicyConfig) -> InstitutionListed:
+    policy = to_policy(row)
+    return InstitutionListed(
+        institution_id=row.institution_id, name=row.name, kind=policy.kind, region=row.region,
+        go_live_override=row.go_live_override,
+        effective_go_live=go_live_instant(policy, config),
+    )

@@ -1,28 +1,109 @@
-"""Prometheus metrics of one API process, in a registry of its own (built at start-up, not a
-module global, so tests can run several apps in one interpreter). Flags are raised by the
-consumers, which expose no metrics: operations watch the flags topic (GET /v1/flags/stream)."""
+"""Prometheus metrics, as small objects built at start-up and passed in (never module globals,
+so tests can run several apps and consumers in one interpreter).
+
+`GateMetrics` belongs to an API process. `tracegate api` runs several uvicorn workers, so it
+runs them in prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set and cleaned
+before any worker starts: metrics_directory.py): each worker writes its values to files there
+and any worker's /metrics renders the sum of all of them, so one scrape covers every worker.
+`ConsumerMetrics` belongs to one `tracegate consume` process, which serves them on a port of
+its own (consumers/telemetry.py). Hot paths pay little: the gate observes one histogram per
+call, a consumer counts once per batch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from service.kit.metrics_directory import MULTIPROC_ENV
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_GATE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-@dataclass
-class Metrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+def multiprocess_mode() -> bool:
+    return MULTIPROC_ENV in os.environ
 
-    def __post_init__(self) -> None:
-        self.decisions = Counter(
-            "tracegate_gate_decisions", "Gate decisions by outcome", ["decision"],
-            registry=self.registry,
-        )
-        self.gate_seconds = Histogram(
-            "tracegate_gate_seconds", "Gate latency, Kafka ack included",
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
-        )
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Prometheus text: this process's registry, or in multiprocess mode every process's
+        values (collected afresh on each scrape, as the library prescribes)."""
+        if not multiprocess_mode():
+            return generate_latest(self.registry)
+        collected = CollectorRegistry()
+        MultiProcessCollector(collected)  # type: ignore[no-untyped-call]
+        return generate_latest(collected)
+
+
+class GateMetrics(_Metrics):
+    """Of an API process: the gate's latency by route and decision."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._request_seconds = Histogram(
+            "tracegate_gate_request_seconds",
+            "Gate calls answered, by route and decision; latency includes Kafka's ack",
+            ["route", "decision"], buckets=_GATE_BUCKETS, registry=self.registry,
+        )
+
+    def gate_request(self, route: str, decision: str, seconds: float) -> None:
+        self._request_seconds.labels(route, decision).observe(seconds)
+
+
+class ConsumerMetrics(_Metrics):
+    """Of one consumer process: what its batches did, its lag, the first-seen set's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        registry = self.registry
+        self._codes = Counter("tracegate_codes_processed", "Trace codes in settlements consumed",
+                              registry=registry)
+        self._flags = Counter("tracegate_flags", "Flags recorded and published, by kind",
+                              ["kind"], registry=registry)
+        self._batch_seconds = Histogram(
+            "tracegate_consumer_batch_seconds",
+            "One batch: decode, decide, record, publish (offsets committed after)",
+            buckets=_BATCH_BUCKETS, registry=registry)
+        self._dlq = Counter("tracegate_dlq", "Events dead-lettered, by reason class",
+                            ["reason"], registry=registry)
+        self._lag = Gauge("tracegate_consumer_lag",
+                          "Records behind the partition's high-water mark, per assigned partition",
+                          ["partition"], registry=registry)
+        self._hot_set = Gauge("tracegate_hot_set_codes",
+                              "Codes in the Redis first-seen set (sampled periodically)",
+                              registry=registry)
+        self._lagging: set[str] = set()
+
+    def batch_done(self, seconds: float, codes: int, flag_kinds: Iterable[str]) -> None:
+        self._batch_seconds.observe(seconds)
+        self._codes.inc(codes)
+        for kind in flag_kinds:
+            self._flags.labels(kind).inc()
+
+    def dead_lettered(self, reason: str) -> None:
+        """`reason` is a class (a short fixed word), never an event's own error text."""
+        self._dlq.labels(reason).inc()
+
+    def lag(self, partition: int, records: int) -> None:
+        self._lag.labels(str(partition)).set(records)
+
+    def lags(self, by_partition: Mapping[int, int]) -> None:
+        """The lag of every partition assigned now; one assigned no longer is dropped, so a
+        rebalance leaves no stale series behind."""
+        for partition, records in by_partition.items():
+            self.lag(partition, records)
+        current = {str(partition) for partition in by_partition}
+        for gone in self._lagging - current:
+            self._lag.remove(gone)
+        self._lagging = current
+
+    def hot_set_codes(self, codes: int) -> None:
+        self._hot_set.set(codes)

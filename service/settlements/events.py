@@ -110,7 +110,11 @@ def decode(record: Incoming) -> tuple[Incoming, TopicEvent] | DeadLetter:
 
 
 def _why(exc: msgspec.ValidationError | msgspec.DecodeError) -> str:
+    if not isinstance(exc, msgspec.ValidationError):
+        return f"not JSON (UTF-8): {exc}"
     text = describe(exc)
+    if text.startswith("body: must be an object"):
+        return "event must be a JSON object" + text.removeprefix("body: must be an object")
     if text.startswith("type:"):
         wrong = text.removeprefix("type: ").removesuffix(" is not one of the accepted values")
         shown = "" if wrong == "is required" else f", not {wrong}"

@@ -74,6 +74,14 @@ _LINES = msgspec.json.Decoder(list[RecordedLine])
 _RECENT = msgspec.json.Decoder(RecentSettlement)
 
 
+class Given(msgspec.Struct, frozen=True, gc=False):
+    """An answer of the gate: its JSON, and its decision for the metrics (pay, partial,
+    reject; a reversal's: reversed, or replayed)."""
+
+    body: bytes
+    decision: str
+
+
 @dataclass(frozen=True, slots=True)
 class GatePorts:
     """What the gate talks to, built once in the API's lifespan."""
@@ -88,8 +96,7 @@ class GatePorts:
     institutions: TtlCache[str, InstitutionRef]
 
 
-async def settle(settlement: Settlement, ports: GatePorts) -> bytes:
-    """The gate's answer, as JSON."""
+async def settle(settlement: Settlement, ports: GatePorts) -> Given:
     digest = recording.body_hash(settlement)
     institution = await institution_for(ports, settlement.institution_id)
     codes = canonical_codes(settlement)
@@ -99,10 +106,11 @@ async def settle(settlement: Settlement, ports: GatePorts) -> bytes:
         if prior is _DECIDE_AGAIN:
             continue
         if prior is not None:
-            return prior
+            return Given(prior, "replayed")
         claimed = await _decide_and_claim(settlement, institution, digest, read, ports)
         if claimed is not None:
-            return await _send(settlement, *claimed, ports)
+            decided = claimed[0]
+            return Given(await _send(settlement, *claimed, ports), decided.outcome)
     raise ClaimContention("trace codes are being settled concurrently; retry", retry_after_s=1)
 
 
@@ -331,7 +339,7 @@ async def _give_up(
 async def reverse(
     settlement_id: str, request: ReversalRequest, ports: GatePorts,
     may_act_for: Callable[[str], None],
-) -> bytes:
+) -> Given:
     """`may_act_for(institution_id)` raises if the caller may not reverse there."""
     view = await find_settlement(ports, settlement_id)
     if view is None:
@@ -339,7 +347,7 @@ async def reverse(
     may_act_for(view.institution_id)
     prior = await _prior_reversal(ports, request.reversal_id)
     if prior is not None:
-        return _replay_reversal(prior, settlement_id, request)
+        return Given(_replay_reversal(prior, settlement_id, request), "replayed")
     lines = await _lines_to_reverse(ports, view, request.line_nos)
     changes = await _release(ports, view, lines)
     released = [(c.canonical, c.line_no, -c.units if c.units else None) for c in changes]
@@ -353,7 +361,7 @@ async def reverse(
         await ports.store.give_back(changes)
         raise
     await ports.recent.put_reversal(request.reversal_id, settlement_id, request.line_nos, answer)
-    return answer
+    return Given(answer, "reversed")
 
 
 async def find_settlement(ports: GatePorts, settlement_id: str) -> SettlementView | None:

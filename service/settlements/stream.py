@@ -113,8 +113,17 @@ class _Batch:
     flags: list[FlagRecord] = field(default_factory=list)  # to publish after the commit
 
 
-async def process(records: Sequence[Incoming], ports: StreamPorts) -> int:
-    """The whole unit of work; returns the trace codes it carried (for the metrics)."""
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What a batch did, for the consumer's metrics."""
+
+    codes: int  # trace codes its settlements carried
+    flags: list[FlagRecord]  # published
+    dead: list[DeadLetter]
+
+
+async def process(records: Sequence[Incoming], ports: StreamPorts) -> BatchReport:
+    """The whole unit of work."""
     batch = await _decoded(records, ports)
     async with ports.pool.acquire() as connection:
         fresh = await _redelivered(batch, connection, ports)
@@ -122,10 +131,14 @@ async def process(records: Sequence[Incoming], ports: StreamPorts) -> int:
         async with connection.transaction():
             await _write(connection, batch, outcome)
     await _apply(ports, outcome.effects, outcome.forget)
-    await _publish(ports, batch.flags, batch.dead + outcome.dead)
+    # Dead letters in the order they were consumed, whichever step refused them.
+    dead = sorted(batch.dead + outcome.dead,
+                  key=lambda letter: (letter.record.partition, letter.record.offset))
+    await _publish(ports, batch.flags, dead)
     if batch.flags:
         await record.mark_published(ports.pool, [flag.flag_id for flag in batch.flags])
-    return sum(_codes(e) for _, e in batch.events if isinstance(e, SettlementEvent))
+    codes = sum(_codes(e) for _, e in batch.events if isinstance(e, SettlementEvent))
+    return BatchReport(codes, batch.flags, dead)
 
 
 def _codes(event: SettlementEvent) -> int:

@@ -125,3 +125,28 @@ def check_running_stack(description: dict[str, Any], state_dir: Path) -> None:
     assert env["TRACEGATE_DATABASE_URL"] == description["database_url"]
     assert env["TRACEGATE_KAFKA_BOOTSTRAP"] == description["kafka_bootstrap"]
     assert set(description["topics"]) == {"settlements", "flags", "dlq"}
+    check_observability(description, env, state_dir)
+
+
+def check_observability(description: dict[str, Any], env: dict[str, str], state_dir: Path
+                        ) -> None:
+    """Every process's metrics URL is listed (the API's, then the one consumer's) and answers;
+    each process keeps its JSON log in the state dir; the operator CLI finds the API."""
+    urls = description["metrics_urls"]
+    assert env["TRACEGATE_METRICS_URLS"].split(",") == urls
+    assert urls[0] == f"{description['api_url']}/metrics"
+    assert len(urls) == 2
+    texts = []
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+            assert response.status == 200
+            texts.append(response.read().decode())
+    # The API's gate histogram has no series before a gate call; the consumer's has its own.
+    assert "# TYPE tracegate_consumer_batch_seconds histogram" in texts[1]
+    assert (env["TRACEGATE_API_URL"], env["TRACEGATE_API_KEY"]) == (
+        description["api_url"], description["admin_key"])
+    for name in ("api", "consumer-1"):
+        lines = (state_dir / "logs" / f"{name}.log").read_text().splitlines()
+        assert lines
+        assert all(json.loads(line)["level"] for line in lines if line.strip())
+    assert (state_dir / "logs" / "postgres.log").exists()

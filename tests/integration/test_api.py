@@ -132,7 +132,7 @@ async def test_health_readiness_and_metrics(api: httpx.AsyncClient) -> None:
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"redis": "ok", "postgres": "ok", "kafka": "ok"}
     metrics = await api.get("/metrics")
-    assert "tracegate_gate_seconds_bucket" in metrics.text
+    assert "# TYPE tracegate_gate_request_seconds histogram" in metrics.text
 
 
 async def test_split_reversal_gives_units_back(

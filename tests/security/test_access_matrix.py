@@ -121,6 +121,9 @@ ENDPOINTS = [
         "POST", "/v1/api-keys", {"role": "pos", "institution_id": w.own}), success=201),
     Endpoint("DELETE /v1/api-keys/{id}", _allow("admin"), lambda w: Call(
         "DELETE", f"/v1/api-keys/{w.spare_key()}")),
+    Endpoint("GET /v1/institutions", _allow("admin", "regulator"), lambda w: Call(
+        "GET", "/v1/institutions?limit=5")),
+    Endpoint("GET /v1/api-keys", _allow("admin"), lambda w: Call("GET", "/v1/api-keys?limit=5")),
     Endpoint("GET /healthz", _allow("*"), lambda w: Call("GET", "/healthz")),
     Endpoint("GET /readyz", _allow("*"), lambda w: Call("GET", "/readyz")),
     Endpoint("GET /metrics", _allow("*"), lambda w: Call("GET", "/metrics")),

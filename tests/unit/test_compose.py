@@ -3,6 +3,8 @@ TRACEGATE_ variable it sets is a real setting and every tracegate command exists
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +60,44 @@ def test_compose_runs_the_three_servers() -> None:
 def test_unknown_command_is_refused() -> None:
     with pytest.raises(SystemExit):
         _parser().parse_args(["no-such-command"])
+
+
+DEPLOY = COMPOSE.parent / "deploy"
+
+
+def test_prometheus_scrapes_the_api_and_every_consumer_where_they_serve() -> None:
+    services = _compose()["services"]
+    env = services["consumers"]["environment"]
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    [api_target] = jobs["tracegate-api"]["static_configs"][0]["targets"]
+    assert api_target == f"api:{services['api']['environment']['TRACEGATE_API_PORT']}"
+    [consumers] = jobs["tracegate-consumers"]["dns_sd_configs"]
+    assert consumers["names"] == ["consumers"]
+    assert str(consumers["port"]) == env["TRACEGATE_CONSUMER_METRICS_PORT"]
+    assert env["TRACEGATE_CONSUMER_METRICS_HOST"] == "0.0.0.0"  # reachable from prometheus
+    mounts = services["prometheus"]["volumes"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_the_dashboard_charts_only_metrics_the_processes_export() -> None:
+    from service.kit.metrics import ConsumerMetrics, GateMetrics
+
+    exported = {
+        name for metrics in (GateMetrics(), ConsumerMetrics())
+        for family in metrics.registry.collect()
+        for name in (family.name, f"{family.name}_total", f"{family.name}_bucket",
+                     f"{family.name}_count", f"{family.name}_sum")
+    }
+    dashboard = json.loads((DEPLOY / "grafana" / "tracegate.json").read_text())
+    charted = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\btracegate_\w+", target["expr"])}
+    assert charted
+    assert charted <= exported, charted - exported
+    required = {"tracegate_gate_request_seconds_bucket", "tracegate_codes_processed_total",
+                "tracegate_flags_total", "tracegate_consumer_lag",
+                "tracegate_consumer_batch_seconds_bucket", "tracegate_dlq_total",
+                "tracegate_hot_set_codes"}
+    assert required <= charted
+    grafana = _compose()["services"]["grafana"]["volumes"]
+    assert any(v.startswith("./deploy/grafana/tracegate.json:") for v in grafana)

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from service.api.dependencies import ClientsDep
 from service.api.responses import JSONResponse
 from service.kit.kafka import kafka_reachable
+from service.kit.metrics import CONTENT_TYPE
 from service.kit.redis_client import redis_reachable
 from service.settlements import presence
 
@@ -60,5 +61,5 @@ async def _postgres_reachable(clients: ClientsDep) -> bool:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(clients: ClientsDep) -> PlainTextResponse:
-    """Prometheus text format."""
-    return PlainTextResponse(clients.metrics.render(), media_type="text/plain; version=0.0.4")
+    """Prometheus text format; under `tracegate api`, the sum of every worker process."""
+    return PlainTextResponse(clients.metrics.render(), media_type=CONTENT_TYPE)

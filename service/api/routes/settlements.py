@@ -38,8 +38,8 @@ async def settle(request: Request) -> Response:
     auth.require_institution(caller, body.institution_id)
     started = time.perf_counter()
     answer = await gate.settle(body, clients.gate)
-    clients.metrics.gate_seconds.observe(time.perf_counter() - started)
-    return json_answer(answer)
+    clients.metrics.gate_request("settlement", answer.decision, time.perf_counter() - started)
+    return json_answer(answer.body)
 
 
 @router.post("/{settlement_id}/reversal", responses={200: {"model": ReversalAnswer}},
@@ -50,7 +50,10 @@ async def reverse(settlement_id: str, request: Request) -> Response:
     auth.require_role(caller, Role.POS, Role.ADMIN)
     body = await body_of(request, _REVERSAL)
     may_act_for = partial(auth.require_institution, caller)
-    return json_answer(await gate.reverse(settlement_id, body, clients.gate, may_act_for))
+    started = time.perf_counter()
+    answer = await gate.reverse(settlement_id, body, clients.gate, may_act_for)
+    clients.metrics.gate_request("reversal", answer.decision, time.perf_counter() - started)
+    return json_answer(answer.body)
 
 
 @router.get("/{settlement_id}", responses={200: {"model": RecordedSettlement}}, response_model=None,

@@ -1,0 +1,36 @@
+"""What each benchmark of `tracegate loadtest` measures, for its --help (kept apart from
+loadtest/cli.py so `tracegate --help` need not import the benchmarks and their servers)."""
+
+from __future__ import annotations
+
+import textwrap
+
+BENCHMARKS = {
+    "stream": "settlement events through real `tracegate consume` processes: trace codes per "
+              "second with 1 and 2 consumers (produce -> every offset committed, i.e. recorded "
+              "in PostgreSQL and flags acknowledged), flag latency at 20,000 codes/s and at half "
+              "of one consumer's capacity, CPU per code of every process; checked against the "
+              "workload's ground truth (correct)",
+    "gate": "POST /v1/settlements on the real API (`tracegate api`, 2 uvicorn workers) under "
+            "open-loop load from a separate process at fixed rates (500 to 4,000 calls/s): "
+            "latency percentiles and errors per rate, and the CPU a call costs every process",
+    "memory": "Redis bytes per code in the first-seen set, written through the production "
+              "store and Lua script (used_memory delta / codes)",
+    "rebuild": "codes per second rebuilding the first-seen set from PostgreSQL's code_claims "
+               "with the production rebuild",
+    "baselines": "the same codes the naive ways, for comparison: (a) a Redis key per code with "
+                 "SET NX, (b) PostgreSQL only with INSERT ... ON CONFLICT, (c) Quix Streams "
+                 "with its RocksDB state store",
+    "all": "every benchmark above (and the redis-benchmark ceiling) on one set of servers; "
+           "writes loadtest/results/latest.json and latest.md and the README's tables",
+}
+
+
+def help_text() -> str:
+    width = max(len(name) for name in BENCHMARKS) + 4
+    lines = [textwrap.fill(text, 96, initial_indent=f"  {name:<{width - 2}}",
+                           subsequent_indent=" " * width)
+             for name, text in BENCHMARKS.items()]
+    return ("benchmarks (each runs its own embedded servers; needs pip install -e "
+            "'.[dev,bench]'):\n" + "\n".join(lines) +
+            "\n\n--quick runs small sizes (under 3 minutes); without it, 3 repeats at full size.")
