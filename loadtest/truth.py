@@ -44,11 +44,18 @@ class _Claim:
         return sum(self.units.values())
 
 
+# A code's history event: (type, settlement_id, line_no, duplicate), in processing order.
+HistoryEvent = tuple[str, str, int, bool]
+
+
 @dataclass
 class Truth:
     flags: set[FlagKey]
     claims: int  # codes paid and held at the end (rows of code_claims)
     settlements: int
+    # Every code's payments and reversals, and who holds each code at the end.
+    histories: dict[str, list[HistoryEvent]] = field(default_factory=dict)
+    holders: dict[str, tuple[str, int] | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"flags": len(self.flags), "claims": self.claims, "settlements": self.settlements}
@@ -61,6 +68,7 @@ class _Line:
     errors: bool = False
     flags: list[FlagKey] = field(default_factory=list)
     claims: list[tuple[str, _Claim]] = field(default_factory=list)
+    paid: list[tuple[str, bool]] = field(default_factory=list)  # (code, duplicate) if paid
 
 
 @dataclass
@@ -70,6 +78,10 @@ class _Sim:
     paid_lines: dict[str, list[tuple[int, list[str]]]] = field(default_factory=dict)
     reversed: set[str] = field(default_factory=set)
     flags: set[FlagKey] = field(default_factory=set)
+    histories: dict[str, list[HistoryEvent]] = field(default_factory=dict)
+
+    def event(self, code: str, kind: str, sid: str, line_no: int, duplicate: bool) -> None:
+        self.histories.setdefault(code, []).append((kind, sid, line_no, duplicate))
 
 
 def simulate(institutions: Sequence[InstitutionLike], events: Iterable[dict[str, Any]]) -> Truth:
@@ -79,7 +91,8 @@ def simulate(institutions: Sequence[InstitutionLike], events: Iterable[dict[str,
             _reverse(sim, body["settlement_id"], body["reversal_id"])
         elif body["settlement_id"] not in sim.paid_lines:  # a redelivery changes nothing
             _settle(sim, body)
-    return Truth(sim.flags, len(sim.claims), len(sim.paid_lines))
+    holders = {code: claim.owner for code, claim in sim.claims.items()}
+    return Truth(sim.flags, len(sim.claims), len(sim.paid_lines), sim.histories, holders)
 
 
 def _go_live(institution: InstitutionLike) -> dt.datetime:
@@ -99,6 +112,8 @@ def _settle(sim: _Sim, body: dict[str, Any]) -> None:
             for code, claim in work.claims:
                 sim.claims[code] = claim
             paid.append((line["line_no"], [code for code, _ in work.claims]))
+            for code, duplicate in work.paid:
+                sim.event(code, "payment", sid, line["line_no"], duplicate)
     sim.paid_lines[sid] = paid
 
 
@@ -136,8 +151,9 @@ def _one_code(
     sim: _Sim, work: _Line, owner: tuple[str, int], inst: str, line: dict[str, Any], code: str,
     seen: set[str],
 ) -> None:
-    if code in seen:
+    if code in seen:  # the same pack twice in one settlement: flagged, not paid twice
         _reuse(work, "duplicate_payment", owner, code)
+        work.paid.pop()
         return
     seen.add(code)
     claim = sim.claims.get(code)
@@ -145,6 +161,7 @@ def _one_code(
         _split(work, owner, inst, line, code, claim)
     elif claim is None:
         work.claims.append((code, _Claim(inst, owner)))
+        work.paid.append((code, False))
     elif claim.owner is None:  # a whole sale of an opened pack
         kind = "split_overuse" if claim.institution_id == inst else "split_cross_institution"
         _reuse(work, kind, owner, code)
@@ -172,11 +189,13 @@ def _split(
         return
     opened = {**claim.units} if claim is not None else {}
     work.claims.append((code, _Claim(inst, None, pack_size, {**opened, owner: units})))
+    work.paid.append((code, False))
 
 
 def _reuse(work: _Line, kind: str, owner: tuple[str, int], code: str) -> None:
     work.errors = True
     work.flags.append((kind, owner[0], owner[1], code))
+    work.paid.append((code, True))  # paid anyway only where nothing is enforced
 
 
 def _reverse(sim: _Sim, sid: str, reversal_id: str) -> None:
@@ -187,6 +206,7 @@ def _reverse(sim: _Sim, sid: str, reversal_id: str) -> None:
     for line_no, codes in sim.paid_lines[sid]:
         for code in codes:
             _release(sim, code, (sid, line_no))
+            sim.event(code, "reversal", sid, line_no, False)
 
 
 def _release(sim: _Sim, code: str, owner: tuple[str, int]) -> None:
