@@ -68,21 +68,22 @@ def _before_finished_work(
     return call
 
 
+# Where each point is: (owner, attribute, how the crash wraps it).
+_AT: dict[str, tuple[Any, str, Callable[[Any], Any]]] = {
+    "read": (FirstSeenStore, "read", _after),
+    "write": (stream, "_write", _after),
+    "commit": (stream, "_apply", _before),
+    "apply": (stream, "_publish", _before),
+    "publish": (repository, "mark_published", _before),
+    "offsets": (runner._Offsets, "commit", _before_finished_work),
+}
+
+
 def arm(point: str) -> None:
-    if point == "read":
-        FirstSeenStore.read = _after(FirstSeenStore.read)  # type: ignore[method-assign]
-    elif point == "write":
-        stream._write = _after(stream._write)  # type: ignore[assignment]
-    elif point == "commit":
-        stream._apply = _before(stream._apply)  # type: ignore[assignment]
-    elif point == "apply":
-        stream._publish = _before(stream._publish)  # type: ignore[assignment]
-    elif point == "publish":
-        repository.mark_published = _before(repository.mark_published)  # type: ignore[assignment]
-    elif point == "offsets":
-        runner._Offsets.commit = _before_finished_work(runner._Offsets.commit)  # type: ignore[method-assign]
-    else:
+    if point not in _AT:
         raise SystemExit(f"crash point must be one of {', '.join(POINTS)}, not {point!r}")
+    owner, name, wrap = _AT[point]
+    setattr(owner, name, wrap(getattr(owner, name)))
 
 
 if __name__ == "__main__":
