@@ -9,6 +9,7 @@ HTTP/1.1 client on asyncio streams: httpx costs more CPU per request than the se
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import asyncio
 import time
 from collections import Counter
@@ -75,7 +76,7 @@ def bodies(run: str, count: int, institutions: list[str]) -> list[bytes]:
         codes = [f"88{run[-4:].rjust(4, '0')}{index:010d}{k:04d}" for k in range(3)]
         out.append(orjson.dumps({
             "settlement_id": f"G-{run}-{index}", "institution_id":
-            institutions[index % len(institutions)], "settled_at": "2025-09-01T10:00:00+08:00",
+            institutions[index % len(institutions)], "settled_at": dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(microsecond=0).isoformat(),
             "lines": [{"line_no": 1, "drug_code": "XC09AAL012A001010100543", "quantity": 3,
                        "split": False, "trace_codes": codes}],
         }))

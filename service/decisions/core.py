@@ -129,12 +129,14 @@ def _fresh_whole_line(
         if canonical in seen or canonical in states or canonical in codes:
             return False
         codes.append(canonical)
-    token = owner_token(settlement.settlement_id, line.line_no)
-    new = CodeState(token, ctx.institution_no, ctx.paid_at)
     line_no = line.line_no
+    token = owner_token(settlement.settlement_id, line_no)
+    new = CodeState(token, ctx.institution_no, ctx.paid_at)
     seen.update(codes)
-    decision.changes.extend(ClaimChange(code, line_no, token, None, new) for code in codes)
-    decision.payments.extend(Payment(code, line_no, None, False) for code in codes)
+    changes, payments = decision.changes, decision.payments
+    for canonical in codes:  # a loop, not two generators: this runs for nearly every code
+        changes.append(ClaimChange(canonical, line_no, token, None, new))
+        payments.append(Payment(canonical, line_no, None, False))
     decision.lines.append(LineVerdict(line_no, "pay", _NO_REASONS))
     return True
 

@@ -99,7 +99,7 @@ class Decision(msgspec.Struct, gc=False):
 
     @property
     def outcome(self) -> str:
-        paid = sum(line.paid for line in self.lines)
+        paid = [line.decision for line in self.lines].count("pay")
         if paid == len(self.lines):
             return "pay"
         return "reject" if paid == 0 else "partial"

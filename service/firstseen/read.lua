@@ -5,7 +5,9 @@
 -- ARGV[3] (optional, single server only): space-separated keys whose values come back first
 -- (the gate's recent answer of a settlement, its confirmation, the last rebuild's time).
 -- Reply, one string: the optional values (u32 length, then the bytes; length 0 = absent),
--- then per code its value (u16 length; 0 = unpaid) and, for a paid code, its pending detail.
+-- then for each code that is paid (most of a batch's codes are not, and are left out): its
+-- position among the call's codes (u32), its value and its pending detail (each u16 length,
+-- then the bytes).
 -- Without a group's marker the group's data is not trustworthy: nothing is read.
 local prefixes = {}
 local i = 0
@@ -21,7 +23,7 @@ for key in string.gmatch(ARGV[3] or '', '%S+') do
   local value = redis.call('GET', key) or ''
   out[#out + 1] = struct.pack('>I4', #value) .. value
 end
-local blob, pos = ARGV[2], 1
+local blob, pos, n = ARGV[2], 1, 0
 local size = #blob
 while pos <= size do
   local g, bucket, field
@@ -29,9 +31,9 @@ while pos <= size do
   local value = redis.call('HGET', prefixes[g] .. bucket, field)
   if value then
     local pending = redis.call('HGET', KEYS[2 * g], field) or ''
-    out[#out + 1] = struct.pack('>H', #value) .. value .. struct.pack('>H', #pending) .. pending
-  else
-    out[#out + 1] = '\0\0'
+    out[#out + 1] = struct.pack('>I4H', n, #value) .. value .. struct.pack('>H', #pending)
+      .. pending
   end
+  n = n + 1
 end
 return table.concat(out)

@@ -104,8 +104,8 @@ async def rebuild_exclusively(
     try:
         await redis.delete(*layout.generation_keys())
         await clear(redis)
-        await rebuild(dsn, redis, layout, progress)
-        await _mark_complete(redis, layout, token)
+        loaded = await rebuild(dsn, redis, layout, progress)
+        await _mark_complete(redis, layout, token, loaded)
     finally:
         renewal.cancel()
         if await redis.get(LOCK_KEY) == token.encode():
@@ -124,16 +124,15 @@ async def _renew(redis: RedisClient, token: str) -> None:
 REBUILT_AT_KEY = "tg:rebuilt-at"
 
 
-async def rebuilt_at_ms(redis: RedisClient) -> int:
-    """When the set was last rebuilt (epoch ms; 0 if never): gate claims older than that may
-    be missing from it, newer ones cannot."""
-    raw = await redis.get(REBUILT_AT_KEY)
-    return int(raw) if raw else 0
-
-
-async def _mark_complete(redis: RedisClient, layout: Layout, generation: str) -> None:
+async def _mark_complete(
+    redis: RedisClient, layout: Layout, generation: str, loaded: int
+) -> None:
+    """The markers back, and when: what a rebuild may have lost (the gate's recent answers
+    among it) is older than this. A set rebuilt from an empty record lost nothing (a new
+    stack): it records no time, so the gate need not ask the record about every settlement
+    for its first minutes."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(REBUILT_AT_KEY, int(time.time() * 1000))
+        pipe.set(REBUILT_AT_KEY, int(time.time() * 1000) if loaded else 0)
         for key in layout.generation_keys():
             pipe.set(key, generation)
         await pipe.execute()

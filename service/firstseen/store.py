@@ -54,6 +54,9 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     pending: FirstPayment | None
 
 
+_UNPAID = Seen(None, None)
+
+
 class GateRead(msgspec.Struct, frozen=True, gc=False):
     values: list[bytes | None]  # of the keys asked for, in order (None: absent)
     seen: dict[str, Seen]
@@ -299,24 +302,23 @@ def _u32_prefixed(reply: bytes, at: int) -> tuple[bytes | None, int]:
     return (reply[at + 4 : at + 4 + size] or None), at + 4 + size
 
 
+_PRESENT = struct.Struct(">IH")  # a paid code's position in its call, its value's length
+
+
 def _seen_codes(codes: list[str], calls: list[_Call], replies: list[Any]) -> dict[str, Seen]:
-    """One Seen per code, in the caller's order, from each call's packed reply."""
-    seen: dict[str, Seen] = {}
-    unpaid = Seen(None, None)
+    """One Seen per code, from each call's reply, which lists only the paid codes."""
+    seen = dict.fromkeys(codes, _UNPAID)
     for call, reply in zip(calls, replies, strict=True):
-        at = 0
-        for origin in call.origins:
-            (size,) = _U16.unpack_from(reply, at)
-            at += 2
-            if not size:
-                seen[codes[origin]] = unpaid
-                continue
+        at, end, origins = 0, len(reply), call.origins
+        while at < end:
+            position, size = _PRESENT.unpack_from(reply, at)
+            at += 6
             value = reply[at : at + size]
             (pending_size,) = _U16.unpack_from(reply, at + size)
             pending = reply[at + size + 2 : at + size + 2 + pending_size]
             at += size + 2 + pending_size
-            seen[codes[origin]] = Seen(decode_state(value),
-                                       decode_detail(pending) if pending else None)
+            seen[codes[origins[position]]] = Seen(decode_state(value),
+                                                  decode_detail(pending) if pending else None)
     return seen
 
 

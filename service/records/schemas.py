@@ -23,12 +23,9 @@ class ClaimRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     pack_size: int | None = None
 
 
-class PaidCode(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """A code a line paid, as its recorded line lists it (what a reversal gives back)."""
-
-    code: str
-    units: int | None
-    duplicate: bool
+# A code a line paid, as its recorded line lists it (what a reversal gives back):
+# [code, units (split sales), duplicate].
+PaidCode = tuple[str, int | None, bool]
 
 
 class RecordedLine(msgspec.Struct, frozen=True, gc=False):
@@ -82,8 +79,8 @@ class SettlementView(msgspec.Struct, frozen=True, gc=False):
     answer: bytes
 
     def payments(self) -> list[Payment]:
-        return [Payment(paid.code, line.line_no, paid.units, paid.duplicate)
-                for line in self.lines for paid in line.paid_codes]
+        return [Payment(code, line.line_no, units, duplicate)
+                for line in self.lines for code, units, duplicate in line.paid_codes]
 
 
 class ReversalRecord(msgspec.Struct, gc=False):

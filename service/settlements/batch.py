@@ -123,14 +123,16 @@ def _overlay_decision(
 ) -> None:
     """Later events of the batch see this settlement's claims as if stored already."""
     first = FirstPayment(event.settlement_id, event.institution_id, settled_at)
+    states, details, effects = known.states, known.details, out.effects
     for change in decision.changes:
-        if change.new is None:
-            known.states.pop(change.canonical, None)
+        code, new = change.canonical, change.new
+        if new is None:
+            states.pop(code, None)
         else:
-            known.states[change.canonical] = change.new
+            states[code] = new
         if change.expected is None:
-            known.details[change.canonical] = first
-        out.effects.append(change.effect())
+            details[code] = first
+        effects.append(change.effect())
 
 
 def _take_gate(event: SettlementEvent, known: Known, out: BatchOutcome) -> None:
@@ -172,10 +174,11 @@ def _settled(
     known.targets[record.settlement_id] = Target(
         record.settlement_id, record.institution_id, record.patient_ref, record.settled_at,
         set(line_nos), record.payments, set())
+    ledger, sid, iid, at = out.claims, record.settlement_id, record.institution_id, \
+        record.settled_at
     for claim in record.claims:
         if claim.units is None:
-            out.claims.claim(ClaimInsert(claim.code, record.settlement_id, claim.line_no,
-                                         record.institution_id, record.settled_at))
+            ledger.claim(ClaimInsert(claim.code, sid, claim.line_no, iid, at))
         else:
             out.claims.add_units(SplitDelta(claim.code, record.settlement_id, claim.line_no,
                                             record.institution_id, record.settled_at,

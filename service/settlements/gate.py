@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 from service.claims.schemas import ClaimChange, FirstPayment
 from service.claims.service import plan_release
+from service.decisions.checks import InvalidSettlement
 from service.decisions.core import DecisionContext, canonical_codes, decide
 from service.decisions.schemas import Settlement, Source
 from service.firstseen.rebuild import REBUILT_AT_KEY
@@ -97,6 +98,7 @@ class GatePorts:
 
 
 async def settle(settlement: Settlement, ports: GatePorts) -> Given:
+    _not_ahead(settlement)
     digest = recording.body_hash(settlement)
     institution = await institution_for(ports, settlement.institution_id)
     codes = canonical_codes(settlement)
@@ -147,8 +149,21 @@ async def _prior(
                                                settlement.settlement_id)
 
 
+def _not_ahead(settlement: Settlement) -> None:
+    """A POS settles now: a settled_at further ahead of this clock than clocks drift is a
+    mistake, refused before anything is claimed. (It also bounds what the gate may have
+    decided before a rebuild: see `_may_be_recorded`.)"""
+    ahead = parse_settled_at(settlement.settled_at).timestamp() - time.time()
+    if ahead > CLOCK_SKEW_S:
+        raise InvalidSettlement(
+            f"settled_at: {settlement.settled_at!r} is {ahead / 60:.0f} minutes ahead of the "
+            f"gate's clock (at most {CLOCK_SKEW_S // 60} allowed)")
+
+
 def _may_be_recorded(settlement: Settlement, rebuilt_at_ms: int) -> bool:
-    """Could a recent answer of this settlement have expired, or been lost with Redis?"""
+    """Could a recent answer of this settlement have expired, or been lost with Redis? A
+    settlement the gate decided before the last rebuild was settled at most CLOCK_SKEW_S
+    after it (`_not_ahead`); one settled since cannot have been."""
     settled = parse_settled_at(settlement.settled_at).timestamp()
     return settled < time.time() - RECENT_WINDOW_S or settled < rebuilt_at_ms / 1000 + CLOCK_SKEW_S
 

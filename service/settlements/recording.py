@@ -61,7 +61,7 @@ def decided(
                     decision.lines, [flag.flag_id for flag in flags])
     return SettlementRecord(
         settlement.settlement_id, settlement.institution_id, settled_at,
-        candidate.patient_ref, candidate.source.value, candidate.body_hash, decision.enforced,
+        candidate.patient_ref, candidate.source, candidate.body_hash, decision.enforced,
         outcome, _ENCODER.encode(_recorded_lines(settlement, decision)),
         _ENCODER.encode(answer), decision.payments, _claim_rows(settlement, decision), flags,
     )
@@ -70,7 +70,7 @@ def decided(
 def _recorded_lines(settlement: Settlement, decision: Decision) -> list[RecordedLine]:
     paid: dict[int, list[PaidCode]] = {}
     for p in decision.payments:
-        paid.setdefault(p.line_no, []).append(PaidCode(p.canonical, p.units, p.duplicate))
+        paid.setdefault(p.line_no, []).append((p.canonical, p.units, p.duplicate))
     return [
         RecordedLine(line.line_no, line.drug_code, line.quantity, line.split, line.pack_size,
                      line.trace_codes, line.no_code_reason, verdict.decision,
@@ -102,7 +102,7 @@ def from_gate(event: SettlementEvent) -> SettlementRecord:
     assert effects is not None
     return SettlementRecord(
         event.settlement_id, event.institution_id, event.settled_at_instant, event.patient_ref,
-        Source.GATE.value, bytes.fromhex(effects.body_hash), effects.enforced, effects.outcome,
+        Source.GATE, bytes.fromhex(effects.body_hash), effects.enforced, effects.outcome,
         bytes(effects.lines), bytes(decision), effects.payments, effects.claims, effects.flags,
     )
 

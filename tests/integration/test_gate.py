@@ -202,3 +202,21 @@ async def test_verify_changes_nothing_and_reports_formats(
     assert results[2]["reason"]
     again = await _verify(api, pos, pharmacy, [special])
     assert again[0]["status"] == "unpaid"
+
+
+async def test_a_settlement_dated_ahead_of_the_gate_clock_is_refused(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str
+) -> None:
+    """A POS settles now: a settled_at an hour ahead is a mistake, refused in words, and
+    nothing is claimed (the same code pays at once after)."""
+    import datetime as dt
+
+    code = f.cn20()
+    ahead = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    refused = await api.post("/v1/settlements", headers=pos, json=f.settlement(
+        pharmacy, [f.line(1, [code])], settled_at=ahead))
+    assert refused.status_code == 422
+    assert refused.json()["error"]["message"].startswith("settled_at: ")
+    assert "ahead of the gate's clock" in refused.json()["error"]["message"]
+    paid = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
+    assert paid["decision"] == "pay"
