@@ -12,6 +12,7 @@ from service.api.access_log import AccessLog
 from service.api.clients import Clients, open_clients
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
+from service.api.fastlane import FastLane
 from service.api.lean import components
 from service.api.limits import BodySizeLimit, InFlightLimit
 from service.api.openapi import install_openapi
@@ -56,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    listings.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outside the stack above (the hot routes skip it), inside the in-flight limit and the
+    # access log (which count and log every call alike).
+    app.add_middleware(FastLane, fastapi=app, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(InFlightLimit, max_in_flight=settings.api_max_in_flight)
     _document_lean_bodies(app)
     app.add_middleware(AccessLog)  # outermost: a refused body is logged and carries the id too

@@ -2,8 +2,8 @@
 -- KEYS: per slot group of the call, its generation marker and its pending-details hash
 -- (KEYS[2i-1], KEYS[2i]); ARGV[1]: the groups' numbers, space-separated, in that order.
 -- ARGV[2] packs the codes, each: group index i (u16) | bucket (u32) | field (6 bytes).
--- ARGV[3] (optional, single server only): space-separated keys whose values come back first
--- (the gate's recent answer of a settlement, its confirmation, the last rebuild's time).
+-- ARGV[3..] (optional, single server only): keys whose values come back first (the gate's
+-- recent answer of a settlement, its confirmation, the last rebuild's time).
 -- Reply, one string: the optional values (u32 length, then the bytes; length 0 = absent),
 -- then for each code that is paid (most of a batch's codes are not, and are left out): its
 -- position among the call's codes (u32), its value and its pending detail (each u16 length,
@@ -19,8 +19,8 @@ for group in string.gmatch(ARGV[1], '%d+') do
   prefixes[i] = 'tg:fs{' .. group .. '}:'
 end
 local out = {}
-for key in string.gmatch(ARGV[3] or '', '%S+') do
-  local value = redis.call('GET', key) or ''
+for n = 3, #ARGV do
+  local value = redis.call('GET', ARGV[n]) or ''
   out[#out + 1] = struct.pack('>I4', #value) .. value
 end
 local blob, pos, n = ARGV[2], 1, 0

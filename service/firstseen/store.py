@@ -142,8 +142,7 @@ class FirstSeenStore:
             return GateRead(values, await self.read(unique) if unique else {})
         calls = self._pack_codes(unique) or [_Call()]
         [call] = calls
-        [reply] = await self._run(READ_SCRIPT, [(call.keys(self.layout),
-                                                 call.argv(" ".join(keys)))])
+        [reply] = await self._run(READ_SCRIPT, [(call.keys(self.layout), call.argv(*keys))])
         values, at = [], 0
         for _ in keys:
             value, at = _u32_prefixed(reply, at)

@@ -125,3 +125,17 @@ async def test_effects_wait_while_a_group_is_rebuilt(redis: Redis, store: FirstS
     await redis.delete(store.layout.generation_key(store.layout.address(code).group))
     with pytest.raises(HotSetRebuilding):
         await store.apply([ClaimEffect(Effect.CLAIM, code, 7, 1, DAY, 0, 0)])
+
+
+async def test_keys_read_beside_the_codes_may_hold_any_character(
+    redis: Redis, store: FirstSeenStore,
+) -> None:
+    """A settlement id is the client's text: a key built from it, with spaces and quotes,
+    comes back as itself and leaves the codes' values where they belong."""
+    code = f.cn20()
+    await store.apply([ClaimEffect(Effect.CLAIM, code, 7, 1, DAY, 0, 0)])
+    odd = "tg:recent:s:x' OR '1'='1"
+    await redis.set(odd, b"answer")
+    read = await store.read_for_gate([code], [odd, "tg:absent"])
+    assert read.values == [b"answer", None]
+    assert read.seen[code] == Seen(CodeState(7, 1, DAY), None)
