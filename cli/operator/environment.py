@@ -24,6 +24,8 @@ VARIABLES = {
     "TRACEGATE_API_URL": "the API's base URL (default http://127.0.0.1:8000)",
     "TRACEGATE_API_KEY": "the API key the command calls with (its role must allow the call)",
     "TRACEGATE_DATABASE_URL": "PostgreSQL, for the commands that work on the database directly",
+    "TRACEGATE_REDIS_URL": "Redis, told when institutions change (the gates keep them in memory)",
+    "TRACEGATE_REDIS_CLUSTER": "true when TRACEGATE_REDIS_URL is a node of a Redis Cluster",
     "TRACEGATE_KAFKA_BOOTSTRAP": "Kafka's bootstrap servers, for the DLQ commands",
     "TRACEGATE_TOPIC_DLQ": "the dead-letter topic (default tracegate.settlements.dlq)",
     "TRACEGATE_TOPIC_SETTLEMENTS": "the settlements topic replays go to "
@@ -36,6 +38,7 @@ VARIABLES = {
 }
 API_VARIABLES = ("TRACEGATE_API_URL", "TRACEGATE_API_KEY")
 DATABASE_VARIABLES = ("TRACEGATE_DATABASE_URL",)
+IMPORT_VARIABLES = ("TRACEGATE_DATABASE_URL", "TRACEGATE_REDIS_URL", "TRACEGATE_REDIS_CLUSTER")
 KAFKA_VARIABLES = ("TRACEGATE_KAFKA_BOOTSTRAP", "TRACEGATE_TOPIC_DLQ",
                    "TRACEGATE_TOPIC_SETTLEMENTS", "TRACEGATE_CONSUMER_GROUP")
 

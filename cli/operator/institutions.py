@@ -21,9 +21,11 @@ from cli.operator import environment, parsing, render
 from cli.operator.api import ApiClient
 from cli.operator.database import unit_of_work
 from cli.operator.environment import OperatorError
+from service.institutions import changes
 from service.institutions.schemas import InstitutionIn
 from service.institutions.service import InvalidInstitutionId, check_institution_id, put_many
 from service.kit import event_loop
+from service.kit.redis_client import build_redis
 from service.settings import InstitutionKind, Settings
 
 COLUMNS = ("institution_id", "name", "kind", "region", "go_live_override")
@@ -132,12 +134,18 @@ def _message(exc: Exception) -> str:
 
 
 async def write(settings: Settings, rows: list[Row]) -> None:
-    """One transaction: the file is imported whole or not at all."""
+    """One transaction: the file is imported whole or not at all; then the gates hear of it
+    (they keep institutions in memory until one changes: service/institutions/changes.py)."""
     async with unit_of_work(settings) as session:
         with tqdm(total=len(rows), unit=" institutions", desc="import", file=sys.stderr) as bar:
             for start in range(0, len(rows), CHUNK):
                 await put_many(session, rows[start:start + CHUNK])
                 bar.update(len(rows[start:start + CHUNK]))
+    redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
+    try:
+        await changes.changed(redis)
+    finally:
+        await redis.aclose()
 
 
 def register(sub: parsing.SubParsers) -> None:
@@ -158,7 +166,7 @@ def register(sub: parsing.SubParsers) -> None:
     bulk = parsing.command(
         actions, "import", "register or update every institution of a CSV file, directly in "
         "PostgreSQL, in one transaction (a bad row imports nothing)",
-        environment.DATABASE_VARIABLES, import_file)
+        environment.IMPORT_VARIABLES, import_file)
     bulk.add_argument("file", type=Path, metavar="FILE.csv",
                       help=f"UTF-8 CSV with a header: {','.join(COLUMNS)} (region and "
                            "go_live_override may be empty)")

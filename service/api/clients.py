@@ -19,7 +19,7 @@ from service.kit.database import build_engine, build_reader, build_sessionmaker,
 from service.kit.kafka import build_producer
 from service.kit.metrics import GateMetrics
 from service.kit.redis_client import RedisClient, build_redis
-from service.kit.ttl_cache import TtlCache
+from service.kit.ttl_cache import TtlCache, VersionedCache
 from service.policy.schemas import PolicyConfig
 from service.records.repository import json_as_bytes
 from service.settings import Settings
@@ -43,7 +43,7 @@ class Clients:
     callers: TtlCache[bytes, Caller] = field(default_factory=lambda: TtlCache(10.0))
 
     @property
-    def institutions(self) -> TtlCache[str, InstitutionRef]:
+    def institutions(self) -> VersionedCache[str, InstitutionRef]:
         return self.gate.institutions
 
 
@@ -60,8 +60,9 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
                                      init=json_as_bytes)
     store = FirstSeenStore(redis, Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups))
     confirmations = Confirmations(redis)
+    # Institutions for minutes: the gate drops them whenever one changes (changes.py).
     gate = GatePorts(lookups, store, RecentAnswers(redis), confirmations, producer, settings,
-                     PolicyConfig.from_settings(settings), TtlCache(5.0))
+                     PolicyConfig.from_settings(settings), VersionedCache(300.0))
     try:
         yield Clients(settings, engine, build_sessionmaker(engine), build_reader(engine),
                       lookups, redis, producer, GateMetrics(), store, gate)

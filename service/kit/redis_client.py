@@ -62,6 +62,12 @@ async def run_script(
 async def _evalsha_each(client: RedisClient, sha: str, calls: Sequence[ScriptCall]) -> list[Any]:
     """Replies and errors in place. A Redis Cluster's pipeline refuses scripts, so there each
     call goes on its own, all at once, to the node owning its keys' slot."""
+    if len(calls) == 1:  # a single server's batch, the gate's: no pipeline around it
+        keys, args = calls[0]
+        try:
+            return [await client.evalsha(sha, len(keys), *keys, *args)]
+        except Exception as exc:  # noqa: BLE001 - in place, as for a pipeline
+            return [exc]
     if isinstance(client, RedisCluster):
         return list(await asyncio.gather(
             *(client.evalsha(sha, len(keys), *keys, *args) for keys, args in calls),

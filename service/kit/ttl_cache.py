@@ -56,3 +56,17 @@ class TtlCache(Generic[K, V]):
 
     def forget(self, key: K) -> None:
         self._entries.pop(key, None)
+
+
+class VersionedCache(TtlCache[K, V]):
+    """A TtlCache that is also dropped whole whenever a version it is told moves: entries
+    can live long (minutes) and still follow a change at once."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
+        super().__init__(ttl_s, max_entries)
+        self._version: bytes | None = None
+
+    def follow(self, version: bytes | None) -> None:
+        if version != self._version:
+            self._version = version
+            self._entries.clear()

@@ -30,12 +30,13 @@ from service.decisions.core import DecisionContext, canonical_codes, decide
 from service.decisions.schemas import Settlement, Source
 from service.firstseen.rebuild import REBUILT_AT_KEY
 from service.firstseen.store import FirstSeenStore, GateRead, Seen
+from service.institutions import changes as institution_changes
 from service.institutions import repository as institutions
 from service.institutions.schemas import InstitutionRef
 from service.institutions.service import UnknownInstitution, to_policy
 from service.kit.clock import utcnow
 from service.kit.kafka import PublishFailed, publish
-from service.kit.ttl_cache import TtlCache
+from service.kit.ttl_cache import VersionedCache
 from service.policy.schemas import PolicyConfig
 from service.policy.service import is_enforced, parse_settled_at
 from service.records import repository as record
@@ -94,16 +95,17 @@ class GatePorts:
     producer: AIOKafkaProducer
     settings: Settings
     policy: PolicyConfig
-    institutions: TtlCache[str, InstitutionRef]
+    institutions: VersionedCache[str, InstitutionRef]
 
 
 async def settle(settlement: Settlement, ports: GatePorts) -> Given:
     _not_ahead(settlement)
     digest = recording.body_hash(settlement)
-    institution = await institution_for(ports, settlement.institution_id)
     codes = canonical_codes(settlement)
     for _ in range(MAX_ATTEMPTS):
         read = await ports.store.read_for_gate(codes, _gate_keys(settlement.settlement_id))
+        ports.institutions.follow(read.values[3])
+        institution = await institution_for(ports, settlement.institution_id)
         prior = await _prior(settlement, digest, read, ports)
         if prior is _DECIDE_AGAIN:
             continue
@@ -129,7 +131,8 @@ async def institution_for(ports: GatePorts, institution_id: str) -> InstitutionR
 
 
 def _gate_keys(settlement_id: str) -> list[str]:
-    return [settlement_key(settlement_id), confirmed_key(settlement_id), REBUILT_AT_KEY]
+    return [settlement_key(settlement_id), confirmed_key(settlement_id), REBUILT_AT_KEY,
+            institution_changes.VERSION_KEY]
 
 
 # --- a settlement seen before ---------------------------------------------------------------
@@ -139,7 +142,7 @@ async def _prior(
     settlement: Settlement, digest: bytes, read: GateRead, ports: GatePorts
 ) -> bytes | None:
     """The answer to give if this settlement_id was decided before, else None."""
-    recent, confirmed, rebuilt_at = read.values
+    recent, confirmed, rebuilt_at, _ = read.values
     if recent is not None:
         return await _replay_recent(settlement, digest, recent, confirmed is not None, ports)
     if not _may_be_recorded(settlement, int(rebuilt_at or 0)):
@@ -382,7 +385,7 @@ async def reverse(
 async def find_settlement(ports: GatePorts, settlement_id: str) -> SettlementView | None:
     """The gate's recent answer first (given, or given by now), then the record."""
     read = await ports.store.read_for_gate([], _gate_keys(settlement_id))
-    recent, confirmed, _ = read.values
+    recent, confirmed, _, _ = read.values
     if recent is not None:
         entry = _RECENT.decode(recent)
         given = confirmed is not None

@@ -220,3 +220,22 @@ async def test_a_settlement_dated_ahead_of_the_gate_clock_is_refused(
     assert "ahead of the gate's clock" in refused.json()["error"]["message"]
     paid = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
     assert paid["decision"] == "pay"
+
+
+async def test_an_institution_changed_reaches_the_gate_at_once(
+    api: httpx.AsyncClient, pos: dict[str, str], pharmacy: str, admin_headers: dict[str, str],
+) -> None:
+    """The gate keeps institutions in memory for minutes, yet a go-live moved by PUT decides
+    the very next settlement: before go-live a duplicate is only a warning and paid."""
+    code = f.cn20()
+    assert (await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])])))[
+        "decision"] == "pay"
+    refused = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
+    assert refused["decision"] == "reject"  # enforced: the institution is cached now
+    later = {"name": "moved", "kind": "retail_pharmacy", "region": "110105",
+             "go_live_override": "2099-01-01"}
+    moved = await api.put(f"/v1/institutions/{pharmacy}", json=later, headers=admin_headers)
+    assert moved.status_code == 200, moved.text
+    warned = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
+    assert warned["enforced"] is False
+    assert warned["decision"] == "pay"

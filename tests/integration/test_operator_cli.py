@@ -44,7 +44,7 @@ def stack_env(tmp_path: Path, live_api: str, settings: Settings) -> Path:
 def write_stack_env(path: Path, settings: Settings, api_url: str, key: str) -> Path:
     values = {
         "TRACEGATE_API_URL": api_url, "TRACEGATE_API_KEY": key,
-        "TRACEGATE_DATABASE_URL": settings.database_url,
+        "TRACEGATE_DATABASE_URL": settings.database_url, "TRACEGATE_REDIS_URL": settings.redis_url,
         "TRACEGATE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "TRACEGATE_TOPIC_SETTLEMENTS": settings.topic_settlements,
         "TRACEGATE_TOPIC_DLQ": settings.topic_dlq,

@@ -12,6 +12,7 @@ from service.auth import service as auth
 from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRevoked, Role
 from service.flags import repository as flags_repository
 from service.flags import triage
+from service.institutions import changes
 from service.institutions import service as institutions
 from service.institutions.models import Institution
 from service.institutions.schemas import InstitutionCounts, InstitutionIn
@@ -25,13 +26,17 @@ router = APIRouter(prefix="/v1", tags=["admin"], responses=ERROR_RESPONSES)
 
 @router.put("/institutions/{institution_id}")
 async def put_institution(
-    institution_id: str, body: InstitutionIn, caller: CallerDep, session: SessionDep,
-    settings: SettingsDep, clients: ClientsDep,
+    institution_id: str, body: InstitutionIn, caller: CallerDep, settings: SettingsDep,
+    clients: ClientsDep,
 ) -> InstitutionView:
+    """Its own unit of work: committed before the gates hear of the change, or they would
+    load the old row again (and keep it for minutes)."""
     auth.require_role(caller, Role.ADMIN)
-    row = await institutions.put(session, institution_id, body)
-    clients.institutions.forget(institution_id)
-    return await _institution_out(session, row, settings)
+    async with clients.sessionmaker() as session:
+        async with session.begin():
+            row = await institutions.put(session, institution_id, body)
+        await changes.changed(clients.redis)
+        return await _institution_out(session, row, settings)
 
 
 @router.get("/institutions/{institution_id}")
