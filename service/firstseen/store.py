@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -223,6 +223,20 @@ class FirstSeenStore:
                 await self.claim([c.undone() for c in landed], {})
             except Exception:  # noqa: BLE001 - the caller raises the first failure, not this
                 log.warning("could not give back %d claims", len(landed), exc_info=True)
+
+    async def change(
+        self, codes: Sequence[str], plan: Callable[[dict[str, CodeState]], list[ClaimChange]],
+        attempts: int = 5,
+    ) -> list[ClaimChange] | None:
+        """Compare-and-set with retries: read `codes`, plan the changes from their states,
+        claim them all or none; again while a code moved underneath. The changes that
+        landed, or None when the codes kept moving `attempts` times."""
+        for _ in range(attempts):
+            seen = await self.read(codes)
+            changes = plan({code: s.state for code, s in seen.items() if s.state is not None})
+            if (await self.claim(changes, {})).landed:
+                return changes
+        return None
 
     async def give_back(self, changes: Sequence[ClaimChange]) -> None:
         """Take the gate's changes back (its settlement could not be sent on)."""

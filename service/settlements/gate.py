@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import asyncpg
 import msgspec
@@ -440,11 +441,9 @@ async def _lines_to_reverse(
 async def _release(ports: GatePorts, view: SettlementView, lines: set[int]) -> list[ClaimChange]:
     """Give the claims back in the first-seen set; again if a code changed underneath."""
     payments = [p for p in view.payments() if p.line_no in lines]
-    for _ in range(MAX_ATTEMPTS):
-        seen = await ports.store.read([p.canonical for p in payments])
-        states = {code: s.state for code, s in seen.items() if s.state is not None}
-        changes = plan_release(view.settlement_id, payments, lines, states)
-        if (await ports.store.claim(changes, {})).landed:
-            return changes
-        await asyncio.sleep(0)
-    raise ClaimContention("trace codes are changing concurrently; retry", retry_after_s=1)
+    changes = await ports.store.change(
+        [p.canonical for p in payments],
+        partial(plan_release, view.settlement_id, payments, lines), MAX_ATTEMPTS)
+    if changes is None:
+        raise ClaimContention("trace codes are changing concurrently; retry", retry_after_s=1)
+    return changes
