@@ -73,11 +73,11 @@ while pos <= size do
   local key, pending = prefixes[g] .. bucket, KEYS[2 * g]
   if kind == 5 then
     redis.call('HDEL', pending, field)
+  elseif kind == 1 then  -- nearly every effect: one command, no read first
+    redis.call('HSETNX', key, field, struct.pack('>I4I4H', token, inst, day))
   else
     local value = redis.call('HGET', key, field)
-    if kind == 1 then
-      if not value then redis.call('HSET', key, field, struct.pack('>I4I4H', token, inst, day)) end
-    elseif kind == 2 then
+    if kind == 2 then
       if value and #value == 10 and struct.unpack('>I4', value) == token then
         redis.call('HDEL', key, field)
         redis.call('HDEL', pending, field)
