@@ -9,11 +9,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from loadtest import report
 from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
-from loadtest.gate import run_gate
+from loadtest.gate import SERVER_ROLES, run_gate
+from loadtest.gatetruth import (
+    FRESH,
+    REPLAY,
+    REUSE,
+    Mix,
+    SettleTruth,
+    VerifyTruth,
+    check_answer,
+    check_verify,
+    plan,
+)
 from loadtest.memory import run_memory
 from loadtest.rebuild import run_rebuild
 from loadtest.stack import Stack, open_stack
@@ -59,6 +71,86 @@ def test_generator_is_seeded_and_mixes_every_finding() -> None:
     assert len({e.key for e in one.events if e.body["type"] == "settlement"}) == 3000
 
 
+def _answer(sid: str, decision: str = "pay", reasons: list[Any] | None = None,
+            flags: list[str] | None = None) -> dict[str, Any]:
+    """A gate answer of the contract's shape (CONTRACT §4)."""
+    return {"settlement_id": sid, "decision": decision, "enforced": True, "replayed": False,
+            "lines": [{"line_no": 1, "decision": decision, "reasons": reasons or []}],
+            "flags": flags or []}
+
+
+def _duplicate(code: str, first_sid: str, first_institution: str) -> dict[str, Any]:
+    return {"code": "DUPLICATE_PAYMENT", "severity": "error", "trace_code": code,
+            "first_payment": {"settlement_id": first_sid, "institution_id": first_institution,
+                              "paid_at": "2026-01-01T00:00:00+08:00"}}
+
+
+def _truth(kinds: list[str]) -> SettleTruth:
+    return SettleTruth(11, ["P00000000001", "P00000000002"], "u", kinds)
+
+
+def test_gate_truth_takes_the_right_answer_and_catches_a_tampered_one() -> None:
+    truth = _truth([FRESH, REUSE, REPLAY])
+    fresh = truth.call(0)
+    right = _answer(fresh.label)
+    tampered: dict[str, Any]
+    for tampered in ({**right, "decision": "reject"}, {**right, "replayed": True},
+                     {**right, "flags": ["f-1"]}, {**right, "settlement_id": "G-other"},
+                     {"lines": []}):
+        assert fresh.check(orjson.dumps(tampered)) is not None, tampered
+    assert fresh.check(b"not json") is not None
+    assert truth.paid_codes == []  # a wrong answer teaches the truth nothing
+    assert fresh.check(orjson.dumps(right)) is None
+    assert len(truth.paid_codes) == 3
+
+    reuse = truth.call(1)  # re-uses a code the first call was paid for, elsewhere
+    first = truth.answered[0][1]
+    body = orjson.loads(reuse.body)
+    code = body["lines"][0]["trace_codes"][-1]
+    assert reuse.kind == REUSE
+    assert code in first.codes
+    assert body["institution_id"] != first.institution_id
+    right_reuse = _answer(reuse.label, "reject", [_duplicate(code, first.settlement_id,
+                                                             first.institution_id)], ["f-1"])
+    wrong_first = _answer(reuse.label, "reject", [_duplicate(code, "G-someone-else",
+                                                             first.institution_id)], ["f-1"])
+    assert reuse.check(orjson.dumps(wrong_first)) is not None
+    assert reuse.check(orjson.dumps({**right_reuse, "flags": []})) is not None
+    assert reuse.check(orjson.dumps(_answer(reuse.label))) is not None  # paid twice
+    assert reuse.check(orjson.dumps(right_reuse)) is None
+
+    replay = truth.call(2)  # the body of an answered call again
+    prior = next(a for b, _, a in truth.answered if b == replay.body)
+    assert replay.kind == REPLAY
+    assert replay.check(prior) is not None  # replayed: false
+    assert replay.check(orjson.dumps({**orjson.loads(prior), "replayed": True})) is None
+
+
+def test_gate_truth_sends_a_fresh_call_until_something_was_answered() -> None:
+    truth = _truth([REUSE, REPLAY])
+    assert [truth.call(0).kind, truth.call(1).kind] == [FRESH, FRESH]
+    kinds = plan(10_000, Mix(0.02, 0.01), seed=1)
+    assert plan(10_000, Mix(0.02, 0.01), seed=1) == kinds
+    assert 100 < kinds.count(REUSE) < 300
+    assert 40 < kinds.count(REPLAY) < 170
+
+
+def test_verify_truth_catches_a_wrong_status() -> None:
+    truth = VerifyTruth(88, ["81100000000000000000"], "P00000000001", seed=4)
+    call = truth.call(0)
+    codes = orjson.loads(call.body)["trace_codes"]
+    statuses = ["paid" if code == "81100000000000000000" else "unpaid" for code in codes]
+    results = [{"trace_code": c, "valid": True, "format": "cn20", "canonical": c, "status": s}
+               for c, s in zip(codes, statuses, strict=True)]
+    assert call.check(orjson.dumps({"results": results})) is None
+    flipped = [{**results[0], "status": "unpaid" if statuses[0] == "paid" else "paid"},
+               *results[1:]]
+    assert call.check(orjson.dumps({"results": flipped})) is not None
+    assert call.check(orjson.dumps({"results": results[:2]})) is not None
+    assert check_verify(truth.request(1)[1], b"{}") is not None
+    assert check_answer(_truth([FRESH]).request(0, FRESH)[1], b"[]") is not None
+
+
 @pytest.fixture(scope="module")
 def tiny() -> Iterator[tuple[Stack, Workload]]:
     workload = generate(300, seed=3)
@@ -91,7 +183,9 @@ def test_store_gate_and_baseline_paths_produce_figures(
     results: dict[str, Any] = {
         "stream": {"codes_per_s": 1, "codes_per_s_2_consumers": 1, "correct": True,
                    "flag_latency_ms": {"p50": 1, "p95": 1, "p99": 1}},
-        "gate": {"rates": run_gate(stack, workload.institutions, [50], 0.5, "tg")},
+        # Re-uses and replays far more often than in the benchmark: a tiny run checks each.
+        "gate": run_gate(stack, workload.institutions, [50], 1.0, "tg", mix=Mix(0.2, 0.1),
+                         verify_rate=50),
         "memory": run_memory(stack.redis_url, 2000, lambda n: None),
         "rebuild": run_rebuild(stack.dsn, stack.redis_url, workload.institutions, 2000, 2,
                                lambda n: None),
@@ -104,15 +198,30 @@ def test_store_gate_and_baseline_paths_produce_figures(
                  "notes": []},
     }
     gate = results["gate"]["rates"][0]
-    assert gate["errors"] == 0
+    assert (gate["errors"], gate["sheds"], gate["answered"]) == (0, 0, 50), gate["statuses"]
+    # Every answer checked against the ground truth, re-uses and replays among them.
+    assert results["gate"]["correct"], results["gate"]
+    assert gate["correct"], gate["mismatches"]
+    assert gate["mismatches"]["count"] == 0
+    assert gate["kinds"].get("reuse", 0) > 0, gate
+    assert gate["kinds"].get("replay", 0) > 0, gate
     # Where a call's CPU went: the API's workers and the generator always spend some.
     assert set(gate["cpu_us_per_call"]) == {"api", "postgres", "redis", "kafka", "generator"}
     assert gate["cpu_us_per_call"]["api"] > 0, gate
     assert gate["cpu_us_per_call"]["generator"] > 0, gate
+    assert gate["server_sum_us_per_call"] == pytest.approx(
+        sum(gate["cpu_us_per_call"][role] for role in SERVER_ROLES), abs=0.2)
+    verify = results["gate"]["verify"]
+    assert verify["correct"], verify
+    assert verify["kinds"] == {"verify": 50}, verify
+    assert verify["paid_codes_asked_of"] > 0
+    assert verify["errors"] == 0
+    assert verify["cpu_us_per_call"]["api"] > 0, verify
     assert results["rebuild"]["codes"] == 2000
     assert [run["codes"] for run in results["rebuild"]["runs"]] == [2000, 2000]
     json_path, md_path = report.write(results, tmp_path)
-    assert "memory B/code" in md_path.read_text()
+    text = md_path.read_text()
+    assert "memory B/code" in text
     assert json_path.is_file()
 
 
