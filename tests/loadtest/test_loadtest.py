@@ -222,7 +222,16 @@ def test_store_gate_and_baseline_paths_produce_figures(
     json_path, md_path = report.write(results, tmp_path)
     text = md_path.read_text()
     assert "memory B/code" in text
+    assert "| 50 | " in text
+    assert "Verify (`POST /v1/codes/verify`, 3 codes a call" in text
     assert json_path.is_file()
+
+
+def _row(rate: int, **figures: Any) -> dict[str, Any]:
+    """A gate rate's row as loadtest.gate writes it, with the figures given."""
+    return {"rate": rate, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3, "max_ms": 4,
+            "answered_p99_ms": 3, "errors": 0, "sheds": 0, "correct": True,
+            "server_sum_us_per_call": 100.0, "cpu_us_per_call": {"api": 100.0}, **figures}
 
 
 def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
@@ -230,8 +239,12 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
         "stream": {"codes_per_s": 7, "codes_per_s_2_consumers": 9, "correct": True,
                    "flag_latency_ms": {"p50": 1, "p95": 2, "p99": 3},
                    "cpu_us_per_code": {"consumers": 80.5, "redis": 9.0}},
-        "gate": {"rates": [{"rate": 500, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3, "max_ms": 4,
-                            "errors": 0, "cpu_us_per_call": {"api": 1500.0, "redis": 500.0}}]},
+        "gate": {"rates": [_row(500, cpu_us_per_call={"api": 1500.0, "redis": 500.0},
+                                server_sum_us_per_call=2000.0),
+                           _row(2000, p99_ms=8, sheds=3), _row(4000, answered_p99_ms=900)],
+                 "verify": {**_row(500, server_sum_us_per_call=250.0), "codes_per_call": 3,
+                            "cpu_us_per_call": {"api": 200.0, "redis": 50.0}},
+                 "correct": True},
         "memory": {"bytes_per_code": 20.8}, "rebuild": {"codes_per_s": 5},
         "baselines": {"redis_key_per_code": {"codes_per_s": 1},
                       "postgres_only": {"codes_per_s": 1}, "quixstreams": {"codes_per_s": 1}},
@@ -255,6 +268,16 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
         "this cost." in text
     assert "CPU per gate call at 500/s, µs: api 1500.0 · redis 500.0. In all 2,000.0 µs a " \
         "call: 2 CPUs carry at most 1,000 calls/s at this cost." in text
+    assert "The gate's own processes (API, Redis, PostgreSQL, Kafka; not the load " \
+        "generator): 2,000.0 µs a call (target ≤ 600)." in text
+    assert "| 2000 | 1 | 2 | 8 | 3 | 4 | 3 | 0 | True | 100.0 |" in text  # sheds apart
+    assert "| gate p99 ms @2000/s | 8 (3 sheds) | <= 10 | no |" in text  # a shed fails it
+    assert "| gate answered p99 ms @4000/s | 900 | <= 1000 | yes |" in text
+    assert "| gate server CPU µs/call @500/s | 2000.0 | <= 600 | no | 3.33× |" in text
+    assert "| verify server CPU µs/call @500/s | 250.0 | <= 300 | yes |" in text
+    assert "Verify (`POST /v1/codes/verify`, 3 codes a call, paid earlier or never settled) " \
+        "at 500/s: p50 1 ms, p95 2 ms, p99 3 ms (answered 3 ms), 0 sheds, 0 errors, " \
+        "correct: True." in text
     assert text.startswith("# x\nbefore\n")
     assert text.endswith(f"{report.README_END}\nafter\n")
     assert "# tracegate load test" not in text
