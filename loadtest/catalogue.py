@@ -12,8 +12,11 @@ BENCHMARKS = {
               "of one consumer's capacity, CPU per code of every process; checked against the "
               "workload's ground truth (correct)",
     "gate": "POST /v1/settlements on the real API (`tracegate api`, 2 uvicorn workers) under "
-            "open-loop load from a separate process at fixed rates (500 to 4,000 calls/s): "
-            "latency percentiles and errors per rate, and the CPU a call costs every process",
+            "open-loop load from a separate process at fixed rates (500 to 4,000 calls/s), "
+            "then POST /v1/codes/verify at 500/s: latency percentiles (of every call and of "
+            "the answered ones), sheds (503 OVERLOADED) apart from errors, every answer "
+            "checked against the workload's ground truth (correct), and the CPU a call costs "
+            "every process (server_sum: API, Redis, PostgreSQL, Kafka)",
     "memory": "Redis bytes per code in the first-seen set, written through the production "
               "store and Lua script (used_memory delta / codes)",
     "rebuild": "codes per second rebuilding the first-seen set from PostgreSQL's code_claims "

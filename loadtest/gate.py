@@ -1,17 +1,27 @@
 """`tracegate loadtest gate`: the real API (`tracegate api`, uvicorn, API_WORKERS processes) under
-open-loop load from a separate process, at fixed arrival rates. Kafka's acknowledgement is in
-every answer (the gate answers after it). No consumer runs meanwhile: the gate alone is
-measured. Each rate also counts the CPU a call cost every process (the API's workers, the
-servers, the load generator), from its first call until the generator has every answer: on a
-machine whose cores they all share, that sum bounds the rate it can carry."""
+open-loop load from a separate process, at fixed arrival rates, every answer checked against
+the workload's ground truth (loadtest/gatetruth.py). Kafka's acknowledgement is in every
+answer (the gate answers after it). No consumer runs meanwhile: the gate alone is measured.
+After the settlement rates, `POST /v1/codes/verify` on its own at VERIFY_RATE, for codes the
+settlements paid and codes never sold.
+
+Each rate counts the CPU a call cost every process (the API's workers, the servers, the load
+generator), from its first call until the generator has every answer: on a machine whose
+cores they all share, that sum bounds the rate it can carry; `server_sum_us_per_call` is the
+gate's own (API, Redis, PostgreSQL, Kafka: not the generator). A 503 OVERLOADED (the API's
+in-flight limit) is a shed, counted apart from errors (any other non-200, a reset, a
+timeout)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -19,20 +29,57 @@ import redis.asyncio as aioredis
 
 from cli.devstack.process import ChildProcess
 from loadtest.cpu import CpuMeter, meter_for, per_unit_us
+from loadtest.gatetruth import CODES_PER_CALL, Mix
 from loadtest.stack import ADMIN_KEY, Stack, api_port, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.workload import Institution
 
 RATES = (500, 1000, 2000, 4000)
-# One uvicorn worker per core: the gate is CPU-bound in Python (~2.5 ms of CPU a call here),
-# and a single process saturates near 400-550 calls/s on this machine.
+VERIFY_RATE = 500
+# One uvicorn worker per core: the gate is CPU-bound in Python.
 API_WORKERS = 2
+SERVER_ROLES = ("api", "redis", "postgres", "kafka")
+SHED = "503 OVERLOADED"
+# Codes paid in the settlement runs that the verify run asks about (a sample: the file is
+# read by the generator before its clock starts).
+VERIFY_PAID_SAMPLE = 20_000
+_WARM_SERIES, _VERIFY_SERIES = 10, 88  # the settlement rates take 11, 12, ...
+
+
+@dataclass(frozen=True)
+class _Api:
+    """The API under test, and how one open-loop run is driven against it."""
+
+    stack: Stack
+    meter: CpuMeter
+    url: str
+    institutions: str
+
+    def load(self, run: str, series: int, rate: int, seconds: float, *extra: str,
+             key: str = ADMIN_KEY) -> dict[str, Any]:
+        """The generator's figures, with `cpu_s_by_role` (the generator times itself: it
+        exits inside the window)."""
+        out = self.stack.tmp / f"gate-{run}.json"
+        self.meter.begin()
+        child = self.stack.spawn(f"gateload-{run}", [
+            "-m", "loadtest.gateload", "--url", self.url, "--key", key, "--rate", str(rate),
+            "--seconds", str(seconds), "--run", run, "--series", str(series),
+            "--seed", str(series), "--institutions", self.institutions, "--out", str(out),
+            *extra], {})
+        _wait_exit(child)
+        spent = self.meter.seconds()
+        result: dict[str, Any] = orjson.loads(out.read_bytes())
+        result["cpu_s_by_role"] = {**spent, "generator": result["cpu_s"]}
+        return result
 
 
 def run_gate(
     stack: Stack, institutions: Sequence[Institution], rates: Sequence[int], seconds: float,
-    run: str,
-) -> list[dict[str, Any]]:
+    run: str, *, mix: Mix | None = None, verify_rate: int | None = VERIFY_RATE,
+) -> dict[str, Any]:
+    """The gate section: `rates` (one row a rate), `verify` (unless verify_rate is None),
+    `correct` (every answer of every run was right) and the plan's `mix`."""
+    mix = mix or Mix()
     asyncio.run(_reset(stack, run))
     port = api_port()
     env = stack.env(run, TRACEGATE_API_HOST="127.0.0.1", TRACEGATE_API_PORT=str(port),
@@ -42,16 +89,47 @@ def run_gate(
     try:
         _wait_ready(url, api.log_tail)
         ids = ",".join(i.institution_id for i in institutions if i.go_live_override is None)
-        meter = meter_for(stack.servers, api=[api])
-        _load(stack, meter, url, ids, 200, 1.0, f"{run}w")  # warm-up: connections, caches
-        results = []
-        for rate in rates:
-            raw = _load(stack, meter, url, ids, rate, seconds, f"{run}{rate}")
-            results.append(_rate_result(rate, raw))
+        target = _Api(stack, meter_for(stack.servers, api=[api]), url, ids)
+        mixed = ("--reuse", str(mix.reuse), "--replay", str(mix.replay))
+        # Warm-up: connections, caches; checked like the others, and its codes paid too.
+        warm = target.load(f"{run}w", _WARM_SERIES, 200, 1.0, *mixed)
+        checked, paid = [_rate_result(200, warm)], list(warm["paid"])
+        rows = []
+        for number, rate in enumerate(rates):
+            raw = target.load(f"{run}{rate}", _WARM_SERIES + 1 + number, rate, seconds, *mixed)
+            rows.append(_rate_result(rate, raw))
+            paid += raw["paid"]
             _wait_idle(url)  # a backlog left by one rate must not be charged to the next
-        return results
+        section: dict[str, Any] = {"rates": rows, "mix": asdict(mix)}
+        if verify_rate is not None:
+            section["verify"] = _verify(target, f"{run}v", verify_rate, seconds, paid)
+        checked += [*rows, *([section["verify"]] if "verify" in section else [])]
+        section["correct"] = all(row["correct"] for row in checked)
+        return section
     finally:
         stack.stop_children()
+
+
+def _verify(
+    target: _Api, run: str, rate: int, seconds: float, paid: list[str]
+) -> dict[str, Any]:
+    """The scan-time check on its own, with a regulator's key (it may ask for any
+    institution), about codes paid above and codes never sold."""
+    sample = random.Random(0).sample(paid, min(len(paid), VERIFY_PAID_SAMPLE))
+    codes = target.stack.tmp / f"paid-{run}.txt"
+    codes.write_text("\n".join(sample))
+    key = _new_key(target.url, "regulator")
+    raw = target.load(run, _VERIFY_SERIES, rate, seconds, "--verify", str(codes), key=key)
+    return {**_rate_result(rate, raw), "codes_per_call": CODES_PER_CALL,
+            "paid_codes_asked_of": len(sample)}
+
+
+def _new_key(url: str, role: str) -> str:
+    request = urllib.request.Request(  # noqa: S310 (loopback, our own API)
+        f"{url}/v1/api-keys", data=orjson.dumps({"role": role}), method="POST",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return str(orjson.loads(response.read())["key"])
 
 
 async def _reset(stack: Stack, run: str) -> None:
@@ -89,25 +167,6 @@ def _wait_idle(url: str, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def _load(
-    stack: Stack, meter: CpuMeter, url: str, institutions: str, rate: int, seconds: float,
-    run: str,
-) -> dict[str, Any]:
-    """The generator's figures, with `cpu_s_by_role` (the generator times itself: it exits
-    inside the window)."""
-    out = stack.tmp / f"gate-{run}.json"
-    meter.begin()
-    child = stack.spawn(f"gateload-{run}", [
-        "-m", "loadtest.gateload", "--url", url, "--key", ADMIN_KEY, "--rate", str(rate),
-        "--seconds", str(seconds), "--run", run, "--institutions", institutions,
-        "--out", str(out)], {})
-    _wait_exit(child)
-    spent = meter.seconds()
-    result: dict[str, Any] = orjson.loads(out.read_bytes())
-    result["cpu_s_by_role"] = {**spent, "generator": result["cpu_s"]}
-    return result
-
-
 def _wait_exit(child: ChildProcess) -> None:
     while child.alive():
         time.sleep(0.05)
@@ -116,13 +175,27 @@ def _wait_exit(child: ChildProcess) -> None:
 
 
 def _rate_result(rate: int, raw: dict[str, Any]) -> dict[str, Any]:
-    latency = summary_ms(raw["latencies"])
-    statuses: dict[str, int] = raw["statuses"]
-    errors = raw["sent"] - statuses.get("200", 0)
+    """One run's row. Latency of every call (`p50_ms`...) and of the answered ones
+    (`answered_p50_ms`...); `errors` is every call neither answered 200 nor shed."""
+    calls, sent = raw["calls"], raw["sent"]
+    statuses = Counter(calls["status"])
+    latency = summary_ms(calls["latency"])
+    answered = summary_ms([seconds for seconds, status in zip(
+        calls["latency"], calls["status"], strict=True) if status == "200"])
+    mismatches = raw["mismatches"]
+    cpu = per_unit_us(raw["cpu_s_by_role"], sent)
     return {
         "rate": rate, "p50_ms": latency["p50"], "p95_ms": latency["p95"],
-        "p99_ms": latency["p99"], "max_ms": latency["max"], "errors": errors,
-        "requests": raw["sent"], "statuses": statuses, "connections": raw["connections"],
+        "p99_ms": latency["p99"], "max_ms": latency["max"],
+        "answered_p50_ms": answered["p50"], "answered_p95_ms": answered["p95"],
+        "answered_p99_ms": answered["p99"], "answered_max_ms": answered["max"],
+        "requests": sent, "answered": statuses["200"], "sheds": statuses[SHED],
+        "errors": sent - statuses["200"] - statuses[SHED],
+        # Right only if something was answered and every answer was right.
+        "correct": statuses["200"] > 0 and mismatches["count"] == 0,
+        "mismatches": mismatches, "kinds": dict(Counter(calls["kind"])),
+        "statuses": dict(statuses), "connections": raw["connections"],
         "generator_lag_p99_ms": summary_ms(raw["lag"])["p99"],
-        "cpu_us_per_call": per_unit_us(raw["cpu_s_by_role"], raw["sent"]),
+        "cpu_us_per_call": cpu,
+        "server_sum_us_per_call": round(sum(cpu.get(role, 0.0) for role in SERVER_ROLES), 1),
     }

@@ -4,23 +4,33 @@ Request i is due at start + i / rate and is sent then whether or not earlier one
 answered (a closed loop would slow down with the server and hide its queueing). Latency is
 measured from the due time, not the send time, so a load generator that falls behind shows
 up in the figures instead of hiding them (no coordinated omission). A minimal keep-alive
-HTTP/1.1 client on asyncio streams: httpx costs more CPU per request than the server does."""
+HTTP/1.1 client on asyncio streams: httpx costs more CPU per request than the server does.
+
+Every call is checked against the workload's ground truth (loadtest/gatetruth.py) after its
+latency is taken; per call the generator records its kind, its status (`200`, `503
+OVERLOADED` for a shed, another status with its error code, an exception's name, `timeout`),
+whether a 200 answer was right, and its latency."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import asyncio
 import time
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from loadtest.gatetruth import Call, Mix, SettleTruth, VerifyTruth, plan
 from service.kit import event_loop
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# How long the generator waits for answers after its last call: past it a call is a timeout.
+DRAIN_S = 30.0
+EXAMPLES = 5
+_BROKEN = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
 
 
 @dataclass
@@ -31,14 +41,18 @@ class Client:
     idle: list[Connection] = field(default_factory=list)
     opened: int = 0
 
-    async def post(self, path: str, body: bytes) -> int:
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         reader, writer = self._idle_connection() or await self._open()
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.key}"
                 f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-        writer.write(head.encode() + body)
-        status = await _read_response(reader)
+        try:
+            writer.write(head.encode() + body)
+            answer = await _read_response(reader)
+        except BaseException:
+            writer.close()  # half a response on it: never hand this connection out again
+            raise
         self.idle.append((reader, writer))
-        return status
+        return answer
 
     def _idle_connection(self) -> Connection | None:
         """A kept-alive connection the server has not closed meanwhile (as HTTP clients do:
@@ -59,82 +73,138 @@ class Client:
             writer.close()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     length = next((int(line.split(":", 1)[1]) for line in lines
                    if line.lower().startswith("content-length:")), 0)
-    await reader.readexactly(length)
-    return status
-
-
-def bodies(run: str, count: int, institutions: list[str]) -> list[bytes]:
-    """Settlements of one whole-pack line with 3 fresh codes, after go-live (enforced)."""
-    out = []
-    for index in range(count):
-        codes = [f"88{run[-4:].rjust(4, '0')}{index:010d}{k:04d}" for k in range(3)]
-        out.append(orjson.dumps({
-            "settlement_id": f"G-{run}-{index}", "institution_id":
-            institutions[index % len(institutions)], "settled_at": dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(microsecond=0).isoformat(),
-            "lines": [{"line_no": 1, "drug_code": "XC09AAL012A001010100543", "quantity": 3,
-                       "split": False, "trace_codes": codes}],
-        }))
-    return out
+    return status, await reader.readexactly(length)
 
 
 @dataclass
-class Outcome:
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
-    lag: list[float] = field(default_factory=list)  # how late the generator sent each request
+class Calls:
+    """Per call, by index: what was sent and what came back."""
+
+    due: list[float]
+    kind: list[str]
+    status: list[str]
+    matched: list[bool | None]
+    latency: list[float | None]
+    lag: list[float]  # how late the generator sent each request
+    mismatch_count: int = 0
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def planned(cls, count: int, start: float, rate: float) -> Calls:
+        return cls([start + index / rate for index in range(count)], [""] * count,
+                   ["timeout"] * count, [None] * count, [None] * count, [0.0] * count)
+
+    def mismatch(self, call: Call, problem: str) -> None:
+        self.mismatch_count += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append({"kind": call.kind, "call": call.label,
+                                  "problem": problem[:600]})
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """A call still unanswered counts with the time it waited until it was given up."""
+        latency = [now - due if seconds is None else seconds
+                   for seconds, due in zip(self.latency, self.due, strict=True)]
+        return {"calls": {"kind": self.kind, "status": self.status, "matched": self.matched,
+                          "latency": latency},
+                "lag": self.lag, "sent": len(self.due),
+                "mismatches": {"count": self.mismatch_count, "examples": self.examples}}
 
 
-async def fire(client: Client, body: bytes, due: float, outcome: Outcome) -> None:
-    outcome.lag.append(time.perf_counter() - due)
+async def fire(client: Client, path: str, call: Call, index: int, calls: Calls) -> None:
+    due = calls.due[index]
+    calls.kind[index] = call.kind
+    calls.lag[index] = time.perf_counter() - due
     try:
-        status = str(await client.post("/v1/settlements", body))
-    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        status = type(exc).__name__
-    outcome.latencies.append(time.perf_counter() - due)
-    outcome.statuses[status] += 1
+        status, answer = await client.post(path, call.body)
+    except _BROKEN as exc:
+        calls.latency[index] = time.perf_counter() - due
+        calls.status[index] = type(exc).__name__
+        return
+    calls.latency[index] = time.perf_counter() - due
+    if status != 200:
+        calls.status[index] = f"{status} {_error_code(answer)}".rstrip()
+        return
+    calls.status[index] = "200"
+    problem = call.check(answer)
+    calls.matched[index] = problem is None
+    if problem is not None:
+        calls.mismatch(call, problem)
 
 
-async def run(client: Client, requests: list[bytes], rate: float) -> Outcome:
-    outcome = Outcome()
+def _error_code(answer: bytes) -> str:
+    try:
+        return str(orjson.loads(answer)["error"]["code"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return ""
+
+
+async def run(
+    client: Client, path: str, make: Callable[[int], Call], count: int, rate: float
+) -> Calls:
+    calls = Calls.planned(count, time.perf_counter(), rate)
     tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter()
-    for index, body in enumerate(requests):
-        due = start + index / rate
+    for index, due in enumerate(calls.due):
         delay = due - time.perf_counter()
         if delay > 0.0005:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fire(client, body, due, outcome)))
-    await asyncio.wait(tasks, timeout=30)
-    return outcome
+        tasks.append(asyncio.create_task(fire(client, path, make(index), index, calls)))
+    _, pending = await asyncio.wait(tasks, timeout=DRAIN_S)
+    for task in pending:
+        task.cancel()
+    return calls
 
 
 def main() -> int:
+    args = _parser().parse_args()
+    host, port = args.url.removeprefix("http://").split(":")
+    client = Client(host, int(port), args.key)
+    count = int(args.rate * args.seconds)
+    path, make, paid = _workload(args, count)
+    cpu = time.process_time()  # the load, not the plan made before it
+    calls = event_loop.run(run(client, path, make, count, args.rate))
+    args.out.write_bytes(orjson.dumps({
+        **calls.to_json(time.perf_counter()), "connections": client.opened,
+        "cpu_s": time.process_time() - cpu, "paid": paid(),
+    }))
+    return 0
+
+
+def _workload(
+    args: argparse.Namespace, count: int
+) -> tuple[str, Callable[[int], Call], Callable[[], list[str]]]:
+    """The path, each call's maker, and the codes the run got paid (for a later verify run)."""
+    if args.verify:
+        paid = args.verify.read_text().split() if args.verify.stat().st_size else []
+        verify = VerifyTruth(args.series, paid, args.institutions.split(",")[0], args.seed)
+        return "/v1/codes/verify", verify.call, list
+    kinds = plan(count, Mix(args.reuse, args.replay), args.seed)
+    truth = SettleTruth(args.series, args.institutions.split(","), args.run, kinds, args.seed)
+    return "/v1/settlements", truth.call, lambda: truth.paid_codes
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True, help="http://host:port")
     parser.add_argument("--key", required=True)
-    parser.add_argument("--rate", type=float, required=True, help="settlements per second")
+    parser.add_argument("--rate", type=float, required=True, help="calls per second")
     parser.add_argument("--seconds", type=float, required=True)
-    parser.add_argument("--run", required=True, help="unique per run: ids and codes are fresh")
+    parser.add_argument("--run", required=True, help="unique per run: settlement ids are fresh")
+    parser.add_argument("--series", type=int, required=True,
+                        help="10-88, unique per run: its fresh codes are its own")
     parser.add_argument("--institutions", required=True, help="comma-separated ids")
+    parser.add_argument("--reuse", type=float, default=Mix().reuse, help="share re-using a code")
+    parser.add_argument("--replay", type=float, default=Mix().replay, help="share of replays")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verify", type=Path, default=None,
+                        help="verify codes instead: a file of codes paid earlier, one a line")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    host, port = args.url.removeprefix("http://").split(":")
-    client = Client(host, int(port), args.key)
-    requests = bodies(args.run, int(args.rate * args.seconds), args.institutions.split(","))
-    cpu = time.process_time()  # the load, not the bodies made before it
-    outcome = event_loop.run(run(client, requests, args.rate))
-    args.out.write_bytes(orjson.dumps({
-        "latencies": outcome.latencies, "statuses": outcome.statuses, "lag": outcome.lag,
-        "sent": len(requests), "connections": client.opened,
-        "cpu_s": time.process_time() - cpu,
-    }))
-    return 0
+    return parser
 
 
 if __name__ == "__main__":

@@ -6,10 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+GATE_P99 = "gate p99 ms @2000/s"
+GATE_OVERLOAD = "gate answered p99 ms @4000/s"
 TARGETS = {
     "stream codes/s (1 consumer)": (50_000, ">="),
     "flag latency p99 ms @20k codes/s": (250, "<="),
-    "gate p99 ms @2000/s": (10, "<="),
+    GATE_P99: (10, "<="),
+    GATE_OVERLOAD: (1000, "<="),
+    "gate server CPU µs/call @500/s": (600, "<="),
+    "verify server CPU µs/call @500/s": (300, "<="),
     "memory B/code": (24, "<="),
     "rebuild codes/s": (500_000, ">="),
 }
@@ -17,11 +22,14 @@ TARGETS = {
 
 def figures(results: dict[str, Any]) -> dict[str, float | None]:
     gate = {row["rate"]: row for row in results["gate"]["rates"]}
-    at2000 = gate.get(2000, {})
+    verify = results["gate"].get("verify") or {}
     return {
         "stream codes/s (1 consumer)": results["stream"]["codes_per_s"],
         "flag latency p99 ms @20k codes/s": results["stream"]["flag_latency_ms"]["p99"],
-        "gate p99 ms @2000/s": at2000.get("p99_ms"),
+        GATE_P99: gate.get(2000, {}).get("p99_ms"),
+        GATE_OVERLOAD: gate.get(4000, {}).get("answered_p99_ms"),
+        "gate server CPU µs/call @500/s": gate.get(500, {}).get("server_sum_us_per_call"),
+        "verify server CPU µs/call @500/s": verify.get("server_sum_us_per_call"),
         "memory B/code": results["memory"]["bytes_per_code"],
         "rebuild codes/s": results["rebuild"]["codes_per_s"],
     }
@@ -29,18 +37,26 @@ def figures(results: dict[str, Any]) -> dict[str, float | None]:
 
 def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
-    gate_errors = {row["rate"]: row["errors"] for row in results["gate"]["rates"]}.get(2000, 0)
     for name, value in figures(results).items():
         target, sense = TARGETS[name]
         met = value is not None and (value >= target if sense == ">=" else value <= target)
         factor = None if not value else (target / value if sense == ">=" else value / target)
         out[name] = {"value": value, "target": f"{sense} {target}", "met": met,
                      "off_by_factor": None if met or factor is None else round(factor, 2)}
-    # The gate's target is p99 with zero errors: errors fail it whatever the p99 was.
-    gate = out["gate p99 ms @2000/s"]
-    gate["errors"] = gate_errors
-    gate["met"] = gate["met"] and not gate_errors
+    gate = {row["rate"]: row for row in results["gate"]["rates"]}
+    # At 2000/s the target is p99 with every call answered, and answered right: an error, a
+    # shed (a call not served) or a wrong answer fails it whatever the p99 was.
+    at2000 = out[GATE_P99]
+    at2000.update(_served(gate.get(2000, {})))
+    at2000["met"] = at2000["met"] and not (at2000["errors"] or at2000["sheds"]) and \
+        at2000["correct"]
+    out[GATE_OVERLOAD].update(_served(gate.get(4000, {})))  # past capacity: reported
     return out
+
+
+def _served(row: dict[str, Any]) -> dict[str, Any]:
+    return {"errors": row.get("errors", 0), "sheds": row.get("sheds", 0),
+            "correct": row.get("correct", True)}
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
@@ -85,21 +101,30 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# tracegate load test ({'quick' if meta['quick'] else 'full'})", "",
         f"Reproduce: `{meta['command']}` · {meta['machine']['cpus']} CPUs, "
-        f"{meta['machine']['memory_gb']} GB, everything on loopback · correct: "
-        f"**{stream['correct']}**", "",
+        f"{meta['machine']['memory_gb']} GB, everything on loopback · correct: stream "
+        f"**{stream['correct']}** · gate **{results['gate'].get('correct')}**", "",
         "| figure | value | target | met | off by |", "|---|---|---|---|---|",
     ]
     for name, v in results["targets"].items():
         off = f"{v['off_by_factor']}×" if v["off_by_factor"] else ""
-        value = f"{v['value']} ({v['errors']} errors)" if v.get("errors") else v["value"]
-        lines.append(f"| {name} | {value} | {v['target']} | {'yes' if v['met'] else 'no'} "
-                     f"| {off} |")
+        lines.append(f"| {name} | {_with_service(v)} | {v['target']} | "
+                     f"{'yes' if v['met'] else 'no'} | {off} |")
     cpus = meta["machine"]["cpus"]
+    gate = results["gate"]
     lines += ["", *_throughput_table(results), "", *_cpu_line(stream, cpus),
               *_latency_within(stream), "",
-              *_gate_table(results), "", *_gate_cpu_line(results["gate"]["rates"], cpus),
+              *_gate_table(results), "", *_gate_cpu_line(gate["rates"], cpus),
+              *_verify_line(gate.get("verify"), cpus),
               *[f"- {note}" for note in meta["notes"]], ""]
     return "\n".join(lines)
+
+
+def _with_service(verdict: dict[str, Any]) -> str:
+    """A figure with what went wrong beside it: errors, sheds, wrong answers."""
+    notes = [f"{verdict[key]} {key}" for key in ("errors", "sheds") if verdict.get(key)]
+    if verdict.get("correct") is False:
+        notes.append("wrong answers")
+    return f"{verdict['value']} ({', '.join(notes)})" if notes else str(verdict["value"])
 
 
 def _throughput_table(results: dict[str, Any]) -> list[str]:
@@ -130,8 +155,30 @@ def _gate_cpu_line(rates: list[dict[str, Any]], cpus: int) -> list[str]:
     """At the lowest rate, the one least likely to be saturated."""
     if not rates:
         return []
-    return _cpu_sentence(f"CPU per gate call at {rates[0]['rate']}/s, µs",
-                         rates[0].get("cpu_us_per_call"), cpus, ("a call", "calls/s"))
+    return [*_cpu_sentence(f"CPU per gate call at {rates[0]['rate']}/s, µs",
+                           rates[0].get("cpu_us_per_call"), cpus, ("a call", "calls/s")),
+            *_server_sum(rates[0], 600)]
+
+
+def _server_sum(row: dict[str, Any], target: int) -> list[str]:
+    total = row.get("server_sum_us_per_call")
+    if total is None:
+        return []
+    return [f"The gate's own processes (API, Redis, PostgreSQL, Kafka; not the load "
+            f"generator): {total:,.1f} µs a call (target ≤ {target}).", ""]
+
+
+def _verify_line(verify: dict[str, Any] | None, cpus: int) -> list[str]:
+    if not verify:
+        return []
+    sentence = (f"Verify (`POST /v1/codes/verify`, {verify['codes_per_call']} codes a call, "
+                f"paid earlier or never settled) at {verify['rate']}/s: p50 "
+                f"{verify['p50_ms']} ms, p95 {verify['p95_ms']} ms, p99 {verify['p99_ms']} ms "
+                f"(answered {verify['answered_p99_ms']} ms), {verify['sheds']} sheds, "
+                f"{verify['errors']} errors, correct: {verify['correct']}.")
+    return [sentence, "", *_cpu_sentence(f"CPU per verify call at {verify['rate']}/s, µs",
+                                         verify.get("cpu_us_per_call"), cpus,
+                                         ("a call", "calls/s")), *_server_sum(verify, 300)]
 
 
 def _cpu_sentence(
@@ -161,9 +208,12 @@ def _latency_within(stream: dict[str, Any]) -> list[str]:
 
 
 def _gate_table(results: dict[str, Any]) -> list[str]:
-    out = ["| gate rate/s | p50 ms | p95 ms | p99 ms | max ms | errors |",
-           "|---|---|---|---|---|---|"]
+    """Latency of every call (sheds and errors too), and p99 of the answered ones."""
+    out = ["| gate rate/s | p50 ms | p95 ms | p99 ms | answered p99 ms | max ms | sheds | "
+           "errors | correct | server µs/call |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["gate"]["rates"]:
         out.append(f"| {row['rate']} | {row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | "
-                   f"{row['max_ms']} | {row['errors']} |")
+                   f"{row.get('answered_p99_ms', '')} | {row['max_ms']} | "
+                   f"{row.get('sheds', '')} | {row['errors']} | {row.get('correct', '')} | "
+                   f"{row.get('server_sum_us_per_call', '')} |")
     return out

@@ -48,8 +48,10 @@ class Stack:
         return self.postgres.dsn
 
     def env(self, run: str, **extra: str) -> dict[str, str]:
-        """TRACEGATE_* for a tracegate process of run `run` (its own topics and group)."""
+        """TRACEGATE_* for a tracegate process of run `run` (its own topics and group). A
+        development environment: the benchmark runs on the dev secrets."""
         return {
+            "TRACEGATE_ENV": "dev",
             "TRACEGATE_DATABASE_URL": self.postgres.url, "TRACEGATE_REDIS_URL": self.redis_url,
             "TRACEGATE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "TRACEGATE_TOPIC_SETTLEMENTS": f"lt.{run}.settlements",

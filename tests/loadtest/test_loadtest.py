@@ -9,11 +9,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from loadtest import report
 from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
-from loadtest.gate import run_gate
+from loadtest.gate import SERVER_ROLES, run_gate
+from loadtest.gatetruth import (
+    FRESH,
+    REPLAY,
+    REUSE,
+    Mix,
+    SettleTruth,
+    VerifyTruth,
+    check_answer,
+    check_verify,
+    plan,
+)
 from loadtest.memory import run_memory
 from loadtest.rebuild import run_rebuild
 from loadtest.stack import Stack, open_stack
@@ -59,6 +71,86 @@ def test_generator_is_seeded_and_mixes_every_finding() -> None:
     assert len({e.key for e in one.events if e.body["type"] == "settlement"}) == 3000
 
 
+def _answer(sid: str, decision: str = "pay", reasons: list[Any] | None = None,
+            flags: list[str] | None = None) -> dict[str, Any]:
+    """A gate answer of the contract's shape (CONTRACT §4)."""
+    return {"settlement_id": sid, "decision": decision, "enforced": True, "replayed": False,
+            "lines": [{"line_no": 1, "decision": decision, "reasons": reasons or []}],
+            "flags": flags or []}
+
+
+def _duplicate(code: str, first_sid: str, first_institution: str) -> dict[str, Any]:
+    return {"code": "DUPLICATE_PAYMENT", "severity": "error", "trace_code": code,
+            "first_payment": {"settlement_id": first_sid, "institution_id": first_institution,
+                              "paid_at": "2026-01-01T00:00:00+08:00"}}
+
+
+def _truth(kinds: list[str]) -> SettleTruth:
+    return SettleTruth(11, ["P00000000001", "P00000000002"], "u", kinds)
+
+
+def test_gate_truth_takes_the_right_answer_and_catches_a_tampered_one() -> None:
+    truth = _truth([FRESH, REUSE, REPLAY])
+    fresh = truth.call(0)
+    right = _answer(fresh.label)
+    tampered: dict[str, Any]
+    for tampered in ({**right, "decision": "reject"}, {**right, "replayed": True},
+                     {**right, "flags": ["f-1"]}, {**right, "settlement_id": "G-other"},
+                     {"lines": []}):
+        assert fresh.check(orjson.dumps(tampered)) is not None, tampered
+    assert fresh.check(b"not json") is not None
+    assert truth.paid_codes == []  # a wrong answer teaches the truth nothing
+    assert fresh.check(orjson.dumps(right)) is None
+    assert len(truth.paid_codes) == 3
+
+    reuse = truth.call(1)  # re-uses a code the first call was paid for, elsewhere
+    first = truth.answered[0][1]
+    body = orjson.loads(reuse.body)
+    code = body["lines"][0]["trace_codes"][-1]
+    assert reuse.kind == REUSE
+    assert code in first.codes
+    assert body["institution_id"] != first.institution_id
+    right_reuse = _answer(reuse.label, "reject", [_duplicate(code, first.settlement_id,
+                                                             first.institution_id)], ["f-1"])
+    wrong_first = _answer(reuse.label, "reject", [_duplicate(code, "G-someone-else",
+                                                             first.institution_id)], ["f-1"])
+    assert reuse.check(orjson.dumps(wrong_first)) is not None
+    assert reuse.check(orjson.dumps({**right_reuse, "flags": []})) is not None
+    assert reuse.check(orjson.dumps(_answer(reuse.label))) is not None  # paid twice
+    assert reuse.check(orjson.dumps(right_reuse)) is None
+
+    replay = truth.call(2)  # the body of an answered call again
+    prior = next(a for b, _, a in truth.answered if b == replay.body)
+    assert replay.kind == REPLAY
+    assert replay.check(prior) is not None  # replayed: false
+    assert replay.check(orjson.dumps({**orjson.loads(prior), "replayed": True})) is None
+
+
+def test_gate_truth_sends_a_fresh_call_until_something_was_answered() -> None:
+    truth = _truth([REUSE, REPLAY])
+    assert [truth.call(0).kind, truth.call(1).kind] == [FRESH, FRESH]
+    kinds = plan(10_000, Mix(0.02, 0.01), seed=1)
+    assert plan(10_000, Mix(0.02, 0.01), seed=1) == kinds
+    assert 100 < kinds.count(REUSE) < 300
+    assert 40 < kinds.count(REPLAY) < 170
+
+
+def test_verify_truth_catches_a_wrong_status() -> None:
+    truth = VerifyTruth(88, ["81100000000000000000"], "P00000000001", seed=4)
+    call = truth.call(0)
+    codes = orjson.loads(call.body)["trace_codes"]
+    statuses = ["paid" if code == "81100000000000000000" else "unpaid" for code in codes]
+    results = [{"trace_code": c, "valid": True, "format": "cn20", "canonical": c, "status": s}
+               for c, s in zip(codes, statuses, strict=True)]
+    assert call.check(orjson.dumps({"results": results})) is None
+    flipped = [{**results[0], "status": "unpaid" if statuses[0] == "paid" else "paid"},
+               *results[1:]]
+    assert call.check(orjson.dumps({"results": flipped})) is not None
+    assert call.check(orjson.dumps({"results": results[:2]})) is not None
+    assert check_verify(truth.request(1)[1], b"{}") is not None
+    assert check_answer(_truth([FRESH]).request(0, FRESH)[1], b"[]") is not None
+
+
 @pytest.fixture(scope="module")
 def tiny() -> Iterator[tuple[Stack, Workload]]:
     workload = generate(300, seed=3)
@@ -91,7 +183,9 @@ def test_store_gate_and_baseline_paths_produce_figures(
     results: dict[str, Any] = {
         "stream": {"codes_per_s": 1, "codes_per_s_2_consumers": 1, "correct": True,
                    "flag_latency_ms": {"p50": 1, "p95": 1, "p99": 1}},
-        "gate": {"rates": run_gate(stack, workload.institutions, [50], 0.5, "tg")},
+        # Re-uses and replays far more often than in the benchmark: a tiny run checks each.
+        "gate": run_gate(stack, workload.institutions, [50], 1.0, "tg", mix=Mix(0.2, 0.1),
+                         verify_rate=50),
         "memory": run_memory(stack.redis_url, 2000, lambda n: None),
         "rebuild": run_rebuild(stack.dsn, stack.redis_url, workload.institutions, 2000, 2,
                                lambda n: None),
@@ -104,16 +198,40 @@ def test_store_gate_and_baseline_paths_produce_figures(
                  "notes": []},
     }
     gate = results["gate"]["rates"][0]
-    assert gate["errors"] == 0
+    assert (gate["errors"], gate["sheds"], gate["answered"]) == (0, 0, 50), gate["statuses"]
+    # Every answer checked against the ground truth, re-uses and replays among them.
+    assert results["gate"]["correct"], results["gate"]
+    assert gate["correct"], gate["mismatches"]
+    assert gate["mismatches"]["count"] == 0
+    assert gate["kinds"].get("reuse", 0) > 0, gate
+    assert gate["kinds"].get("replay", 0) > 0, gate
     # Where a call's CPU went: the API's workers and the generator always spend some.
     assert set(gate["cpu_us_per_call"]) == {"api", "postgres", "redis", "kafka", "generator"}
     assert gate["cpu_us_per_call"]["api"] > 0, gate
     assert gate["cpu_us_per_call"]["generator"] > 0, gate
+    assert gate["server_sum_us_per_call"] == pytest.approx(
+        sum(gate["cpu_us_per_call"][role] for role in SERVER_ROLES), abs=0.2)
+    verify = results["gate"]["verify"]
+    assert verify["correct"], verify
+    assert verify["kinds"] == {"verify": 50}, verify
+    assert verify["paid_codes_asked_of"] > 0
+    assert verify["errors"] == 0
+    assert verify["cpu_us_per_call"]["api"] > 0, verify
     assert results["rebuild"]["codes"] == 2000
     assert [run["codes"] for run in results["rebuild"]["runs"]] == [2000, 2000]
     json_path, md_path = report.write(results, tmp_path)
-    assert "memory B/code" in md_path.read_text()
+    text = md_path.read_text()
+    assert "memory B/code" in text
+    assert "| 50 | " in text
+    assert "Verify (`POST /v1/codes/verify`, 3 codes a call" in text
     assert json_path.is_file()
+
+
+def _row(rate: int, **figures: Any) -> dict[str, Any]:
+    """A gate rate's row as loadtest.gate writes it, with the figures given."""
+    return {"rate": rate, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3, "max_ms": 4,
+            "answered_p99_ms": 3, "errors": 0, "sheds": 0, "correct": True,
+            "server_sum_us_per_call": 100.0, "cpu_us_per_call": {"api": 100.0}, **figures}
 
 
 def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
@@ -121,8 +239,12 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
         "stream": {"codes_per_s": 7, "codes_per_s_2_consumers": 9, "correct": True,
                    "flag_latency_ms": {"p50": 1, "p95": 2, "p99": 3},
                    "cpu_us_per_code": {"consumers": 80.5, "redis": 9.0}},
-        "gate": {"rates": [{"rate": 500, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3, "max_ms": 4,
-                            "errors": 0, "cpu_us_per_call": {"api": 1500.0, "redis": 500.0}}]},
+        "gate": {"rates": [_row(500, cpu_us_per_call={"api": 1500.0, "redis": 500.0},
+                                server_sum_us_per_call=2000.0),
+                           _row(2000, p99_ms=8, sheds=3), _row(4000, answered_p99_ms=900)],
+                 "verify": {**_row(500, server_sum_us_per_call=250.0), "codes_per_call": 3,
+                            "cpu_us_per_call": {"api": 200.0, "redis": 50.0}},
+                 "correct": True},
         "memory": {"bytes_per_code": 20.8}, "rebuild": {"codes_per_s": 5},
         "baselines": {"redis_key_per_code": {"codes_per_s": 1},
                       "postgres_only": {"codes_per_s": 1}, "quixstreams": {"codes_per_s": 1}},
@@ -146,6 +268,16 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
         "this cost." in text
     assert "CPU per gate call at 500/s, µs: api 1500.0 · redis 500.0. In all 2,000.0 µs a " \
         "call: 2 CPUs carry at most 1,000 calls/s at this cost." in text
+    assert "The gate's own processes (API, Redis, PostgreSQL, Kafka; not the load " \
+        "generator): 2,000.0 µs a call (target ≤ 600)." in text
+    assert "| 2000 | 1 | 2 | 8 | 3 | 4 | 3 | 0 | True | 100.0 |" in text  # sheds apart
+    assert "| gate p99 ms @2000/s | 8 (3 sheds) | <= 10 | no |" in text  # a shed fails it
+    assert "| gate answered p99 ms @4000/s | 900 | <= 1000 | yes |" in text
+    assert "| gate server CPU µs/call @500/s | 2000.0 | <= 600 | no | 3.33× |" in text
+    assert "| verify server CPU µs/call @500/s | 250.0 | <= 300 | yes |" in text
+    assert "Verify (`POST /v1/codes/verify`, 3 codes a call, paid earlier or never settled) " \
+        "at 500/s: p50 1 ms, p95 2 ms, p99 3 ms (answered 3 ms), 0 sheds, 0 errors, " \
+        "correct: True." in text
     assert text.startswith("# x\nbefore\n")
     assert text.endswith(f"{report.README_END}\nafter\n")
     assert "# tracegate load test" not in text
