@@ -11,14 +11,20 @@
 -- A state is owner, institution (u32), day (u16) [, units used, pack size (u16), then the
 -- token (u32) of every line that sold units]: service/firstseen/encoding.py.
 -- The decisions were made in Python; this only makes their effects atomic and repeatable.
-local prefixes = {}
-local i = 0
-for group in string.gmatch(ARGV[1], '%d+') do
-  i = i + 1
-  if redis.call('EXISTS', KEYS[2 * i - 1]) == 0 then
-    return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
+local prefixes, pendings = {}, {}
+local tag, i = nil, 0
+for token in string.gmatch(ARGV[1], '%S+') do
+  if not tag then
+    tag = token
+  else
+    i = i + 1
+    local marker = KEYS[2 * i - 1] or ('tg:gen{' .. token .. '}:' .. tag)
+    if redis.call('EXISTS', marker) == 0 then
+      return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
+    end
+    prefixes[i] = 'tg:fs{' .. token .. '}:'
+    pendings[i] = KEYS[2 * i] or ('tg:pd{' .. token .. '}')
   end
-  prefixes[i] = 'tg:fs{' .. group .. '}:'
 end
 
 local function owners(value)
@@ -70,7 +76,7 @@ while pos <= size do
   local kind, g, bucket, field, token, inst, day, units, pack
   kind, g, bucket, field, token, inst, day, units, pack, pos =
     struct.unpack('>BHI4c6I4I4HHH', blob, pos)
-  local key, pending = prefixes[g] .. bucket, KEYS[2 * g]
+  local key, pending = prefixes[g] .. bucket, pendings[g]
   if kind == 5 then
     redis.call('HDEL', pending, field)
   elseif kind == 1 then  -- nearly every effect: one command, no read first

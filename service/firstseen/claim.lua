@@ -9,14 +9,20 @@
 -- decided concurrently) nothing changes and its value comes back ("R" .. value); else it is
 -- set with the changes. Reply "O" when everything landed, "F" and the failed changes'
 -- positions (u16 each, 0-based) when a code had changed since it was read.
-local prefixes = {}
-local i = 0
-for group in string.gmatch(ARGV[1], '%d+') do
-  i = i + 1
-  if redis.call('EXISTS', KEYS[2 * i - 1]) == 0 then
-    return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
+local prefixes, pendings = {}, {}
+local tag, i = nil, 0
+for token in string.gmatch(ARGV[1], '%S+') do
+  if not tag then
+    tag = token
+  else
+    i = i + 1
+    local marker = KEYS[2 * i - 1] or ('tg:gen{' .. token .. '}:' .. tag)
+    if redis.call('EXISTS', marker) == 0 then
+      return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
+    end
+    prefixes[i] = 'tg:fs{' .. token .. '}:'
+    pendings[i] = KEYS[2 * i] or ('tg:pd{' .. token .. '}')
   end
-  prefixes[i] = 'tg:fs{' .. group .. '}:'
 end
 local recent = ARGV[3]
 if recent and recent ~= '' then
@@ -34,7 +40,7 @@ while pos <= #blob do
   local g, bucket, field
   g, bucket, field, pos = struct.unpack('>HI4c6', blob, pos)
   local expected, new, detail = chunk(), chunk(), chunk()
-  changes[#changes + 1] = {prefixes[g] .. bucket, KEYS[2 * g], field, expected, new, detail}
+  changes[#changes + 1] = {prefixes[g] .. bucket, pendings[g], field, expected, new, detail}
 end
 local failed = {}
 for n, c in ipairs(changes) do
@@ -46,9 +52,9 @@ if #failed > 0 then return 'F' .. table.concat(failed) end
 -- As a listpack every pending lookup would scan the whole hash (hundreds of in-flight
 -- claims per group); a value past hash-max-listpack-value keeps it a hash table, and keeps
 -- the key from vanishing and coming back as a listpack. Its 1-byte field meets no code's.
-for n = 2, 2 * i, 2 do
-  if redis.call('HEXISTS', KEYS[n], '!') == 0 then
-    redis.call('HSET', KEYS[n], '!', string.rep('-', 200))
+for n = 1, i do
+  if redis.call('HEXISTS', pendings[n], '!') == 0 then
+    redis.call('HSET', pendings[n], '!', string.rep('-', 200))
   end
 end
 for _, c in ipairs(changes) do

@@ -66,11 +66,17 @@ class Layout:
     def bucket_key(self, group: int, bucket: int) -> str:
         return _bucket_key(group, bucket)
 
+    @property
+    def tag(self) -> str:
+        """The layout and the encoding version, as generation markers carry them (the
+        scripts build a marker's name from it: tg:gen{G}:<tag>)."""
+        return f"v{ENCODING_VERSION}:{self.slot_groups}x{self.bucket_bits}"
+
     def generation_key(self, group: int) -> str:
         """Set once the group is complete; Redis losing its data loses this marker too. The
         name carries the layout and the encoding version, so a changed layout or encoding
         finds no marker and is rebuilt."""
-        return f"tg:gen{{{group}}}:v{ENCODING_VERSION}:{self.slot_groups}x{self.bucket_bits}"
+        return f"tg:gen{{{group}}}:{self.tag}"
 
     def generation_keys(self) -> list[str]:
         return [self.generation_key(group) for group in range(self.slot_groups)]

@@ -111,12 +111,17 @@ class _Call:
             found = self.index[group] = len(self.groups)  # Lua's KEYS pairs count from 1
         return found
 
-    def keys(self, layout: Layout) -> list[str]:
+    def keys(self, layout: Layout, declared: bool) -> list[str]:
+        """Each group's marker and pending hash, declared as a Redis Cluster wants; a single
+        server's script names them itself (fewer arguments for the client to pack)."""
+        if not declared:
+            return []
         return [key for group in self.groups
                 for key in (layout.generation_key(group), layout.pending_key(group))]
 
-    def argv(self, *extra: bytes | str) -> list[bytes | str]:
-        return [" ".join(map(str, self.groups)), b"".join(self.parts), *extra]
+    def argv(self, layout: Layout, *extra: bytes | str) -> list[bytes | str]:
+        head = " ".join([layout.tag, *map(str, self.groups)]).encode()
+        return [head, b"".join(self.parts), *(_bytes(value) for value in extra)]
 
 
 class FirstSeenStore:
@@ -130,7 +135,7 @@ class FirstSeenStore:
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
         unique = list(dict.fromkeys(codes))
         calls = self._pack_codes(unique)
-        replies = await self._run(READ_SCRIPT, [(c.keys(self.layout), c.argv()) for c in calls])
+        replies = await self._run(READ_SCRIPT, [self._script_call(c) for c in calls])
         return _seen_codes(unique, calls, replies)
 
     async def read_for_gate(self, codes: Sequence[str], keys: Sequence[str]) -> GateRead:
@@ -142,7 +147,7 @@ class FirstSeenStore:
             return GateRead(values, await self.read(unique) if unique else {})
         calls = self._pack_codes(unique) or [_Call()]
         [call] = calls
-        [reply] = await self._run(READ_SCRIPT, [(call.keys(self.layout), call.argv(*keys))])
+        [reply] = await self._run(READ_SCRIPT, [self._script_call(call, *keys)])
         values, at = [], 0
         for _ in keys:
             value, at = _u32_prefixed(reply, at)
@@ -181,7 +186,7 @@ class FirstSeenStore:
             return await self._claim_on_cluster(changes, calls, recent)
         call = calls[0] if calls else _Call()
         extra = (recent[0], recent[1], str(recent[2])) if recent else ()
-        [reply] = await self._run(CLAIM_SCRIPT, [(call.keys(self.layout), call.argv(*extra))])
+        [reply] = await self._run(CLAIM_SCRIPT, [self._script_call(call, *extra)])
         return _claim_outcome(reply, call)
 
     async def _claim_on_cluster(
@@ -195,7 +200,7 @@ class FirstSeenStore:
                 return ClaimOutcome(prior=prior or b"")
         try:
             replies = await run_script(self._redis, CLAIM_SCRIPT,
-                                       [(c.keys(self.layout), c.argv()) for c in calls])
+                                       [self._script_call(c) for c in calls])
             outcomes = [_claim_outcome(r, c) if not isinstance(r, Exception) else r
                         for r, c in zip(replies, calls, strict=True)]
             failed = frozenset(p for o in outcomes if isinstance(o, ClaimOutcome)
@@ -271,8 +276,7 @@ class FirstSeenStore:
         for code in dict.fromkeys(forget):
             self._pack_effect(calls, _FORGET, code, None)
         if calls:
-            await self._run(APPLY_SCRIPT, [(c.keys(self.layout), c.argv())
-                                           for c in calls.values()])
+            await self._run(APPLY_SCRIPT, [self._script_call(c) for c in calls.values()])
 
     def _pack_effect(
         self, calls: dict[int, _Call], kind: int, code: str, effect: ClaimEffect | None
@@ -288,12 +292,20 @@ class FirstSeenStore:
 
     # --- plumbing --------------------------------------------------------------------------
 
+    def _script_call(self, call: _Call, *extra: bytes | str) -> tuple[list[str], list[Any]]:
+        return call.keys(self.layout, self._cluster), call.argv(self.layout, *extra)
+
     async def _run(self, script: LuaScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         replies = await run_script(self._redis, script, calls)
         for reply in replies:
             if isinstance(reply, Exception):
                 _raise(reply)
         return replies
+
+
+def _bytes(value: bytes | str) -> bytes:
+    """Arguments as bytes: the client packs them with the fewest checks."""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _raise(error: Exception) -> None:
