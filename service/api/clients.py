@@ -18,7 +18,7 @@ from service.institutions.schemas import InstitutionRef
 from service.kit.database import build_engine, build_reader, build_sessionmaker, open_lookup_pool
 from service.kit.kafka import build_producer
 from service.kit.metrics import GateMetrics
-from service.kit.redis_client import RedisClient, build_redis
+from service.kit.redis_client import RedisClient, build_pipe, build_redis
 from service.kit.ttl_cache import TtlCache, VersionedCache
 from service.policy.schemas import PolicyConfig
 from service.records.repository import json_as_bytes
@@ -58,8 +58,10 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     await producer.start()
     lookups = await open_lookup_pool(settings.asyncpg_dsn, settings.api_lookup_pool,
                                      init=json_as_bytes)
-    store = FirstSeenStore(redis, Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups))
-    confirmations = Confirmations(redis)
+    pipe = build_pipe(redis)
+    store = FirstSeenStore(redis, Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups),
+                           pipe)
+    confirmations = Confirmations(pipe or redis)
     # Institutions for minutes: the gate drops them whenever one changes (changes.py).
     gate = GatePorts(lookups, store, RecentAnswers(redis), confirmations, producer, settings,
                      PolicyConfig.from_settings(settings), VersionedCache(300.0))
@@ -69,6 +71,8 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     finally:
         await confirmations.aclose()
         await producer.stop()
+        if pipe is not None:
+            await pipe.aclose()
         await redis.aclose()
         await lookups.close()
         await engine.dispose()

@@ -13,6 +13,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from service.kit.redis_pipe import RedisPipe
+
 RedisClient = Redis | RedisCluster
 
 
@@ -20,6 +22,11 @@ def build_redis(url: str, *, cluster: bool = False) -> RedisClient:
     if cluster:
         return RedisCluster.from_url(url)
     return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def build_pipe(client: RedisClient) -> RedisPipe | None:
+    """The shared connection for the hot scripts, on a single server (see redis_pipe)."""
+    return None if isinstance(client, RedisCluster) else RedisPipe(client)
 
 
 async def redis_reachable(client: RedisClient, timeout_s: float = 1.0) -> bool:
@@ -42,7 +49,7 @@ ScriptCall = tuple[Sequence[str], Sequence[bytes | str]]  # (keys, args)
 
 
 async def run_script(
-    client: RedisClient, script: LuaScript, calls: Sequence[ScriptCall]
+    client: RedisClient | RedisPipe, script: LuaScript, calls: Sequence[ScriptCall]
 ) -> list[Any]:
     """Every call's reply or error, in order, in one round trip. Errors are returned in their
     place, not raised: a caller that must undo what the other calls did needs to know which
@@ -52,16 +59,28 @@ async def run_script(
     replies = await _evalsha_each(client, script.sha, calls)
     refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if refused:
-        await client.script_load(script.text)  # on a cluster: every primary
+        await _load(client, script)
         retried = await _evalsha_each(client, script.sha, [calls[i] for i in refused])
         for index, reply in zip(refused, retried, strict=True):
             replies[index] = reply
     return replies
 
 
-async def _evalsha_each(client: RedisClient, sha: str, calls: Sequence[ScriptCall]) -> list[Any]:
+async def _load(client: RedisClient | RedisPipe, script: LuaScript) -> None:
+    if isinstance(client, RedisPipe):
+        await client.execute("SCRIPT", "LOAD", script.text)
+    else:
+        await client.script_load(script.text)  # on a cluster: every primary
+
+
+async def _evalsha_each(
+    client: RedisClient | RedisPipe, sha: str, calls: Sequence[ScriptCall]
+) -> list[Any]:
     """Replies and errors in place. A Redis Cluster's pipeline refuses scripts, so there each
     call goes on its own, all at once, to the node owning its keys' slot."""
+    if isinstance(client, RedisPipe):
+        return await client.execute_many(
+            [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls])
     if len(calls) == 1:  # a single server's batch, the gate's: no pipeline around it
         keys, args = calls[0]
         try:

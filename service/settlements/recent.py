@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from service.kit.redis_client import RedisClient
+from service.kit.redis_pipe import RedisPipe
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Confirmations:
     """Marks entries given: each call adds its settlement, one pipeline writes what gathered
     in a couple of milliseconds (concurrent calls share the round trip)."""
 
-    def __init__(self, redis: RedisClient, ttl_s: int = TTL_S) -> None:
+    def __init__(self, redis: RedisClient | RedisPipe, ttl_s: int = TTL_S) -> None:
         self._redis, self._ttl_s = redis, ttl_s
         self._waiting: list[str] = []
         self._flush: asyncio.Task[None] | None = None
@@ -66,12 +67,20 @@ class Confirmations:
         await asyncio.sleep(_CONFIRM_LINGER_S)
         waiting, self._waiting, self._flush = self._waiting, [], None
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for settlement_id in waiting:
-                    pipe.set(confirmed_key(settlement_id), b"1", ex=self._ttl_s)
-                await pipe.execute()
+            await self._write(waiting)
         except Exception:  # noqa: BLE001 - an unconfirmed entry is checked against the record
             log.warning("could not confirm %d recent answers", len(waiting), exc_info=True)
+
+    async def _write(self, settlement_ids: list[str]) -> None:
+        if isinstance(self._redis, RedisPipe):
+            ttl = str(self._ttl_s)
+            await self._redis.execute_many(
+                [("SET", confirmed_key(s), b"1", "EX", ttl) for s in settlement_ids])
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for settlement_id in settlement_ids:
+                pipe.set(confirmed_key(settlement_id), b"1", ex=self._ttl_s)
+            await pipe.execute()
 
     async def aclose(self) -> None:
         if self._flush is not None:

@@ -43,7 +43,7 @@ from service.institutions import repository as institutions
 from service.institutions.schemas import InstitutionRef
 from service.kit.clock import utcnow
 from service.kit.kafka import build_producer
-from service.kit.redis_client import RedisClient, build_redis
+from service.kit.redis_client import RedisClient, build_pipe, build_redis
 from service.kit.ttl_cache import TtlCache
 from service.policy.schemas import PolicyConfig
 from service.records import repository as record
@@ -91,11 +91,14 @@ class StreamPorts:
         producer = build_producer(settings.kafka_bootstrap)
         await producer.start()
         layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+        pipe = build_pipe(redis)
         try:
-            yield cls(settings, pool, redis, FirstSeenStore(redis, layout), producer,
+            yield cls(settings, pool, redis, FirstSeenStore(redis, layout, pipe), producer,
                       PolicyConfig.from_settings(settings))
         finally:
             await producer.stop()
+            if pipe is not None:
+                await pipe.aclose()
             await redis.aclose()
             await pool.close()
 
