@@ -8,6 +8,10 @@
 --   3 sell units of a split pack: open it if absent; else add them unless `token` is listed
 --   4 return units of a split pack: take them back if `token` is listed
 --   5 forget the pending detail (the record holds the first payment now)
+-- A batch's effects land after its record commits, so the gate may have released a line's
+-- claim meanwhile (a reversal): it left a mark, "X" .. token, as the code's pending detail.
+-- A claim or sale of a marked token is not applied (it would bring the claim back); the
+-- release or return of it clears the mark, which forgetting leaves alone.
 -- A state is owner, institution (u32), day (u16) [, units used, pack size (u16), then the
 -- token (u32) of every line that sold units]: service/firstseen/encoding.py.
 -- The decisions were made in Python; this only makes their effects atomic and repeatable.
@@ -38,13 +42,18 @@ local function listed(list, token)
   return false
 end
 
+local function marked(pending, field, token)
+  return redis.call('HGET', pending, field) == 'X' .. struct.pack('>I4', token)
+end
+
 local function split_value(head, used, list)
   local parts = {string.sub(head, 1, 10), struct.pack('>HH', used, (struct.unpack('>H', head, 13)))}
   for _, t in ipairs(list) do parts[#parts + 1] = struct.pack('>I4', t) end
   return table.concat(parts)
 end
 
-local function sell(key, field, value, token, inst, day, units, pack)
+local function sell(key, pending, field, value, token, inst, day, units, pack)
+  if (not value or #value > 10) and marked(pending, field, token) then return end
   if not value then
     redis.call('HSET', key, field, struct.pack('>I4I4HHHI4', token, inst, day, units, pack, token))
   elseif #value > 10 then
@@ -78,19 +87,26 @@ while pos <= size do
     struct.unpack('>BHI4c6I4I4HHH', blob, pos)
   local key, pending = prefixes[g] .. bucket, pendings[g]
   if kind == 5 then
-    redis.call('HDEL', pending, field)
-  elseif kind == 1 then  -- nearly every effect: one command, no read first
-    redis.call('HSETNX', key, field, struct.pack('>I4I4H', token, inst, day))
+    local detail = redis.call('HGET', pending, field)
+    if detail and string.sub(detail, 1, 1) ~= 'X' then redis.call('HDEL', pending, field) end
+  elseif kind == 1 then  -- nearly every effect: set if absent, then unset if marked
+    if redis.call('HSETNX', key, field, struct.pack('>I4I4H', token, inst, day)) == 1
+        and marked(pending, field, token) then
+      redis.call('HDEL', key, field)
+    end
   else
     local value = redis.call('HGET', key, field)
     if kind == 2 then
       if value and #value == 10 and struct.unpack('>I4', value) == token then
         redis.call('HDEL', key, field)
         redis.call('HDEL', pending, field)
+      elseif marked(pending, field, token) then
+        redis.call('HDEL', pending, field)
       end
     elseif kind == 3 then
-      sell(key, field, value, token, inst, day, units, pack)
+      sell(key, pending, field, value, token, inst, day, units, pack)
     elseif kind == 4 then
+      if marked(pending, field, token) then redis.call('HDEL', pending, field) end
       give_back(key, field, pending, value, token, units)
     end
   end

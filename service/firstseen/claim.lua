@@ -3,7 +3,8 @@
 --   group index (u16) | bucket (u32) | field (6) | expected, new, detail (each: u16 length,
 --   then the bytes; an empty expected = unpaid, an empty new = remove)
 -- A change lands only if the code still holds `expected`; a change from unpaid also keeps
--- `detail` (the first payment) in the group's pending hash until the record has it.
+-- `detail` (the first payment) in the group's pending hash until the record has it, and a
+-- release of the gate's reversal keeps a mark there until the record has the reversal.
 -- ARGV[3] (optional): the key of the settlement's recent answer, ARGV[4] its value and
 -- ARGV[5] its time to live: if the key exists already (a replay, or the same settlement
 -- decided concurrently) nothing changes and its value comes back ("R" .. value); else it is
@@ -57,13 +58,18 @@ for n = 1, i do
     redis.call('HSET', pendings[n], '!', string.rep('-', 200))
   end
 end
+-- A change's detail is a claim's first payment, a marked release's mark (store.release_mark)
+-- or empty: a claim from unpaid without one drops what the pending hash held for the code.
 for _, c in ipairs(changes) do
   if c[5] == '' then
     redis.call('HDEL', c[1], c[3])
-    redis.call('HDEL', c[2], c[3])
   else
     redis.call('HSET', c[1], c[3], c[5])
-    if c[4] == '' and c[6] ~= '' then redis.call('HSET', c[2], c[3], c[6]) end
+  end
+  if c[6] ~= '' then
+    redis.call('HSET', c[2], c[3], c[6])
+  elseif c[4] == '' or c[5] == '' then
+    redis.call('HDEL', c[2], c[3])
   end
 end
 if recent and recent ~= '' then redis.call('SET', recent, ARGV[4], 'EX', ARGV[5]) end

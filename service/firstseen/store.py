@@ -27,6 +27,7 @@ from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, FirstPay
 from service.firstseen.encoding import Layout, decode_state, encode_state, paid_day
 from service.kit.errors import Unavailable
 from service.kit.redis_client import LuaScript, RedisClient, run_script
+from service.kit.redis_pipe import RedisPipe
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,25 @@ def encode_detail(first: FirstPayment) -> bytes:
         (first.settlement_id, first.institution_id, int(first.paid_at.timestamp())))
 
 
+def release_mark(token: int) -> bytes:
+    """Kept in a code's pending detail while the gate's release of `token` is not recorded
+    yet: the consumers apply a batch's effects after its record commits, so a claim the gate
+    made, then released, could otherwise come back when its settlement is recorded late
+    (apply.lua skips an effect of a token marked released; recording the release clears the
+    mark). JSON details never start with "X"."""
+    return b"X" + _U32.pack(token)
+
+
+def _detail(change: ClaimChange, details: dict[str, FirstPayment], mark: bool) -> bytes:
+    """The pending detail claim.lua keeps with a change: a new claim's first payment, a
+    marked release's mark, or nothing."""
+    if change.expected is None:
+        first = details.get(change.canonical)
+        return encode_detail(first) if first else b""
+    releases = change.new is None or (change.units or 0) < 0
+    return release_mark(change.token) if mark and releases else b""
+
+
 def decode_detail(raw: bytes) -> FirstPayment:
     settlement_id, institution_id, paid_at = msgspec.json.decode(raw)
     return FirstPayment(settlement_id, institution_id, dt.datetime.fromtimestamp(paid_at, dt.UTC))
@@ -125,8 +145,11 @@ class _Call:
 
 
 class FirstSeenStore:
-    def __init__(self, redis: RedisClient, layout: Layout) -> None:
+    def __init__(self, redis: RedisClient, layout: Layout, pipe: RedisPipe | None = None) -> None:
+        """`pipe`, on a single server, carries the scripts (a few µs a call where redis-py
+        spends ~80); the cluster's paths and everything else use `redis`."""
         self._redis = redis
+        self._scripts: RedisClient | RedisPipe = pipe if pipe is not None else redis
         self.layout = layout
         self._cluster = isinstance(redis, RedisCluster)
 
@@ -176,12 +199,14 @@ class FirstSeenStore:
 
     async def claim(
         self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment],
-        recent: tuple[str, bytes, int] | None = None,
+        recent: tuple[str, bytes, int] | None = None, *, mark_releases: bool = False,
     ) -> ClaimOutcome:
         """All of `changes` land or none do (on a cluster: per slot group, and what landed is
         given back if another group refused). `recent` = (key, answer, ttl_s): set with the
-        changes unless the key exists already, whose value then comes back instead."""
-        calls = self._pack_changes(changes, details)
+        changes unless the key exists already, whose value then comes back instead.
+        `mark_releases`: the changes are a reversal the record will hear of; each release
+        leaves a mark (see release_mark) until a consumer records it."""
+        calls = self._pack_changes(changes, details, mark_releases)
         if self._cluster:
             return await self._claim_on_cluster(changes, calls, recent)
         call = calls[0] if calls else _Call()
@@ -231,7 +256,7 @@ class FirstSeenStore:
 
     async def change(
         self, codes: Sequence[str], plan: Callable[[dict[str, CodeState]], list[ClaimChange]],
-        attempts: int = 5,
+        attempts: int = 5, *, mark_releases: bool = False,
     ) -> list[ClaimChange] | None:
         """Compare-and-set with retries: read `codes`, plan the changes from their states,
         claim them all or none; again while a code moved underneath. The changes that
@@ -239,7 +264,7 @@ class FirstSeenStore:
         for _ in range(attempts):
             seen = await self.read(codes)
             changes = plan({code: s.state for code, s in seen.items() if s.state is not None})
-            if (await self.claim(changes, {})).landed:
+            if (await self.claim(changes, {}, mark_releases=mark_releases)).landed:
                 return changes
         return None
 
@@ -251,16 +276,16 @@ class FirstSeenStore:
                         len(outcome.failed))
 
     def _pack_changes(
-        self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment]
+        self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment],
+        mark_releases: bool = False,
     ) -> list[_Call]:
         calls: dict[int, _Call] = {}
         for position, change in enumerate(changes):
             group, bucket, field = self.layout.place(change.canonical)
             call = self._call_for(calls, group)
-            first = details.get(change.canonical) if change.expected is None else None
             call.parts += [_CODE.pack(call.slot(group), bucket, field),
                            _prefixed(change.expected), _prefixed(change.new),
-                           _prefixed_bytes(encode_detail(first) if first else b"")]
+                           _prefixed_bytes(_detail(change, details, mark_releases))]
             call.origins.append(position)
         return list(calls.values())
 
@@ -296,7 +321,7 @@ class FirstSeenStore:
         return call.keys(self.layout, self._cluster), call.argv(self.layout, *extra)
 
     async def _run(self, script: LuaScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        replies = await run_script(self._redis, script, calls)
+        replies = await run_script(self._scripts, script, calls)
         for reply in replies:
             if isinstance(reply, Exception):
                 _raise(reply)
@@ -342,8 +367,8 @@ def _seen_codes(codes: list[str], calls: list[_Call], replies: list[Any]) -> dic
             (pending_size,) = _U16.unpack_from(reply, at + size)
             pending = reply[at + size + 2 : at + size + 2 + pending_size]
             at += size + 2 + pending_size
-            seen[codes[origins[position]]] = Seen(decode_state(value),
-                                                  decode_detail(pending) if pending else None)
+            first = decode_detail(pending) if pending[:1] not in (b"", b"X") else None
+            seen[codes[origins[position]]] = Seen(decode_state(value), first)
     return seen
 
 

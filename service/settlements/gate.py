@@ -443,7 +443,8 @@ async def _release(ports: GatePorts, view: SettlementView, lines: set[int]) -> l
     payments = [p for p in view.payments() if p.line_no in lines]
     changes = await ports.store.change(
         [p.canonical for p in payments],
-        partial(plan_release, view.settlement_id, payments, lines), MAX_ATTEMPTS)
+        partial(plan_release, view.settlement_id, payments, lines), MAX_ATTEMPTS,
+        mark_releases=True)
     if changes is None:
         raise ClaimContention("trace codes are changing concurrently; retry", retry_after_s=1)
     return changes

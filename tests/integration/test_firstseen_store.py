@@ -115,6 +115,41 @@ async def test_effects_in_redis_are_what_the_batch_predicts(store: FirstSeenStor
         assert {c: seen[c].state for c in codes} == {c: model.get(c) for c in codes}
 
 
+async def test_a_claim_the_gate_released_does_not_come_back_when_recorded_late(
+    redis: Redis, store: FirstSeenStore,
+) -> None:
+    """The gate claims, then reverses before a consumer records the sale: the sale's effect,
+    applied after its record commits, must not claim the code again (a resale would be
+    refused as a second payment until the reversal is recorded too)."""
+    code, first = f.cn20(), FirstPayment("S1", "I1", dt.datetime.fromtimestamp(DAY, dt.UTC))
+    held = CodeState(7, 1, DAY)
+    assert (await store.claim([ClaimChange(code, 1, 7, None, held)], {code: first})).landed
+    released = await store.change([code], lambda states: [
+        ClaimChange(code, 1, 7, states[code], None)], mark_releases=True)
+    assert released is not None
+
+    await store.apply([ClaimEffect(Effect.CLAIM, code, 7, 1, DAY, 0, 0)], forget=[code])
+    assert await store.read([code]) == {code: Seen(None, None)}
+    await store.apply([ClaimEffect(Effect.RELEASE, code, 7, 1, DAY, 0, 0)])
+    group = store.layout.address(code).group
+    assert await redis.hlen(store.layout.pending_key(group)) <= 1  # the filler field only
+    resale = ClaimChange(code, 1, 9, None, CodeState(9, 1, DAY))
+    assert (await store.claim([resale], {code: first})).landed
+
+
+async def test_units_the_gate_gave_back_are_not_sold_again_when_recorded_late(
+    store: FirstSeenStore,
+) -> None:
+    code = f.cn20()
+    opened = CodeState(7, 1, DAY, 4, 10, (7,))
+    assert (await store.claim([ClaimChange(code, 1, 7, None, opened, 4)], {})).landed
+    assert await store.change([code], lambda states: [
+        ClaimChange(code, 1, 7, states[code], None, -4)], mark_releases=True)
+
+    await store.apply([ClaimEffect(Effect.SELL_UNITS, code, 7, 1, DAY, 4, 10)])
+    assert await store.read([code]) == {code: Seen(None, None)}
+
+
 def _random_effect(rng: random.Random, codes: list[str]) -> ClaimEffect:
     return ClaimEffect(rng.choice(list(Effect)), rng.choice(codes), rng.randint(1, 5),
                        rng.randint(1, 3), DAY, rng.randint(1, 6), 20)

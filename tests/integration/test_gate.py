@@ -176,7 +176,7 @@ async def test_reversal_releases_and_allows_resale(
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "REVERSAL_CONFLICT"
     resale = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
-    assert resale["decision"] == "pay"
+    assert resale["decision"] == "pay", resale["lines"]
 
 
 async def test_reversal_of_unknown_settlement_is_404(
