@@ -170,6 +170,9 @@ class StreamRun:
     progress: FeedProgress
     recorded: RecordedCount
     feeding: asyncio.Task[None] | None = None
+    # The feed waits at this fraction until the scenario moves it on: a fault's recovery
+    # checks can outlast the rest of a paced feed, and a fault must meet a live stream.
+    held_at: float = 0.0  # 0: no hold
 
     @property
     def settlements(self) -> int:
@@ -188,14 +191,17 @@ class StreamRun:
         """A fault injected at some fraction of the record must land in a live stream: on a
         busy machine the checks before a fault can take longer than feeding the rest, and
         the consumer would have recorded everything by then (CI saw this)."""
-        while fed > self.recorded.last / self.settlements + LIVE_LEAD:
+        while fed > min(self.recorded.last / self.settlements + LIVE_LEAD, self.held_at or 1.0):
             await asyncio.sleep(0.05)
             with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
                 await self.recorded.now()  # PostgreSQL may be the server that is away
 
     async def reach(self, fraction: float, at_least: int = 0, timeout_s: float = 120.0) -> bool:
         """Wait until `fraction` of the stream's settlements (and `at_least` of them) is
-        recorded; False (and the progress promise broken) if that took over `timeout_s`."""
+        recorded; False (and the progress promise broken) if that took over `timeout_s`.
+        The feed is held a little past `fraction` until progress is checked after the fault
+        (which moves it on a little), the next fault's call or `drain`."""
+        self.held_at = max(self.held_at, fraction + LIVE_LEAD)
         target = max(int(fraction * len(self.workload.truth.settlements)), at_least)
         deadline = time.monotonic() + timeout_s
         while await self.recorded.now() < target:
@@ -211,6 +217,7 @@ class StreamRun:
         """After a fault: None as soon as the record grows, or once there is nothing left to
         record (the feed is done and the group committed past every event: a consumer may
         drain its backlog while the gate is still becoming ready); else what stood still."""
+        self.held_at = min(1.0, self.held_at + LIVE_LEAD) if self.held_at else 0.0
         start = await self.recorded.now()
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
@@ -242,6 +249,7 @@ class StreamRun:
     async def drain(self) -> None:
         """Feed to the end and let the group commit past every event."""
         assert self.feeding is not None
+        self.held_at = 0.0
         await self.feeding
         self.report.feed_resends = self.progress.resends
         behind = await wait_group_caught_up(
