@@ -11,7 +11,7 @@ from service.api.clients import Clients, open_clients
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.responses import JSONResponse
-from service.api.routes import admin, codes, flags, health, settlements
+from service.api.routes import admin, codes, drugs, flags, health, nhsa, settlements
 from service.auth.service import ensure_admin_key
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for router in (settlements.router, codes.router, flags.router, admin.router):
+    for router in (settlements.router, codes.router, flags.router, admin.router, nhsa.router,
+                   drugs.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

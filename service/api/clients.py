@@ -44,6 +44,7 @@ class Clients:
     # Read on every call, changed rarely: seconds of staleness buy a query per request.
     callers: TtlCache[bytes, Caller] = field(default_factory=lambda: TtlCache(10.0))
     institutions: TtlCache[str, InstitutionRef] = field(default_factory=lambda: TtlCache(5.0))
+    drugs: TtlCache[str, int] = field(default_factory=lambda: TtlCache(5.0))  # pack sizes
 
 
 @asynccontextmanager

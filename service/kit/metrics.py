@@ -23,6 +23,10 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.nhsa_messages = Counter(
+            "tracegate_nhsa_messages", "NHSA messages (POST /v1/nhsa) by infcode", ["infcode"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
