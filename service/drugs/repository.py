@@ -35,10 +35,10 @@ async def pack_sizes(session: AsyncSession, codes: Iterable[str]) -> dict[str, i
     return {code: size for code, size in (await session.execute(query)).all()}
 
 
-async def all_pack_sizes(connection: asyncpg.Connection) -> dict[str, int]:
+async def all_pack_sizes(session: AsyncSession) -> dict[str, int]:
     """The whole catalogue (tens of thousands of rows: a few hundred kilobytes in memory)."""
-    rows = await connection.fetch("SELECT med_list_codg, pack_size FROM drugs")
-    return {row[0]: row[1] for row in rows}
+    query = select(Drug.med_list_codg, Drug.pack_size)
+    return {code: size for code, size in (await session.execute(query)).all()}
 
 
 # A bulk import: rows are COPYed into a temporary table, then merged in one statement. A row

@@ -1,0 +1,312 @@
+"""`tracegate import nhsa FILE`: a platform's export of 3505/3505A messages (JSON lines) onto
+the settlements topic, as settlements that did not pass the gate (`"source": "stream"`, the
+claw-back path of CONTRACT §5): the consumers decide and record them.
+
+Resumable: the file is sent in chunks, and after Kafka has acknowledged every event of a chunk
+its end is written to a checkpoint (FILE.import.json, or in --state-dir). Run the same command
+again after an interruption and it carries on from there. The chunk that was in flight when it
+stopped is sent again; that doubles nothing, because the consumers record a settlement once
+whatever number of times its event arrives (by settlement_id, CONTRACT §5). A file that grew
+since (an export still being appended to) carries on with its new lines; a file that changed
+under the checkpoint is refused (--restart sends it all again, which is as harmless).
+
+Order: a settlement's key is its settlement_id, so the settlements of a file spread over the
+topic's partitions and are decided in parallel, and which of two sales of one code counts
+first (§3: processing order) is not always the file's order when they are in different
+partitions; the pair is flagged either way, the flag naming both. --ordered sends every
+settlement to one partition: the file is then decided in its own order, by one consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tqdm import tqdm
+
+from service.drugs import repository as drugs_repository
+from service.institutions import repository as institutions_repository
+from service.kit import event_loop
+from service.kit.database import build_engine, build_sessionmaker
+from service.kit.kafka import build_producer
+from service.nhsa.upload import Encoded, Refused, StreamEvent, encode_line
+from service.settings import Settings
+
+CHUNK_CODES = 50_000  # a chunk ends at the first line past this many codes
+CHUNK_LINES = 20_000  # or this many lines
+HEAD_BYTES = 64 * 1024  # what identifies the file: a checkpoint is for this file only
+SHOWN_REFUSALS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    restart: bool = False  # ignore the checkpoint
+    ordered: bool = False  # one partition: decided in the file's order
+    chunk_codes: int = CHUNK_CODES
+
+
+class ImportRefused(Exception):
+    """The file cannot be imported as asked (it changed under its checkpoint)."""
+
+
+@dataclass(slots=True)
+class Summary:
+    messages: int = 0
+    rows: int = 0
+    settlements: int = 0
+    codes: int = 0
+    refused_rows: int = 0
+    seconds: float = 0.0
+
+    def add(self, lines: int, encoded: list[Encoded], events: list[StreamEvent]) -> None:
+        self.messages += lines
+        self.rows += sum(e.rows for e in encoded)
+        self.settlements += len(events)
+        self.codes += sum(e.codes for e in events)
+        self.refused_rows += sum(r.rows for e in encoded for r in e.refused)
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """How far the file is confirmed on the topic, and what was counted up to there."""
+
+    file: str
+    head: str
+    offset: int = 0  # bytes of the file confirmed
+    line: int = 0  # lines of the file confirmed
+    refused_bytes: int = 0  # of the refusals file, written for the confirmed lines
+    summary: Summary = field(default_factory=Summary)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Checkpoint:
+        body = orjson.loads(raw)
+        return cls(**{**body, "summary": Summary(**body["summary"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    checkpoint: Path
+    refused: Path  # every refused row, one JSON a line
+
+    @classmethod
+    def for_file(cls, path: Path, state_dir: Path | None) -> Paths:
+        if state_dir is None:
+            return cls(path.with_name(path.name + ".import.json"),
+                       path.with_name(path.name + ".refused.jsonl"))
+        tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+        return cls(state_dir / f"{path.name}.{tag}.import.json",
+                   state_dir / f"{path.name}.{tag}.refused.jsonl")
+
+
+def import_nhsa(
+    path: Path, settings: Settings, state_dir: Path | None, options: ImportOptions
+) -> int:
+    paths = Paths.for_file(path, state_dir)
+    try:
+        with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="nhsa import",
+                  file=sys.stderr) as bar:
+            checkpoint = event_loop.run(run_import(path, settings, paths, options, bar.update))
+    except (ImportRefused, OSError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    sys.stdout.write(report(path, settings.topic_settlements, paths, checkpoint))
+    return 0
+
+
+async def run_import(
+    path: Path, settings: Settings, paths: Paths, options: ImportOptions,
+    progress: Callable[[int], None],
+) -> Checkpoint:
+    """Send what the checkpoint does not cover; returns the final checkpoint. `progress` is
+    told the bytes of each chunk once Kafka has confirmed it."""
+    checkpoint = _start(path, paths, options.restart)
+    progress(checkpoint.offset)
+    began = time.perf_counter()
+    engine = build_engine(settings.database_url, pool_size=1)
+    producer = build_producer(settings.kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        registry = _Registry(build_sessionmaker(engine))
+        pack_sizes = await registry.pack_sizes()
+        sender = _Sender(producer, settings.topic_settlements, 0 if options.ordered else None,
+                         paths, checkpoint, registry, progress)
+        with path.open("rb") as handle:
+            handle.seek(checkpoint.offset)
+            for chunk in _chunks(handle, checkpoint.line, options.chunk_codes):
+                await sender.send(chunk, pack_sizes)
+        await sender.confirm()
+    finally:
+        await producer.stop()
+        await engine.dispose()
+        checkpoint.summary.seconds += time.perf_counter() - began
+        _save(paths.checkpoint, checkpoint)
+    return checkpoint
+
+
+def _start(path: Path, paths: Paths, restart: bool) -> Checkpoint:
+    head = _head(path)
+    if restart or not paths.checkpoint.exists():
+        paths.refused.unlink(missing_ok=True)
+        return Checkpoint(str(path.resolve()), head)
+    checkpoint = Checkpoint.from_json(paths.checkpoint.read_bytes())
+    if checkpoint.head != head or path.stat().st_size < checkpoint.offset:
+        raise ImportRefused(f"{path} is not the file {paths.checkpoint} was written for (it "
+                            "changed); --restart sends it all again (the consumers record "
+                            "each settlement once)")
+    if paths.refused.exists():  # refusals written for lines the checkpoint does not cover
+        with paths.refused.open("r+b") as handle:
+            handle.truncate(checkpoint.refused_bytes)
+    return checkpoint
+
+
+def _head(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
+
+
+@dataclass
+class _Registry:
+    """What the record knows that a row needs: the drug catalogue (split rows' pack sizes),
+    read once, and which institutions are registered, asked as they appear."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    known: set[str] = field(default_factory=set)
+
+    async def pack_sizes(self) -> dict[str, int]:
+        async with self.sessions() as session:
+            return await drugs_repository.all_pack_sizes(session)
+
+    async def registered(self, institution_ids: set[str]) -> set[str]:
+        new = institution_ids - self.known
+        if new:
+            async with self.sessions() as session:
+                rows = await institutions_repository.get_many(session, new)
+            self.known |= {row.institution_id for row in rows}
+        return institution_ids & self.known
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    first_line: int  # the number of its first line, from 1
+    lines: list[bytes]
+    end: int  # the file offset after its last line
+
+
+def _chunks(handle: IO[bytes], confirmed_lines: int, chunk_codes: int) -> Iterator[_Chunk]:
+    """Whole lines; codes are estimated by their field name, which every code carries."""
+    first, lines, codes = confirmed_lines + 1, [], 0
+    for line in handle:
+        lines.append(line)
+        codes += line.count(b'"drug_trac_codg"')
+        if codes >= chunk_codes or len(lines) >= CHUNK_LINES:
+            yield _Chunk(first, lines, handle.tell())
+            first, lines, codes = first + len(lines), [], 0
+    if lines:
+        yield _Chunk(first, lines, handle.tell())
+
+
+@dataclass
+class _Sender:
+    """Sends chunk after chunk without waiting on Kafka between them; a chunk is confirmed
+    (checkpointed) once the next one is on its way, so producing never stalls on acks."""
+
+    producer: AIOKafkaProducer
+    topic: str
+    partition: int | None  # None: by key (the settlement_id)
+    paths: Paths
+    checkpoint: Checkpoint
+    registry: _Registry
+    progress: Callable[[int], None]
+    _pending: tuple[_Chunk, list[Encoded], list[StreamEvent], list[Any]] | None = None
+
+    async def send(self, chunk: _Chunk, pack_sizes: dict[str, int]) -> None:
+        encoded = [encode_line(line, chunk.first_line + n, pack_sizes)
+                   for n, line in enumerate(chunk.lines) if line.strip()]
+        events = await self._registered(encoded)
+        sent = [await self.producer.send(self.topic, e.value, key=e.key,
+                                         partition=self.partition) for e in events]
+        await self.confirm()
+        self._pending = (chunk, encoded, events, sent)
+
+    async def confirm(self) -> None:
+        if self._pending is None:
+            return
+        chunk, encoded, events, sent = self._pending
+        await asyncio.gather(*sent)  # raises if Kafka refused: the checkpoint stays before
+        self._pending = None
+        self._record_refusals(encoded)
+        checkpoint = self.checkpoint
+        done = chunk.end - checkpoint.offset
+        checkpoint.summary.add(len(chunk.lines), encoded, events)
+        checkpoint.offset, checkpoint.line = chunk.end, chunk.first_line + len(chunk.lines) - 1
+        _save(self.paths.checkpoint, checkpoint)
+        self.progress(done)
+
+    async def _registered(self, encoded: list[Encoded]) -> list[StreamEvent]:
+        """Events of registered institutions; the others' rows are refused here, rather
+        than dead-lettered by the consumers one by one."""
+        events = [event for item in encoded for event in item.events]
+        known = await self.registry.registered({event.institution_id for event in events})
+        for item in encoded:
+            item.refused += [Refused(e.line, e.rows, _unknown(e)) for e in item.events
+                             if e.institution_id not in known]
+        return [event for event in events if event.institution_id in known]
+
+    def _record_refusals(self, encoded: list[Encoded]) -> None:
+        refused = [r for item in encoded for r in item.refused]
+        if refused:
+            with self.paths.refused.open("ab") as handle:
+                handle.writelines(orjson.dumps(r.to_json()) + b"\n" for r in refused)
+        self.checkpoint.refused_bytes = (
+            self.paths.refused.stat().st_size if self.paths.refused.exists() else 0)
+
+
+def _unknown(event: StreamEvent) -> str:
+    return (f"settlement {event.key.decode()}: fixmedins_code {event.institution_id} is not a "
+            "registered institution (PUT /v1/institutions first)")
+
+
+def _save(path: Path, checkpoint: Checkpoint) -> None:
+    """Written whole or not at all: a crash mid-write leaves the previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_bytes(checkpoint.to_json())
+    partial.replace(path)
+
+
+def report(path: Path, topic: str, paths: Paths, checkpoint: Checkpoint) -> str:
+    s = checkpoint.summary
+    rate = s.codes / s.seconds if s.seconds else 0.0
+    lines = [
+        f"{path}: {s.messages:,} messages, {s.rows:,} rows -> {s.settlements:,} settlements "
+        f"({s.codes:,} trace codes) on {topic} in {s.seconds:.1f} s ({rate:,.0f} codes/s)",
+        f"refused: {s.refused_rows:,} rows" + (f", each with its reason in {paths.refused}"
+                                               if s.refused_rows else ""),
+    ]
+    lines += [f"  {_refusal_line(raw)}" for raw in _first_refusals(paths.refused)]
+    lines.append("the consumers decide these settlements (source \"stream\"): what the gate "
+                 "would have refused is flagged; see GET /v1/flags")
+    return "\n".join(lines) + "\n"
+
+
+def _first_refusals(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:
+        return [orjson.loads(line) for _, line in zip(range(SHOWN_REFUSALS), handle,
+                                                       strict=False)]
+
+
+def _refusal_line(refusal: dict[str, Any]) -> str:
+    return f"line {refusal['line']} ({refusal['rows']} rows): {refusal['reason']}"
