@@ -77,12 +77,12 @@ def read_catalogue(lines: Iterable[str], progress: Callable[[int], None]) -> Cat
     missing = [name for name in COLUMNS if name not in (reader.fieldnames or [])]
     if missing:
         raise Unprocessable(f"the CSV header lacks the columns {', '.join(missing)}")
-    for number, raw in enumerate(reader, start=2):
+    for raw in reader:
         result.read += 1
         try:
             row = _row(raw)
-        except ValueError as exc:
-            result.refused.append((number, str(exc)))
+        except ValueError as exc:  # the line the row ends on (a quoted name may span lines)
+            result.refused.append((reader.line_num, str(exc)))
         else:
             result.rows[row.med_list_codg] = row
         if result.read % 1000 == 0:

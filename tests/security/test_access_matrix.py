@@ -45,6 +45,7 @@ class World:
     settlement_id: str
     code: str
     callers: dict[str, Headers] = field(default_factory=dict)
+    drug: str = "XC09AAL012A001010100543"  # in the catalogue
     spare_keys: list[int] = field(default_factory=list)  # for the revocation calls
 
     def spare_key(self) -> int:
@@ -107,6 +108,12 @@ ENDPOINTS = [
         "POST", "/v1/api-keys", {"role": "pos", "institution_id": w.own}), success=201),
     Endpoint("DELETE /v1/api-keys/{id}", _allow("admin"), lambda w: Call(
         "DELETE", f"/v1/api-keys/{w.spare_key()}")),
+    Endpoint("POST /v1/nhsa", _allow("admin", "pos_own"), lambda w: Call(
+        "POST", "/v1/nhsa", f.nhsa_sale(w.own, f.nhsa_row([f.cn20()])))),
+    Endpoint("PUT /v1/drugs/{code}", _allow("admin"), lambda w: Call(
+        "PUT", f"/v1/drugs/{w.drug}", {"name": "缬沙坦胶囊", "pack_size": 7})),
+    Endpoint("GET /v1/drugs/{code}", _allow("admin", "regulator"), lambda w: Call(
+        "GET", f"/v1/drugs/{w.drug}")),
     Endpoint("GET /healthz", _allow("*"), lambda w: Call("GET", "/healthz")),
     Endpoint("GET /readyz", _allow("*"), lambda w: Call("GET", "/readyz")),
     Endpoint("GET /metrics", _allow("*"), lambda w: Call("GET", "/metrics")),
@@ -161,7 +168,10 @@ async def world(
         "wrong_scheme": {"Authorization": f"Basic {admin_key}"},
     }
     spares = [(await mint(api, admin_headers, "ops"))[0] for _ in CALLERS]
-    return World(own, other, body["settlement_id"], code, callers, spares)
+    drug = {"name": "缬沙坦胶囊", "pack_size": 7}
+    assert (await api.put(f"/v1/drugs/{World.drug}", json=drug, headers=admin_headers)
+            ).status_code == 200
+    return World(own, other, body["settlement_id"], code, callers, spare_keys=spares)
 
 
 async def send(
