@@ -20,6 +20,8 @@ README = RESULTS.parent.parent / "README.md"
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
+    if args.command == "nhsa-import":
+        return _nhsa_import(args.quick)
     if args.command == "all":
         results = run_all(plan, args.quick)
         json_path, md_path = report.write(results, RESULTS)
@@ -34,9 +36,20 @@ def main(argv: list[str]) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracegate loadtest")
     parser.add_argument("command", choices=["stream", "gate", "memory", "rebuild", "baselines",
-                                            "all"])
+                                            "nhsa-import", "all"])
     parser.add_argument("--quick", action="store_true", help="small sizes (< 3 minutes)")
     return parser
+
+
+def _nhsa_import(quick: bool) -> int:
+    """Its own servers and workload (a platform export), so not part of `all`."""
+    from loadtest.nhsa_import import run_nhsa_import
+    from service.kit.garbage_collection import tune_for_throughput
+
+    tune_for_throughput()  # as the import command's process runs
+    result = run_nhsa_import(100_000 if quick else 1_000_000)
+    sys.stdout.write(json.dumps({"nhsa_import": result}, indent=2) + "\n")
+    return 0 if result["correct"] else 1
 
 
 def _single(command: str, plan: Plan) -> dict[str, Any]:

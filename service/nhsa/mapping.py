@@ -31,6 +31,8 @@ from service.tracecodes.service import parse_trace_code
 _FIXMEDINS_CODE = re.compile(r"^[0-9A-Z]{12}$")
 _IDENTIFIER = re.compile(r"^[\x21-\x7e]{1,64}$")  # as settlement_id / reversal_id (§3, §4)
 _MAX_QUANTITY = 1_000_000
+_INFNOS = frozenset(Infno)
+_NO_CODE_REASONS = frozenset(NoCodeReason)
 QUERY_PAGE_SIZE = 100
 QUERY_PAGE_SIZE_MAX = 1000
 QUERY_SPAN_MAX = dt.timedelta(days=31)
@@ -44,7 +46,7 @@ def read_envelope(body: Any) -> Envelope:
     if not isinstance(body, dict):
         raise MessageRefused("the message must be a JSON object (the platform's envelope)")
     infno = vendor.required_text(body, "infno", "message")
-    if infno not in set(Infno):
+    if infno not in _INFNOS:
         raise MessageRefused(f"infno {infno!r} is not one this service takes: "
                              f"{', '.join(Infno)}")
     institution = vendor.required_text(body, "fixmedins_code", "message").upper()
@@ -79,7 +81,7 @@ def _no_code_reason(raw: dict[str, Any], where: str) -> str | None:
     """Not a platform field: tracegate's exemptions (§2), for rows such as 中药饮片 that carry
     no code. Empty is absent."""
     reason = vendor.text(raw, "no_code_reason", where)
-    if reason is not None and reason not in set(NoCodeReason):
+    if reason is not None and reason not in _NO_CODE_REASONS:
         raise MessageRefused(f"{where}.no_code_reason {reason!r} must be one of "
                              f"{', '.join(NoCodeReason)}")
     return reason
@@ -159,8 +161,7 @@ def to_sale(
     patient = _patient(rows)
     if patient is not None:
         body["patient_id"] = patient  # the gate and the consumers keep only its keyed hash
-    labels = {n: _label(row, group.settlement_id, n) for n, row in enumerate(rows, start=1)}
-    return Sale(group.settlement_id, body, labels)
+    return Sale(group.settlement_id, body, rows)
 
 
 def _line(line_no: int, row: SaleRow, pack_sizes: Mapping[str, int]) -> dict[str, Any]:
@@ -192,13 +193,6 @@ def _patient(rows: list[SaleRow]) -> str | None:
     return patients.pop() if patients else None
 
 
-def _label(row: SaleRow, settlement_id: str, line_no: int) -> str:
-    """Where a line stands for the cashier: the receipt and its row, or the batch number."""
-    if settlement_id.startswith("3505A:"):
-        return f"单据 {row.rtal_docno} 第{line_no}行（{row.med_list_codg}）"
-    return f"批次 {row.fixmedins_bchno}（{row.med_list_codg}）"
-
-
 def settlement_in(sale: Sale) -> SettlementIn:
     """The gate's own validation, its complaints put in the message's words."""
     try:
@@ -211,7 +205,7 @@ def settlement_in(sale: Sale) -> SettlementIn:
 
 def _complaint(sale: Sale, loc: tuple[int | str, ...], message: str) -> str:
     if len(loc) >= 2 and loc[0] == "lines" and isinstance(loc[1], int):
-        place = sale.labels.get(loc[1] + 1, f"line {loc[1] + 1}")
+        place = sale.label(loc[1] + 1)
         names = [_FIELD_NAMES.get(str(part), str(part)) for part in loc[2:]]
         return f"{place}: {'.'.join(names)}: {message}"
     names = [_FIELD_NAMES.get(str(part), str(part)) for part in loc]

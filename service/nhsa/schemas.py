@@ -35,7 +35,7 @@ class Envelope:
     input: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a bulk upload builds millions, frozen costs a third more
 class SaleRow:
     """One `selinfo` row as read from what a vendor sent (strings trimmed, empty = absent)."""
 
@@ -53,16 +53,25 @@ class SaleRow:
 
 @dataclass(frozen=True, slots=True)
 class Sale:
-    """One settlement an NHSA sale message becomes: its body in the contract's JSON (§3) and a
-    label per line for answers in words."""
+    """One settlement an NHSA sale message becomes: its body in the contract's JSON (§3), and
+    the rows it was made of, which name its lines in answers in words."""
 
     settlement_id: str
     body: dict[str, Any]
-    labels: dict[int, str]  # line_no -> where the row stands in the message
+    rows: list[SaleRow]  # line n is rows[n - 1]
 
     @property
     def codes(self) -> int:
         return sum(len(line["trace_codes"]) for line in self.body["lines"])
+
+    def label(self, line_no: int) -> str:
+        """Where a line stands for the cashier: the receipt and its row, or the batch."""
+        if not 1 <= line_no <= len(self.rows):
+            return f"line {line_no}"
+        row = self.rows[line_no - 1]
+        if self.settlement_id.startswith("3505A:"):
+            return f"单据 {row.rtal_docno} 第{line_no}行（{row.med_list_codg}）"
+        return f"批次 {row.fixmedins_bchno}（{row.med_list_codg}）"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ def sale_result(
             line = lines[verdict["line_no"]]
             texts = [reason_text(r, line, names) for r in verdict["reasons"]
                      if r["severity"] != "info"]
-            place = f"{sale.labels[verdict['line_no']]}：{'；'.join(texts)}"
+            place = f"{sale.label(verdict['line_no'])}：{'；'.join(texts)}"
             if verdict["decision"] == "reject":
                 refused.append(place)
             elif texts:
