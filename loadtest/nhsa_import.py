@@ -65,16 +65,12 @@ def run_nhsa_import(codes: int, seed: int = 42) -> dict[str, Any]:
     stack = open_stack(export.institutions)
     try:
         target = Target(stack.postgres.url, stack.dsn, stack.kafka_bootstrap)
-        return measure(target, export, stack.tmp, "nhsa")
+        return event_loop.run(measure(target, export, stack.tmp, "nhsa"))
     finally:
         stack.close()
 
 
-def measure(target: Target, export: Export, workdir: Path, run: str) -> dict[str, Any]:
-    return event_loop.run(_measure(target, export, workdir, run))
-
-
-async def _measure(target: Target, export: Export, workdir: Path, run: str) -> dict[str, Any]:
+async def measure(target: Target, export: Export, workdir: Path, run: str) -> dict[str, Any]:
     topic = f"lt.{run}.{secrets.token_hex(3)}.settlements"
     await ensure_topics(target.kafka_bootstrap, {topic: PARTITIONS})
     await _prepare(target, export)
