@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 Command = Callable[[argparse.Namespace], int]
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="ignore the checkpoint and send the whole file again")
     imports.add_argument("--ordered", action="store_true",
                          help="one partition: the consumers decide the file in its order")
+    imports.add_argument("--workers", type=int, default=None,
+                         help="processes mapping the file (default: one per core; 0: none)")
     imports.set_defaults(command=_import)
     demo = sub.add_parser("demo", help="feed synthetic traffic into a running stack")
     demo.add_argument("--stack", type=Path, required=True, help="path of stack.json")
@@ -126,6 +129,8 @@ def _import(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     options = ImportOptions(restart=args.restart, ordered=args.ordered)
+    if args.workers is not None:
+        options = replace(options, workers=max(args.workers, 0))
     return import_nhsa(args.file, Settings(), args.state_dir, options)
 
 

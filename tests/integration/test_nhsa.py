@@ -4,9 +4,12 @@ without a catalogue entry, the sales query, and messages that cannot be taken.""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests import factories as f
@@ -386,3 +389,49 @@ async def test_keys_are_checked_as_at_the_gate(
         assert response.json()["error"]["code"] == "FORBIDDEN"
     unknown = await f.nhsa(api, admin_headers, f.nhsa_sale("P99999999999", f.nhsa_row([])))
     assert unknown["err_msg"] == "[UNKNOWN_INSTITUTION] institution P99999999999 is not registered"
+
+
+async def test_the_examples_of_the_docs(
+    api: httpx.AsyncClient, admin_headers: Headers, shop: str, pos: Headers
+) -> None:
+    """The exchanges docs/NHSA.md shows, as a vendor would send them. With
+    TRACEGATE_NHSA_EXAMPLES=FILE they are also written there (JSON) to refresh the page."""
+    exchanges: list[dict[str, Any]] = []
+
+    async def send(title: str, headers: Headers, message: dict[str, Any]) -> Any:
+        reply = await f.nhsa(api, headers, message)
+        exchanges.append({"title": title, "request": message, "reply": reply})
+        return reply
+
+    drug, first, second, pack = await _catalogue(api, admin_headers, 24), f.cn20(), f.cn20(), \
+        f.cn20()
+    sale = f.nhsa_row([first, second], count="2.0000", sold_at="2025-08-02 09:30:00",
+                      psn_no="11000019800101001X")
+    assert (await send("3505", pos, f.nhsa_sale(shop, sale)))["output"]["result"][
+        "retRslt"] == "1"
+    other = await f.register(api, admin_headers)
+    repeat = f.nhsa_row([first], sold_at="2025-08-02 15:00:00")
+    refused = await send("3505 repeat", admin_headers, f.nhsa_sale(other, repeat))
+    assert refused["output"]["result"]["retRslt"] == "0"
+    receipt, third = f.batch_no(), f.cn20()
+    rows = [f.nhsa_row([third], docno=receipt, sold_at="2025-08-02 10:00:00"),
+            f.nhsa_row([pack], count="6.0000", split=True, drug=drug, docno=receipt,
+                       sold_at="2025-08-02 10:00:00"),
+            f.nhsa_row([], docno=receipt, sold_at="2025-08-02 10:00:00")]
+    batch = await send("3505A", pos, f.nhsa_sales(shop, rows))
+    assert batch["output"]["decisions"][0]["decision"] == "partial"
+    returned = await send("3506", pos, _return(shop, [pack], docno=receipt))
+    assert returned["output"]["reversal"]["released"] == [pack]
+    query = _query(shop, begndate="2025-08-02", enddate="2025-08-02")
+    await eventually(lambda: f.nhsa(api, pos, query),
+                     lambda r: len(r["output"]["data"]) == 5)  # 2 + 2 sales, 1 return
+    assert len((await send("3513", pos, query))["output"]["data"]) == 5
+    bad = f.nhsa_sale(shop, {**f.nhsa_row([f.cn20()]), "sel_retn_time": "2025-08-02"})
+    assert (await send("infcode -1", pos, bad))["infcode"] == -1
+    _keep_examples(exchanges)
+
+
+def _keep_examples(exchanges: list[dict[str, Any]]) -> None:
+    target = os.environ.get("TRACEGATE_NHSA_EXAMPLES")
+    if target:
+        Path(target).write_bytes(orjson.dumps(exchanges, option=orjson.OPT_INDENT_2))
