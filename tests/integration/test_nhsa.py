@@ -435,3 +435,19 @@ def _keep_examples(exchanges: list[dict[str, Any]]) -> None:
     target = os.environ.get("TRACEGATE_NHSA_EXAMPLES")
     if target:
         Path(target).write_bytes(orjson.dumps(exchanges, option=orjson.OPT_INDENT_2))
+
+
+async def test_a_receipt_the_gate_will_not_take_is_listed_beside_the_decided_ones(
+    api: httpx.AsyncClient, shop: str, pos: Headers
+) -> None:
+    taken, fresh = f.batch_no(), f.batch_no()
+    await f.nhsa(api, pos, f.nhsa_sales(shop, [f.nhsa_row([f.cn20()], docno=taken)]))
+    rows = [f.nhsa_row([f.cn20()], docno=taken), f.nhsa_row([f.cn20()], docno=fresh)]
+    reply = await f.nhsa(api, pos, f.nhsa_sales(shop, rows))  # `taken` with another body
+    assert reply["infcode"] == 0
+    assert [d["settlement_id"] for d in reply["output"]["decisions"]] == [
+        f"3505A:{shop}:{fresh}"]
+    result = reply["output"]["result"]
+    assert result["retRslt"] == "0"
+    assert result["msgRslt"].startswith(f"未受理 1 张单据：3505A:{shop}:{taken}：settlement ")
+    assert "[SETTLEMENT_CONFLICT]" in result["msgRslt"]
