@@ -121,3 +121,36 @@ async def test_a_file_changed_under_its_checkpoint_is_refused(
     restarted = await run_import(path, settings, paths, ImportOptions(restart=True),
                                  lambda n: None)
     assert restarted.summary.settlements == 1
+
+
+async def test_the_commands_as_an_operator_runs_them(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tracegate catalogue import` and `tracegate import nhsa`, configured by environment."""
+    import asyncio
+
+    from cli.main import main
+
+    for name, value in (("DATABASE_URL", settings.database_url),
+                        ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                        ("TOPIC_SETTLEMENTS", settings.topic_settlements)):
+        monkeypatch.setenv(f"TRACEGATE_{name}", value)
+    drug = f"XD{f.batch_no()}"
+    catalogue = tmp_path / "drugs.csv"
+    catalogue.write_text(f"med_list_codg,name,pack_size\n{drug},布洛芬,24\n")
+    assert await asyncio.to_thread(main, ["catalogue", "import", str(catalogue)]) == 0
+    assert "1 rows read: 1 drugs, 1 new or changed, 0 rows refused" in capsys.readouterr().out
+    shop = await f.register(api, admin_headers)
+    pack = f.cn20()
+    sale = f.nhsa_sale(shop, f.nhsa_row([pack], count="3.0000", split=True, drug=drug))
+    path = _write(tmp_path / "export.jsonl", [sale])
+    assert await asyncio.to_thread(main, ["import", "nhsa", str(path), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: 1 messages, 1 rows -> 1 settlements (1 trace codes) on " \
+           f"{settings.topic_settlements}" in out
+    assert "refused: 0 rows" in out
+    sid = f"3505:{shop}:{sale['input']['selinfo']['fixmedins_bchno']}"
+    response = await eventually(lambda: api.get(f"/v1/settlements/{sid}", headers=admin_headers),
+                                lambda r: r.status_code == 200)
+    assert response.json()["decision"] == "pay"  # a split row, its pack size catalogued
