@@ -19,15 +19,11 @@ settlement to one partition: the file is then decided in its own order, by one c
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import multiprocessing
 import os
 import sys
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +31,8 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
-from cli import nhsa_workers
+from cli.nhsa_checkpoint import Checkpoint, ImportRefused, Paths, save, start
+from cli.nhsa_workers import Encoders
 from service.drugs import repository as drugs_repository
 from service.institutions import repository as institutions_repository
 from service.kit import event_loop
@@ -47,7 +44,6 @@ from service.settings import Settings
 
 CHUNK_CODES = 50_000  # a chunk ends at the first line past this many codes
 CHUNK_LINES = 20_000  # or this many lines
-HEAD_BYTES = 64 * 1024  # what identifies the file: a checkpoint is for this file only
 SHOWN_REFUSALS = 10
 
 
@@ -59,62 +55,6 @@ class ImportOptions:
     # Processes reading and mapping the file while this one sends (0: this one does it all).
     # Mapping is most of the work (~12 µs a code here, sending ~2), so one per core.
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-
-
-class ImportRefused(Exception):
-    """The file cannot be imported as asked (it changed under its checkpoint)."""
-
-
-@dataclass(slots=True)
-class Summary:
-    messages: int = 0
-    rows: int = 0
-    settlements: int = 0
-    codes: int = 0
-    refused_rows: int = 0
-    seconds: float = 0.0
-
-    def add(self, lines: int, encoded: list[Encoded], events: list[StreamEvent]) -> None:
-        self.messages += lines
-        self.rows += sum(e.rows for e in encoded)
-        self.settlements += len(events)
-        self.codes += sum(e.codes for e in events)
-        self.refused_rows += sum(r.rows for e in encoded for r in e.refused)
-
-
-@dataclass(slots=True)
-class Checkpoint:
-    """How far the file is confirmed on the topic, and what was counted up to there."""
-
-    file: str
-    head: str
-    offset: int = 0  # bytes of the file confirmed
-    line: int = 0  # lines of the file confirmed
-    refused_bytes: int = 0  # of the refusals file, written for the confirmed lines
-    summary: Summary = field(default_factory=Summary)
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Checkpoint:
-        body = orjson.loads(raw)
-        return cls(**{**body, "summary": Summary(**body["summary"])})
-
-
-@dataclass(frozen=True, slots=True)
-class Paths:
-    checkpoint: Path
-    refused: Path  # every refused row, one JSON a line
-
-    @classmethod
-    def for_file(cls, path: Path, state_dir: Path | None) -> Paths:
-        if state_dir is None:
-            return cls(path.with_name(path.name + ".import.json"),
-                       path.with_name(path.name + ".refused.jsonl"))
-        tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
-        return cls(state_dir / f"{path.name}.{tag}.import.json",
-                   state_dir / f"{path.name}.{tag}.refused.jsonl")
 
 
 def import_nhsa(
@@ -139,51 +79,40 @@ async def run_import(
 ) -> Checkpoint:
     """Send what the checkpoint does not cover; returns the final checkpoint. `progress` is
     told the bytes of each chunk once Kafka has confirmed it."""
-    checkpoint = _start(path, paths, options.restart)
+    checkpoint = start(path, paths, options.restart)
     progress(checkpoint.offset)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     engine = build_engine(settings.database_url, pool_size=1)
     producer = build_producer(settings.kafka_bootstrap)
     await producer.start()
+    encoders: Encoders | None = None
     try:
         registry = _Registry(build_sessionmaker(engine))
         pack_sizes = await registry.pack_sizes()
         batches = await KeyedBatches.open(producer, settings.topic_settlements,
                                           0 if options.ordered else None)
         sender = _Sender(batches, paths, checkpoint, registry, progress)
-        with path.open("rb") as handle, _Encoders(options.workers, pack_sizes) as encoders:
-            handle.seek(checkpoint.offset)
-            chunks = _chunks(handle, checkpoint.line, options.chunk_codes)
-            async for chunk, encoded in encoders.in_order(chunks):
-                await sender.send(chunk, encoded)
-        await sender.confirm()
+        with Encoders(options.workers, pack_sizes) as encoders:
+            await _send_file(path, checkpoint, options.chunk_codes, encoders, sender)
     finally:
         await producer.stop()
         await engine.dispose()
-        checkpoint.summary.seconds += time.perf_counter() - began
-        _save(paths.checkpoint, checkpoint)
+        workers_cpu = encoders.cpu_s if encoders is not None else 0.0
+        checkpoint.summary.spent(time.perf_counter() - began,
+                                 time.process_time() - cpu + workers_cpu)
+        save(paths.checkpoint, checkpoint)
     return checkpoint
 
 
-def _start(path: Path, paths: Paths, restart: bool) -> Checkpoint:
-    head = _head(path)
-    if restart or not paths.checkpoint.exists():
-        paths.refused.unlink(missing_ok=True)
-        return Checkpoint(str(path.resolve()), head)
-    checkpoint = Checkpoint.from_json(paths.checkpoint.read_bytes())
-    if checkpoint.head != head or path.stat().st_size < checkpoint.offset:
-        raise ImportRefused(f"{path} is not the file {paths.checkpoint} was written for (it "
-                            "changed); --restart sends it all again (the consumers record "
-                            "each settlement once)")
-    if paths.refused.exists():  # refusals written for lines the checkpoint does not cover
-        with paths.refused.open("r+b") as handle:
-            handle.truncate(checkpoint.refused_bytes)
-    return checkpoint
-
-
-def _head(path: Path) -> str:
+async def _send_file(
+    path: Path, checkpoint: Checkpoint, chunk_codes: int, encoders: Encoders, sender: _Sender
+) -> None:
     with path.open("rb") as handle:
-        return hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
+        handle.seek(checkpoint.offset)
+        chunks = _chunks(handle, checkpoint.line, chunk_codes)
+        async for chunk, encoded in encoders.in_order(chunks):
+            await sender.send(chunk, encoded)
+    await sender.confirm()
 
 
 @dataclass
@@ -214,7 +143,9 @@ class _Chunk:
     end: int  # the file offset after its last line
 
 
-def _chunks(handle: IO[bytes], confirmed_lines: int, chunk_codes: int) -> Iterator[_Chunk]:
+def _chunks(
+    handle: IO[bytes], confirmed_lines: int, chunk_codes: int
+) -> Iterator[_Chunk]:
     """Whole lines; codes are estimated by their field name, which every code carries."""
     first, lines, codes = confirmed_lines + 1, [], 0
     for line in handle:
@@ -225,50 +156,6 @@ def _chunks(handle: IO[bytes], confirmed_lines: int, chunk_codes: int) -> Iterat
             first, lines, codes = first + len(lines), [], 0
     if lines:
         yield _Chunk(first, lines, handle.tell())
-
-
-class _Encoders:
-    """Chunks mapped and encoded in worker processes, a few ahead, handed back in file order
-    (the checkpoint moves in order). The workers are forked from a fork server that has
-    imported only what mapping needs: not from this process, which runs an event loop and
-    threads, and not spawned, each importing everything again (seconds on a busy machine)."""
-
-    def __init__(self, workers: int, pack_sizes: dict[str, int]) -> None:
-        self._pack_sizes = pack_sizes
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([nhsa_workers.__name__])
-            self._pool = ProcessPoolExecutor(workers, mp_context=context,
-                                             initializer=nhsa_workers.start,
-                                             initargs=(pack_sizes,))
-        self._ahead = workers + 1
-
-    def __enter__(self) -> _Encoders:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    async def in_order(self, chunks: Iterator[_Chunk]) -> AsyncIterator[tuple[_Chunk,
-                                                                               list[Encoded]]]:
-        if self._pool is None:
-            for chunk in chunks:
-                yield chunk, nhsa_workers.encode_chunk(chunk.first_line, chunk.lines,
-                                                       self._pack_sizes)
-            return
-        loop = asyncio.get_running_loop()
-        queued: deque[tuple[_Chunk, asyncio.Future[list[Encoded]]]] = deque()
-        for chunk in chunks:
-            queued.append((chunk, loop.run_in_executor(
-                self._pool, nhsa_workers.encode, chunk.first_line, chunk.lines)))
-            if len(queued) > self._ahead:
-                done, encoding = queued.popleft()
-                yield done, await encoding
-        while queued:
-            done, encoding = queued.popleft()
-            yield done, await encoding
 
 
 @dataclass
@@ -300,7 +187,7 @@ class _Sender:
         done = chunk.end - checkpoint.offset
         checkpoint.summary.add(len(chunk.lines), encoded, events)
         checkpoint.offset, checkpoint.line = chunk.end, chunk.first_line + len(chunk.lines) - 1
-        _save(self.paths.checkpoint, checkpoint)
+        save(self.paths.checkpoint, checkpoint)
         self.progress(done)
 
     async def _registered(self, encoded: list[Encoded]) -> list[StreamEvent]:
@@ -327,20 +214,14 @@ def _unknown(event: StreamEvent) -> str:
             "registered institution (PUT /v1/institutions first)")
 
 
-def _save(path: Path, checkpoint: Checkpoint) -> None:
-    """Written whole or not at all: a crash mid-write leaves the previous checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_bytes(checkpoint.to_json())
-    partial.replace(path)
-
-
 def report(path: Path, topic: str, paths: Paths, checkpoint: Checkpoint) -> str:
     s = checkpoint.summary
     rate = s.codes / s.seconds if s.seconds else 0.0
+    cpu = s.cpu_s / s.codes * 1e6 if s.codes else 0.0
     lines = [
         f"{path}: {s.messages:,} messages, {s.rows:,} rows -> {s.settlements:,} settlements "
-        f"({s.codes:,} trace codes) on {topic} in {s.seconds:.1f} s ({rate:,.0f} codes/s)",
+        f"({s.codes:,} trace codes) on {topic} in {s.seconds:.1f} s ({rate:,.0f} codes/s, "
+        f"{cpu:.1f} µs of CPU a code)",
         f"refused: {s.refused_rows:,} rows" + (f", each with its reason in {paths.refused}"
                                                if s.refused_rows else ""),
     ]

@@ -13,7 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from cli.nhsa_import import ImportOptions, ImportRefused, Paths, report, run_import
+from cli.nhsa_checkpoint import ImportRefused, Paths
+from cli.nhsa_import import ImportOptions, report, run_import
 from service.settings import Settings
 from tests import factories as f
 from tests.hostile.support import flags_of, read_topic
