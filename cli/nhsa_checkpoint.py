@@ -32,8 +32,9 @@ class Summary:
         self.seconds += seconds
         self.cpu_s += cpu_s
 
-    def add(self, lines: int, encoded: list[Encoded], events: list[StreamEvent]) -> None:
-        self.messages += lines
+    def add(self, encoded: list[Encoded], events: list[StreamEvent]) -> None:
+        """A confirmed chunk: its messages (blank lines are none), rows, what was sent."""
+        self.messages += len(encoded)
         self.rows += sum(e.rows for e in encoded)
         self.settlements += len(events)
         self.codes += sum(e.codes for e in events)

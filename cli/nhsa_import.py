@@ -185,7 +185,7 @@ class _Sender:
         self._record_refusals(encoded)
         checkpoint = self.checkpoint
         done = chunk.end - checkpoint.offset
-        checkpoint.summary.add(len(chunk.lines), encoded, events)
+        checkpoint.summary.add(encoded, events)
         checkpoint.offset, checkpoint.line = chunk.end, chunk.first_line + len(chunk.lines) - 1
         save(self.paths.checkpoint, checkpoint)
         self.progress(done)
