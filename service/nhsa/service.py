@@ -156,11 +156,11 @@ async def _return(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Outpu
         return {"result": wording.return_refused(lines.problems), "reversal": None}
     reversal = ReversalIn(reversal_id=request.reversal_id, line_nos=lines.line_nos)
     try:
-        answer_ = await gate.reverse(sale.settlement_id, reversal, ports.gate,
+        reversed_lines = await gate.reverse(sale.settlement_id, reversal, ports.gate,
                                      partial(auth.require_institution, caller))
     except _NOT_TAKEN as exc:
         raise MessageRefused(f"[{exc.code}] {exc.message}") from None
-    return {"result": wording.return_result(answer_), "reversal": answer_}
+    return {"result": wording.return_result(reversed_lines), "reversal": reversed_lines}
 
 
 async def _recorded_sale(ports: GatePorts, sale_ids: Sequence[str]) -> SettlementView | None:
