@@ -154,13 +154,13 @@ async def _return(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Outpu
     lines = mapping.returned_lines(sale.lines, request.codes)
     if lines.problems:
         return {"result": wording.return_refused(lines.problems), "reversal": None}
-    reversal = ReversalIn(reversal_id=request.reversal_id, line_nos=lines.line_nos)
+    asked = ReversalIn(reversal_id=request.reversal_id, line_nos=lines.line_nos)
     try:
-        reversed_lines = await gate.reverse(sale.settlement_id, reversal, ports.gate,
-                                     partial(auth.require_institution, caller))
+        reversal = await gate.reverse(sale.settlement_id, asked, ports.gate,
+                                      partial(auth.require_institution, caller))
     except _NOT_TAKEN as exc:
         raise MessageRefused(f"[{exc.code}] {exc.message}") from None
-    return {"result": wording.return_result(reversed_lines), "reversal": reversed_lines}
+    return {"result": wording.return_result(reversal), "reversal": reversal}
 
 
 async def _recorded_sale(ports: GatePorts, sale_ids: Sequence[str]) -> SettlementView | None:
