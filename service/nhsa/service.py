@@ -1,0 +1,223 @@
+"""POST /v1/nhsa: an NHSA message decided by the gate itself (CONTRACT §8). A sale becomes the
+gate's settlement and goes through `gate.settle`, a return the gate's reversal through
+`gate.reverse`, each from one place below: there is no second rule set and no second claim
+path, so an NHSA sale and a JSON sale of the same codes are judged alike, in one order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth import service as auth
+from service.auth.schemas import Caller, Role
+from service.decisions import gate
+from service.decisions.gate import GatePorts
+from service.decisions.schemas import SettlementIn
+from service.drugs import service as drugs
+from service.institutions import repository as institutions_repository
+from service.kit.clock import SHANGHAI, utcnow
+from service.kit.errors import AppError, Conflict, NotFound, Unprocessable
+from service.kit.ttl_cache import TtlCache
+from service.nhsa import mapping, repository, wording
+from service.nhsa.repository import SaleEvent
+from service.nhsa.schemas import Envelope, Infno, MessageRefused, Sale, SalesQuery
+from service.nhsa.vendor import local_text
+from service.records import reversals
+from service.records.reversals import ReversalIn
+from service.records.schemas import SettlementView
+
+Output = dict[str, Any]
+# What the gate refuses about a request itself (a conflict with an earlier one, an unknown
+# institution): the message cannot be taken, `infcode: -1`. Keys (401/403) and outages (503)
+# stay HTTP answers, as at the gate.
+_NOT_TAKEN = (Conflict, Unprocessable, NotFound)
+
+
+@dataclass(frozen=True, slots=True)
+class NhsaPorts:
+    gate: GatePorts
+    drugs: TtlCache[str, int]  # pack sizes by med_list_codg, seconds stale at most
+
+
+async def answer(
+    body: bytes, caller: Caller, ports: NhsaPorts, received: dt.datetime
+) -> dict[str, Any]:
+    """The reply envelope; raises only what the gate's route would (403, 503)."""
+    try:
+        envelope = mapping.read_envelope(_json(body))
+    except MessageRefused as exc:
+        return reply(received, None, exc.message)
+    authorize(envelope, caller)
+    try:
+        output = await _HANDLERS[envelope.infno](envelope, caller, ports)
+    except MessageRefused as exc:
+        return reply(received, None, exc.message)
+    return reply(received, output, None)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MessageRefused(f"the message is not JSON (UTF-8): {exc}") from None
+
+
+def authorize(envelope: Envelope, caller: Caller) -> None:
+    """As the gate: a pos key acts for its own institution only; admin for any; a regulator
+    reads (3513) and nothing else."""
+    if envelope.infno is Infno.QUERY:
+        auth.require_role(caller, Role.POS, Role.REGULATOR, Role.ADMIN)
+    else:
+        auth.require_role(caller, Role.POS, Role.ADMIN)
+    auth.require_institution(caller, envelope.fixmedins_code)
+
+
+def reply(received: dt.datetime, output: Output | None, refused: str | None) -> dict[str, Any]:
+    return {"infcode": -1 if refused is not None else 0,
+            "inf_refmsgid": f"TG{_stamp(received)}{secrets.token_hex(4).upper()}",
+            "refmsg_time": _stamp(received), "respond_time": _stamp(utcnow()),
+            "err_msg": refused, "output": output or {}}
+
+
+def _stamp(moment: dt.datetime) -> str:
+    """The platform's message times: yyyyMMddHHmmssSSS, Asia/Shanghai."""
+    return moment.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S%f")[:17]
+
+
+# --- sales (3505, 3505A) -------------------------------------------------------------------
+
+
+async def _sales(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Output:
+    sales = await read_sales(envelope, ports)
+    answers = await _settle_each([mapping.settlement_in(sale) for sale in sales], ports)
+    taken = [a for a in answers if not isinstance(a, AppError)]
+    if not taken:
+        raise MessageRefused("; ".join(f"[{a.code}] {a.message}" for a in answers
+                                       if isinstance(a, AppError)))
+    names = await _names(ports.gate.session, wording.first_payers(answers))
+    result = wording.sale_result(list(zip(sales, answers, strict=True)), names)
+    if envelope.infno is Infno.SALE:
+        return {"result": result, "decision": taken[0]}
+    return {"result": result, "decisions": taken}
+
+
+async def read_sales(envelope: Envelope, ports: NhsaPorts) -> list[Sale]:
+    """Every settlement of the message, or MessageRefused for the first row that cannot be
+    read: over HTTP a message is taken whole or not at all."""
+    groups = mapping.sale_groups(envelope)
+    refused = [group.refusal for group in groups if group.refusal is not None]
+    if refused:
+        raise MessageRefused("; ".join(refused))
+    wanted = mapping.split_drugs(groups)
+    pack_sizes = await drugs.pack_sizes(ports.gate.session, ports.drugs, wanted) if wanted else {}
+    return [mapping.to_sale(envelope.fixmedins_code, group, pack_sizes) for group in groups]
+
+
+async def _settle_each(
+    requests: Sequence[SettlementIn], ports: NhsaPorts
+) -> list[dict[str, Any] | AppError]:
+    """In the message's order. A settlement the gate will not take (409: the same id with
+    another body) is reported in words beside the others."""
+    answers: list[dict[str, Any] | AppError] = []
+    for request in requests:
+        try:
+            answers.append(await gate.settle(request, ports.gate))
+        except _NOT_TAKEN as exc:
+            answers.append(exc)
+    return answers
+
+
+async def _names(session: AsyncSession, institution_ids: set[str]) -> dict[str, str]:
+    """Names of the institutions that paid first, for the cashier (only when there are any)."""
+    if not institution_ids:
+        return {}
+    rows = await institutions_repository.get_many(session, institution_ids)
+    return {row.institution_id: row.name for row in rows}
+
+
+# --- returns (3506) ------------------------------------------------------------------------
+
+
+async def _return(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Output:
+    request = mapping.return_request(envelope)
+    sale = await _recorded_sale(ports.gate, request.sale_ids)
+    if sale is None:
+        missing = f"未找到原销售记录 {' 或 '.join(request.sale_ids)} [SETTLEMENT_NOT_FOUND]"
+        return {"result": wording.return_refused([missing]), "reversal": None}
+    lines = mapping.returned_lines(sale.lines, request.codes)
+    if lines.problems:
+        return {"result": wording.return_refused(lines.problems), "reversal": None}
+    asked = ReversalIn(reversal_id=request.reversal_id, line_nos=lines.line_nos)
+    try:
+        reversal = await gate.reverse(sale.settlement_id, asked, ports.gate,
+                                      partial(auth.require_institution, caller))
+    except _NOT_TAKEN as exc:
+        raise MessageRefused(f"[{exc.code}] {exc.message}") from None
+    return {"result": wording.return_result(reversal), "reversal": reversal}
+
+
+async def _recorded_sale(ports: GatePorts, sale_ids: Sequence[str]) -> SettlementView | None:
+    """The sale a return names: recorded under its 3505 id, else under its 3505A receipt."""
+    for sale_id in sale_ids:
+        view = await reversals.find_settlement(ports.lookups, ports.recent, sale_id)
+        if view is not None:
+            return view
+    return None
+
+
+# --- the sales query (3513) ----------------------------------------------------------------
+
+
+async def _query(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Output:
+    own = caller.institution_id if caller.role is Role.POS else None
+    query = mapping.sales_query(envelope, own)
+    if query.institution_id is not None:
+        auth.require_institution(caller, query.institution_id)
+    events = await _sale_events(ports.gate.session, query)
+    return {"data": [_data_row(event) for event in events]}
+
+
+async def _sale_events(session: AsyncSession, query: SalesQuery) -> list[SaleEvent]:
+    if query.code is None:
+        institution, since, until = query.institution_range(mapping.QUERY_SPAN_MAX)
+        return await repository.institution_sales(session, institution, since, until,
+                                                  query.page_size, query.offset)
+    events = await repository.code_events(session, query.code, query.institution_id,
+                                          query.since)
+    sales = code_sales(events, query.until)
+    return sales[query.offset:query.offset + query.page_size]
+
+
+def code_sales(events: Sequence[Any], until: dt.datetime | None) -> list[SaleEvent]:
+    """One code's payments before `until` (the lower bound is the query's), each followed by
+    the reversals of its line, in the order of the institution query."""
+    sales = {(e.settlement_id, e.line_no): e.event_at for e in events
+             if e.type == "payment" and (until is None or e.event_at < until)}
+    found = [
+        SaleEvent(e.code, e.institution_id, e.settlement_id, e.line_no,
+                  "sale" if e.type == "payment" else "return",
+                  abs(e.units) if e.units is not None else None, e.event_at,
+                  sales[(e.settlement_id, e.line_no)])
+        for e in events if (e.settlement_id, e.line_no) in sales
+    ]
+    return sorted(found, key=lambda event: event.order)
+
+
+def _data_row(event: SaleEvent) -> dict[str, Any]:
+    return {"drug_trac_codg": event.code, "fixmedins_code": event.institution_id,
+            "settlement_id": event.settlement_id, "type": event.type,
+            "trdn_flag": "0" if event.units is None else "1",
+            "sel_retn_cnt": 1 if event.units is None else event.units,
+            "sel_retn_time": local_text(event.at)}
+
+
+_HANDLERS: dict[Infno, Callable[[Envelope, Caller, NhsaPorts], Awaitable[Output]]] = {
+    Infno.SALE: _sales, Infno.SALES: _sales, Infno.RETURN: _return, Infno.QUERY: _query,
+}
