@@ -2,7 +2,7 @@
 the NHSA sales query (3513) reads an institution's sales by.
 
 Revision ID: 0018
-Revises: 0001
+Revises: 0017
 Create Date: 2026-12-06
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018"
-down_revision: str | None = "0001"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
