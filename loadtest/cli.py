@@ -1,5 +1,5 @@
-"""`tracegate loadtest {stream,gate,memory,rebuild,baselines,all,nhsa-import}`: what each measures is in
-loadtest/catalogue.py (and `tracegate loadtest --help`)."""
+"""`tracegate loadtest {stream,gate,memory,rebuild,baselines,all,nhsa-import}`: what each
+measures is in loadtest/catalogue.py (and `tracegate loadtest --help`)."""
 
 from __future__ import annotations
 

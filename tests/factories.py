@@ -209,7 +209,8 @@ def nhsa_sale(institution: str, row: dict[str, Any]) -> dict[str, Any]:
     return nhsa_message("3505", institution, {"selinfo": row})
 
 
-def nhsa_sales(institution: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def nhsa_sales(institution: str, rows: list[Any]) -> dict[str, Any]:
+    """`rows` as sent: `selinfo` rows, or (to test refusals) anything else."""
     return nhsa_message("3505A", institution, {"selinfoDetail": rows})
 
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
+import msgspec
 
-from service.decisions.schemas import SettlementIn
+from service.decisions.checks import InvalidSettlement, check_settlement
+from service.decisions.schemas import Settlement
+from service.kit.validation import describe
 from service.nhsa import vendor
 from service.nhsa.schemas import (
     Envelope,
@@ -25,6 +27,8 @@ from service.nhsa.schemas import (
     SalesQuery,
 )
 from service.policy.schemas import NoCodeReason
+from service.records.schemas import RecordedLine
+from service.settlements.schemas import ReversalRequest
 from service.tracecodes.schemas import InvalidTraceCode
 from service.tracecodes.service import parse_trace_code
 
@@ -40,6 +44,9 @@ QUERY_SPAN_MAX = dt.timedelta(days=31)
 _FIELD_NAMES = {"trace_codes": "drugtracinfo", "quantity": "sel_retn_cnt",
                 "drug_code": "med_list_codg", "patient_id": "psn_no",
                 "settled_at": "sel_retn_time", "pack_size": "pack_size (drug catalogue)"}
+# A complaint of the gate's validation: `lines[0].trace_codes[1]: must be ...`.
+_COMPLAINT = re.compile(r"^(?:lines\[(?P<line>\d+)\]\.?)?(?P<path>[^:]*): (?P<what>.*)$", re.S)
+_PATH_PART = re.compile(r"[A-Za-z_]+")
 
 
 def read_envelope(body: Any) -> Envelope:
@@ -193,23 +200,40 @@ def _patient(rows: list[SaleRow]) -> str | None:
     return patients.pop() if patients else None
 
 
-def settlement_in(sale: Sale) -> SettlementIn:
-    """The gate's own validation, its complaints put in the message's words."""
+def settlement(sale: Sale) -> Settlement:
+    """The gate's own settlement, checked as the gate checks one (types and bounds, then
+    `check_settlement`), its complaints put in the message's words."""
     try:
-        return SettlementIn.model_validate(sale.body)
-    except ValidationError as exc:
-        raise MessageRefused("; ".join(
-            _complaint(sale, error["loc"], error["msg"]) for error in exc.errors()[:5]
-        )) from None
+        built = msgspec.convert(sale.body, Settlement)
+        check_settlement(built)
+    except msgspec.ValidationError as exc:
+        raise MessageRefused(_complaint(sale, describe(exc))) from None
+    except InvalidSettlement as exc:
+        raise MessageRefused(_complaint(sale, exc.message)) from None
+    if _has_nul(built):
+        raise MessageRefused(f"{sale.settlement_id}: texts must not contain a NUL character")
+    return built
 
 
-def _complaint(sale: Sale, loc: tuple[int | str, ...], message: str) -> str:
-    if len(loc) >= 2 and loc[0] == "lines" and isinstance(loc[1], int):
-        place = sale.label(loc[1] + 1)
-        names = [_FIELD_NAMES.get(str(part), str(part)) for part in loc[2:]]
-        return f"{place}: {'.'.join(names)}: {message}"
-    names = [_FIELD_NAMES.get(str(part), str(part)) for part in loc]
-    return f"{sale.settlement_id}: {'.'.join(names) or 'settlement'}: {message}"
+def _has_nul(settlement: Settlement) -> bool:
+    """PostgreSQL text cannot hold NUL (the gate refuses it in a request's bytes,
+    `checks.check_raw`; a message's texts are checked here). One pass over them."""
+    texts = [settlement.settled_at, settlement.patient_id or ""]
+    for line in settlement.lines:
+        texts.append(line.drug_code)
+        texts += line.trace_codes
+    return "\x00" in "".join(texts)
+
+
+def _complaint(sale: Sale, complaint: str) -> str:
+    """`lines[0].trace_codes[1]: must be ...` -> `批次 B1（drug）: drugtracinfo[1]: must be ...`"""
+    found = _COMPLAINT.match(complaint)
+    if found is None:
+        return f"{sale.settlement_id}: {complaint}"
+    path = _PATH_PART.sub(lambda part: _FIELD_NAMES.get(part[0], part[0]), found["path"])
+    if found["line"] is not None:
+        return f"{sale.label(int(found['line']) + 1)}: {path or 'line'}: {found['what']}"
+    return f"{sale.settlement_id}: {path or 'settlement'}: {found['what']}"
 
 
 # --- returns (3506) ------------------------------------------------------------------------
@@ -233,14 +257,14 @@ class ReturnedLines:
     problems: list[str]  # in words; a return with any is refused whole
 
 
-def returned_lines(lines: list[dict[str, Any]], codes: list[str]) -> ReturnedLines:
+def returned_lines(lines: Sequence[RecordedLine], codes: list[str]) -> ReturnedLines:
     """Codes -> the recorded sale's lines carrying them. A reversal gives a whole line back
     (§4), so a return must bring every code of each line it names: a line of three packs
     returned with one code would otherwise free the two packs still with the patient."""
     problems: list[str] = []
     if not codes:
         problems.append("退货需提供退回药品的追溯码 [NO_CODES_RETURNED]")
-    owners = {code: line["line_no"] for line in lines for code in _canonical(line["trace_codes"])}
+    owners = {code: line.line_no for line in lines for code in _canonical(line.trace_codes)}
     returned: set[str] = set()
     for text in codes:
         parsed = parse_trace_code(text)
@@ -252,14 +276,20 @@ def returned_lines(lines: list[dict[str, Any]], codes: list[str]) -> ReturnedLin
             returned.add(parsed.canonical)
     line_nos = sorted({owners[code] for code in returned})
     for line in lines:
-        missing = [c for c in _canonical(line["trace_codes"]) if c not in returned]
-        if line["line_no"] in line_nos and missing:
-            problems.append(f"退货须退回整行：原销售第 {line['line_no']} 行还有 {len(missing)} 个"
+        missing = [c for c in _canonical(line.trace_codes) if c not in returned]
+        if line.line_no in line_nos and missing:
+            problems.append(f"退货须退回整行：原销售第 {line.line_no} 行还有 {len(missing)} 个"
                             f"追溯码未退回 [PARTIAL_LINE_RETURN] {', '.join(missing)}")
     return ReturnedLines(line_nos, problems)
 
 
-def _canonical(texts: list[str]) -> list[str]:
+def reversal(request: ReturnRequest, lines: ReturnedLines) -> ReversalRequest:
+    """The gate's reversal of the lines a readable return names (`lines.problems` empty);
+    the ids and line numbers are bounded where they are made, so no check is left here."""
+    return ReversalRequest(request.reversal_id, lines.line_nos)
+
+
+def _canonical(texts: Sequence[str]) -> list[str]:
     parsed = (parse_trace_code(text) for text in texts)
     return [code.canonical for code in parsed if not isinstance(code, InvalidTraceCode)]
 

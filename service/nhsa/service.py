@@ -13,13 +13,11 @@ from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.auth import service as auth
 from service.auth.schemas import Caller, Role
-from service.decisions import gate
-from service.decisions.gate import GatePorts
-from service.decisions.schemas import SettlementIn
+from service.decisions.schemas import Settlement
 from service.drugs import service as drugs
 from service.institutions import repository as institutions_repository
 from service.kit.clock import SHANGHAI, utcnow
@@ -29,9 +27,9 @@ from service.nhsa import mapping, repository, wording
 from service.nhsa.repository import SaleEvent
 from service.nhsa.schemas import Envelope, Infno, MessageRefused, Sale, SalesQuery
 from service.nhsa.vendor import local_text
-from service.records import reversals
-from service.records.reversals import ReversalIn
 from service.records.schemas import SettlementView
+from service.settlements import gate
+from service.settlements.gate import GatePorts
 
 Output = dict[str, Any]
 # What the gate refuses about a request itself (a conflict with an earlier one, an unknown
@@ -44,22 +42,35 @@ _NOT_TAKEN = (Conflict, Unprocessable, NotFound)
 class NhsaPorts:
     gate: GatePorts
     drugs: TtlCache[str, int]  # pack sizes by med_list_codg, seconds stale at most
+    # The catalogue, institution names and 3513's reads: each in a session of its own
+    # (autocommit), so none holds a connection while the gate waits on Kafka.
+    reads: async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The reply envelope, and the infno it answers for the metrics ("unknown" for a message
+    not read that far: a label is never the message's own text)."""
+
+    infno: str
+    reply: dict[str, Any]
 
 
 async def answer(
     body: bytes, caller: Caller, ports: NhsaPorts, received: dt.datetime
-) -> dict[str, Any]:
+) -> Answered:
     """The reply envelope; raises only what the gate's route would (403, 503)."""
     try:
         envelope = mapping.read_envelope(_json(body))
     except MessageRefused as exc:
-        return reply(received, None, exc.message)
+        return Answered("unknown", reply(received, None, exc.message))
     authorize(envelope, caller)
+    infno = envelope.infno.value
     try:
         output = await _HANDLERS[envelope.infno](envelope, caller, ports)
     except MessageRefused as exc:
-        return reply(received, None, exc.message)
-    return reply(received, output, None)
+        return Answered(infno, reply(received, None, exc.message))
+    return Answered(infno, reply(received, output, None))
 
 
 def _json(body: bytes) -> Any:
@@ -96,12 +107,12 @@ def _stamp(moment: dt.datetime) -> str:
 
 async def _sales(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Output:
     sales = await read_sales(envelope, ports)
-    answers = await _settle_each([mapping.settlement_in(sale) for sale in sales], ports)
+    answers = await _settle_each([mapping.settlement(sale) for sale in sales], ports)
     taken = [a for a in answers if not isinstance(a, AppError)]
     if not taken:
         raise MessageRefused("; ".join(f"[{a.code}] {a.message}" for a in answers
                                        if isinstance(a, AppError)))
-    names = await _names(ports.gate.session, wording.first_payers(answers))
+    names = await _names(ports.reads, wording.first_payers(answers))
     result = wording.sale_result(list(zip(sales, answers, strict=True)), names)
     if envelope.infno is Infno.SALE:
         return {"result": result, "decision": taken[0]}
@@ -115,30 +126,43 @@ async def read_sales(envelope: Envelope, ports: NhsaPorts) -> list[Sale]:
     refused = [group.refusal for group in groups if group.refusal is not None]
     if refused:
         raise MessageRefused("; ".join(refused))
-    wanted = mapping.split_drugs(groups)
-    pack_sizes = await drugs.pack_sizes(ports.gate.session, ports.drugs, wanted) if wanted else {}
+    pack_sizes = await _pack_sizes(ports, mapping.split_drugs(groups))
     return [mapping.to_sale(envelope.fixmedins_code, group, pack_sizes) for group in groups]
 
 
+async def _pack_sizes(ports: NhsaPorts, wanted: set[str]) -> dict[str, int]:
+    """Of the split rows' drugs: the cache first, then one query."""
+    if not wanted:
+        return {}
+    async with ports.reads() as session:
+        return await drugs.pack_sizes(session, ports.drugs, wanted)
+
+
 async def _settle_each(
-    requests: Sequence[SettlementIn], ports: NhsaPorts
+    settlements: Sequence[Settlement], ports: NhsaPorts
 ) -> list[dict[str, Any] | AppError]:
-    """In the message's order. A settlement the gate will not take (409: the same id with
-    another body) is reported in words beside the others."""
+    """In the message's order, each the gate's answer as JSON (the words need its fields). A
+    settlement the gate will not take (409: the same id with another body) is reported in
+    words beside the others."""
     answers: list[dict[str, Any] | AppError] = []
-    for request in requests:
+    for settlement in settlements:
         try:
-            answers.append(await gate.settle(request, ports.gate))
+            given = await gate.settle(settlement, ports.gate)
         except _NOT_TAKEN as exc:
             answers.append(exc)
+        else:
+            answers.append(orjson.loads(given.body))
     return answers
 
 
-async def _names(session: AsyncSession, institution_ids: set[str]) -> dict[str, str]:
+async def _names(
+    reads: async_sessionmaker[AsyncSession], institution_ids: set[str]
+) -> dict[str, str]:
     """Names of the institutions that paid first, for the cashier (only when there are any)."""
     if not institution_ids:
         return {}
-    rows = await institutions_repository.get_many(session, institution_ids)
+    async with reads() as session:
+        rows = await institutions_repository.get_many(session, institution_ids)
     return {row.institution_id: row.name for row in rows}
 
 
@@ -154,19 +178,19 @@ async def _return(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Outpu
     lines = mapping.returned_lines(sale.lines, request.codes)
     if lines.problems:
         return {"result": wording.return_refused(lines.problems), "reversal": None}
-    asked = ReversalIn(reversal_id=request.reversal_id, line_nos=lines.line_nos)
     try:
-        reversal = await gate.reverse(sale.settlement_id, asked, ports.gate,
-                                      partial(auth.require_institution, caller))
+        given = await gate.reverse(sale.settlement_id, mapping.reversal(request, lines),
+                                   ports.gate, partial(auth.require_institution, caller))
     except _NOT_TAKEN as exc:
         raise MessageRefused(f"[{exc.code}] {exc.message}") from None
+    reversal: dict[str, Any] = orjson.loads(given.body)
     return {"result": wording.return_result(reversal), "reversal": reversal}
 
 
 async def _recorded_sale(ports: GatePorts, sale_ids: Sequence[str]) -> SettlementView | None:
     """The sale a return names: recorded under its 3505 id, else under its 3505A receipt."""
     for sale_id in sale_ids:
-        view = await reversals.find_settlement(ports.lookups, ports.recent, sale_id)
+        view = await gate.find_settlement(ports, sale_id)
         if view is not None:
             return view
     return None
@@ -180,7 +204,8 @@ async def _query(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Output
     query = mapping.sales_query(envelope, own)
     if query.institution_id is not None:
         auth.require_institution(caller, query.institution_id)
-    events = await _sale_events(ports.gate.session, query)
+    async with ports.reads() as session:
+        events = await _sale_events(session, query)
     return {"data": [_data_row(event) for event in events]}
 
 

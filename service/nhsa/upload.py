@@ -63,7 +63,7 @@ def encode_line(line: bytes, number: int, pack_sizes: Mapping[str, int]) -> Enco
             continue
         try:
             sale = mapping.to_sale(envelope.fixmedins_code, group, pack_sizes)
-            mapping.settlement_in(sale)  # what the consumers would dead-letter is refused here
+            mapping.settlement(sale)  # what the consumers would dead-letter is refused here
         except MessageRefused as exc:
             encoded.refused.append(Refused(number, group.row_count, exc.message))
             continue

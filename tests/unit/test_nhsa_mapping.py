@@ -4,6 +4,7 @@ becomes, returns onto lines, the query's bounds, answers in words, the bulk uplo
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ from service.nhsa import mapping, vendor, wording
 from service.nhsa.schemas import MessageRefused
 from service.nhsa.service import code_sales
 from service.nhsa.upload import encode_line
+from service.records.schemas import RecordedLine
 from tests import factories as f
 
 SHOP = "P11010500001"
@@ -53,7 +55,9 @@ def test_what_is_not_a_number_is_refused(bad: Any) -> None:
 
 
 def test_code_lists_absent_empty_or_with_empty_codes_carry_no_code() -> None:
-    for value in (None, "", [], [{}], [{"drug_trac_codg": ""}], [{"drug_trac_codg": "  \r\n"}]):
+    empty: tuple[Any, ...] = (None, "", [], [{}], [{"drug_trac_codg": ""}],
+                              [{"drug_trac_codg": "  \r\n"}])
+    for value in empty:
         assert vendor.code_list({"drugtracinfo": value}, "row") == []
     sent = [{"drug_trac_codg": f"{A}\r\n"}, B, {"drug_trac_codg": None}]
     assert vendor.code_list({"drugtracinfo": sent}, "row") == [f"{A}\r\n", B]
@@ -112,12 +116,27 @@ def test_the_gate_s_own_validation_speaks_of_the_message_s_rows() -> None:
     [group] = mapping.sale_groups(_envelope(f.nhsa_sale(SHOP, row)))
     sale = mapping.to_sale(SHOP, group, {})
     with pytest.raises(MessageRefused, match=r"^批次 .*（XC09AAL012A001010100543）: "
-                                             r"drugtracinfo\.0: String should have at most 128"):
-        mapping.settlement_in(sale)
+                                             r"drugtracinfo\[0\]: must be at most 128 "
+                                             r"characters long$"):
+        mapping.settlement(sale)
 
 
-def _sale_lines(*lines: list[str]) -> list[dict[str, Any]]:
-    return [{"line_no": n, "trace_codes": codes} for n, codes in enumerate(lines, start=1)]
+def test_the_gate_s_semantic_checks_and_a_nul_are_refused_in_the_message_s_words() -> None:
+    [group] = mapping.sale_groups(_envelope(f.nhsa_sale(SHOP, f.nhsa_row([A]))))
+    sale = mapping.to_sale(SHOP, group, {})
+    sid = sale.settlement_id
+    assert mapping.settlement(sale).lines[0].trace_codes == (f"{A}\r\n",)  # as scanned
+    body = {**sale.body, "settled_at": "2025-13-01 10:00:00"}
+    with pytest.raises(MessageRefused, match=rf"^{sid}: sel_retn_time: "):
+        mapping.settlement(replace(sale, body=body))
+    line = {**sale.body["lines"][0], "drug_code": "XC09\x00"}
+    with pytest.raises(MessageRefused, match=rf"^{sid}: texts must not contain a NUL"):
+        mapping.settlement(replace(sale, body={**sale.body, "lines": [line]}))
+
+
+def _sale_lines(*lines: list[str]) -> list[RecordedLine]:
+    return [RecordedLine(n, "XC09AAL012A001010100543", len(codes), False, None, tuple(codes),
+                         None, "pay", [], []) for n, codes in enumerate(lines, start=1)]
 
 
 def test_a_return_maps_its_codes_onto_whole_lines_of_the_sale() -> None:
