@@ -248,7 +248,7 @@ def return_request(envelope: Envelope) -> ReturnRequest:
     reversal_id = _identifier(f"3506:{institution}:{row.fixmedins_bchno}", where)
     sale_ids = (f"3505:{institution}:{row.fixmedins_bchno}",
                 f"3505A:{institution}:{row.rtal_docno}")
-    return ReturnRequest(reversal_id, sale_ids, row.codes)
+    return ReturnRequest(reversal_id, sale_ids, row.codes, row.sold_at)
 
 
 @dataclass(frozen=True, slots=True)

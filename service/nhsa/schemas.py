@@ -81,6 +81,7 @@ class ReturnRequest:
     reversal_id: str
     sale_ids: tuple[str, ...]  # the 3505 id first, then the 3505A one
     codes: list[str]  # as sent
+    returned_at: dt.datetime  # sel_retn_time: the reversal's time in the record
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,14 @@ from service.kit.errors import AppError, Conflict, NotFound, Unprocessable
 from service.kit.ttl_cache import TtlCache
 from service.nhsa import mapping, repository, wording
 from service.nhsa.repository import SaleEvent
-from service.nhsa.schemas import Envelope, Infno, MessageRefused, Sale, SalesQuery
+from service.nhsa.schemas import (
+    Envelope,
+    Infno,
+    MessageRefused,
+    ReturnRequest,
+    Sale,
+    SalesQuery,
+)
 from service.nhsa.vendor import local_text
 from service.records.schemas import SettlementView
 from service.settlements import gate
@@ -176,15 +183,30 @@ async def _return(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Outpu
         missing = f"未找到原销售记录 {' 或 '.join(request.sale_ids)} [SETTLEMENT_NOT_FOUND]"
         return {"result": wording.return_refused([missing]), "reversal": None}
     lines = mapping.returned_lines(sale.lines, request.codes)
-    if lines.problems:
-        return {"result": wording.return_refused(lines.problems), "reversal": None}
+    problems = lines.problems + await _time_problems(ports, sale.settlement_id, request)
+    if problems:
+        return {"result": wording.return_refused(problems), "reversal": None}
     try:
         given = await gate.reverse(sale.settlement_id, mapping.reversal(request, lines),
-                                   ports.gate, partial(auth.require_institution, caller))
+                                   ports.gate, partial(auth.require_institution, caller),
+                                   request.returned_at)
     except _NOT_TAKEN as exc:
         raise MessageRefused(f"[{exc.code}] {exc.message}") from None
     reversal: dict[str, Any] = orjson.loads(given.body)
     return {"result": wording.return_result(reversal), "reversal": reversal}
+
+
+async def _time_problems(
+    ports: NhsaPorts, settlement_id: str, request: ReturnRequest
+) -> list[str]:
+    """The return is recorded at its sel_retn_time, which cannot be before its sale (checked
+    once the record has the sale: in the second or so before, the gate's answer has no time)."""
+    async with ports.reads() as session:
+        sold_at = await repository.sale_time(session, settlement_id)
+    if sold_at is None or request.returned_at >= sold_at:
+        return []
+    return [f"退货时间 {local_text(request.returned_at)} 早于原销售时间 {local_text(sold_at)}"
+            "（北京时间） [RETURN_BEFORE_SALE]"]
 
 
 async def _recorded_sale(ports: GatePorts, sale_ids: Sequence[str]) -> SettlementView | None:

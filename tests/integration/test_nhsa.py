@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from service.settings import Settings
 from tests import factories as f
 from tests.waiting import eventually
 
@@ -194,8 +195,14 @@ async def _verify(api: httpx.AsyncClient, headers: Headers, shop: str, codes: li
     return [result["status"] for result in response.json()["results"]]
 
 
-def _return(shop: str, codes: list[str], *, docno: str = "", bchno: str | None = None) -> Any:
-    row = f.nhsa_row(codes, docno=docno, bchno=bchno, sold_at="2025-07-03 09:00:00")
+RETURNED_AT = "2025-08-05 09:00:00"  # after every sale of these tests
+
+
+def _return(
+    shop: str, codes: list[str], *, docno: str = "", bchno: str | None = None,
+    at: str = RETURNED_AT,
+) -> Any:
+    row = f.nhsa_row(codes, docno=docno, bchno=bchno, sold_at=at)
     return f.nhsa_message("3506", shop, {"selinfo": row})
 
 
@@ -253,6 +260,27 @@ async def test_a_3506_with_the_bchno_of_a_3505_sale_reverses_it(
     assert reply["output"]["reversal"]["released"] == [code]
 
 
+async def test_a_return_is_recorded_at_its_own_time_which_cannot_precede_its_sale(
+    api: httpx.AsyncClient, settings: Settings, shop: str, pos: Headers
+) -> None:
+    code = f.cn20()
+    row = f.nhsa_row([code], sold_at="2025-08-02 09:30:00")
+    await f.nhsa(api, pos, f.nhsa_sale(shop, row))
+    sid, bchno = f"3505:{shop}:{row['fixmedins_bchno']}", row["fixmedins_bchno"]
+    await eventually(lambda: f.record_rows(
+        settings.asyncpg_dsn, "SELECT 1 FROM settlements WHERE settlement_id = $1", sid), bool)
+    early = await f.nhsa(api, pos, _return(shop, [code], bchno=bchno, at="2025-08-02 09:29:59"))
+    assert early["output"] == {"reversal": None, "result": {"retRslt": "0", "msgRslt": (
+        "退货未受理：退货时间 2025-08-02 09:29:59 早于原销售时间 2025-08-02 09:30:00（北京时间） "
+        "[RETURN_BEFORE_SALE]")}}
+    taken = await f.nhsa(api, pos, _return(shop, [code], bchno=bchno, at="2025-08-02 18:00:00"))
+    assert taken["output"]["reversal"]["released"] == [code]
+    rows = await eventually(lambda: f.record_rows(
+        settings.asyncpg_dsn, "SELECT reversed_at FROM reversals WHERE settlement_id = $1", sid),
+        bool)
+    assert [r["reversed_at"].isoformat() for r in rows] == ["2025-08-02T10:00:00+00:00"]
+
+
 def _query(institution: str, **fields: Any) -> dict[str, Any]:
     return f.nhsa_message("3513", institution, {key: value for key, value in fields.items()})
 
@@ -279,7 +307,7 @@ async def test_3513_lists_recorded_sales_each_followed_by_its_returns(
         {"drug_trac_codg": a, "fixmedins_code": shop, "settlement_id": sid, "type": "sale",
          "trdn_flag": "0", "sel_retn_cnt": 1, "sel_retn_time": "2025-08-02 09:30:00"},
         {"drug_trac_codg": a, "fixmedins_code": shop, "settlement_id": sid, "type": "return",
-         "trdn_flag": "0", "sel_retn_cnt": 1, "sel_retn_time": data[1]["sel_retn_time"]},
+         "trdn_flag": "0", "sel_retn_cnt": 1, "sel_retn_time": RETURNED_AT},
         {"drug_trac_codg": pack, "fixmedins_code": shop, "settlement_id": sid, "type": "sale",
          "trdn_flag": "1", "sel_retn_cnt": 5, "sel_retn_time": "2025-08-02 09:30:00"},
     ]
