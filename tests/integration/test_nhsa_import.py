@@ -124,6 +124,7 @@ async def test_a_file_changed_under_its_checkpoint_is_refused(
     assert restarted.summary.settlements == 1
 
 
+@pytest.mark.usefixtures("logging_restored")  # `main` sets up JSON logs on pytest's stderr
 async def test_the_commands_as_an_operator_runs_them(
     api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
