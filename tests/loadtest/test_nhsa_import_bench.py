@@ -47,3 +47,11 @@ async def test_the_ground_truth_check_finds_what_is_missing_doubled_or_unlike(
     expected = {"S1": {"a": 1}, "S2": {"a": 2}, "S3": {"a": 3}, "S5": {"a": 5}}
     checks = await check_topic(settings.kafka_bootstrap, topic, expected)
     assert checks == {"missing": 1, "doubled": 1, "unexpected": 1, "unlike": 1}
+
+
+def test_tracegate_loadtest_takes_the_benchmark_and_says_what_it_measures() -> None:
+    from loadtest.cli import _parser
+
+    parser = _parser()
+    assert parser.parse_args(["nhsa-import", "--quick"]).command == "nhsa-import"
+    assert "nhsa-import" in parser.format_help()
