@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from service.kit.logs import configure_logging
@@ -46,6 +47,23 @@ def _parser() -> argparse.ArgumentParser:
     loadtest.add_argument("args", nargs=argparse.REMAINDER, metavar="BENCHMARK [--quick]",
                           help="the benchmark to run, and --quick for small sizes")
     loadtest.set_defaults(command=_loadtest)
+    catalogue = sub.add_parser("catalogue", help="the drug catalogue: catalogue import FILE.csv")
+    catalogue.add_argument("action", choices=["import"])
+    catalogue.add_argument("file", type=Path, help="CSV with med_list_codg,name,pack_size")
+    catalogue.add_argument("--encoding", default="utf-8-sig", help="e.g. gbk")
+    catalogue.set_defaults(command=_catalogue)
+    imports = sub.add_parser("import", help="bulk uploads: import nhsa FILE (JSON lines)")
+    imports.add_argument("kind", choices=["nhsa"])
+    imports.add_argument("file", type=Path, help="3505/3505A messages, one JSON per line")
+    imports.add_argument("--state-dir", type=Path, default=None,
+                         help="where the checkpoint goes (default: beside the file)")
+    imports.add_argument("--restart", action="store_true",
+                         help="ignore the checkpoint and send the whole file again")
+    imports.add_argument("--ordered", action="store_true",
+                         help="one partition: the consumers decide the file in its order")
+    imports.add_argument("--workers", type=int, default=None,
+                         help="processes mapping the file (default: one per core; 0: none)")
+    imports.set_defaults(command=_import)
     demo = sub.add_parser("demo", help="feed synthetic traffic into a running stack")
     demo.add_argument("--stack", type=Path, required=True, help="path of stack.json")
     demo.add_argument("--rate", type=float, default=200.0, help="settlements per second")
@@ -114,6 +132,23 @@ def _loadtest(args: argparse.Namespace) -> int:
     from loadtest.cli import main as loadtest_main
 
     return loadtest_main(args.args)
+
+
+def _catalogue(args: argparse.Namespace) -> int:
+    from cli.catalogue import import_catalogue
+    from service.settings import Settings
+
+    return import_catalogue(args.file, Settings(), args.encoding)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from cli.nhsa_import import ImportOptions, import_nhsa
+    from service.settings import Settings
+
+    options = ImportOptions(restart=args.restart, ordered=args.ordered)
+    if args.workers is not None:
+        options = replace(options, workers=max(args.workers, 0))
+    return import_nhsa(args.file, Settings(), args.state_dir, options)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -26,6 +26,10 @@ BENCHMARKS = {
                  "with its RocksDB state store",
     "all": "every benchmark above (and the redis-benchmark ceiling) on one set of servers; "
            "writes loadtest/results/latest.json and latest.md and the README's tables",
+    "nhsa-import": "`tracegate import nhsa` of a generated platform export (3505/3505A "
+                   "messages) onto the settlements topic of its own servers: codes produced per "
+                   "second (target 50,000), checked against the generator's ground truth; not "
+                   "part of `all`; writes loadtest/results/nhsa-import.json",
 }
 
 

@@ -1,10 +1,11 @@
-"""`tracegate loadtest {stream,gate,memory,rebuild,baselines,all}`: what each measures is in
-loadtest/catalogue.py (and `tracegate loadtest --help`)."""
+"""`tracegate loadtest {stream,gate,memory,rebuild,baselines,all,nhsa-import}`: what each
+measures is in loadtest/catalogue.py (and `tracegate loadtest --help`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,8 @@ README = RESULTS.parent.parent / "README.md"
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
+    if args.command == "nhsa-import":
+        return _nhsa_import(args.quick)
     if args.command == "all":
         results = run_all(plan, args.quick)
         json_path, md_path = report.write(results, RESULTS)
@@ -38,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", choices=list(BENCHMARKS), help="the benchmark (see below)")
     parser.add_argument("--quick", action="store_true", help="small sizes (< 3 minutes)")
     return parser
+
+
+def _nhsa_import(quick: bool) -> int:
+    """Its own servers and workload (a platform export), so not part of `all`."""
+    from loadtest.nhsa_import import run_nhsa_import
+    from service.kit.garbage_collection import tune_for_throughput
+
+    tune_for_throughput()  # as the import command's process runs
+    command = f"tracegate loadtest nhsa-import{' --quick' if quick else ''}"
+    result = {"command": command, "cpus": os.cpu_count(), "target_codes_per_s": 50_000,
+              **(run_nhsa_import(100_000, 1) if quick else run_nhsa_import(1_000_000, 3))}
+    path = RESULTS / "nhsa-import.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result, indent=2) + f"\nwrote {path}\n")
+    return 0 if result["correct"] else 1
 
 
 def _single(command: str, plan: Plan) -> dict[str, Any]:

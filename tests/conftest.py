@@ -5,6 +5,7 @@ its own institutions, settlement ids and trace codes (see tests/factories.py).""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,19 @@ def _structlog_through_stdlib() -> None:
                     structlog.processors.KeyValueRenderer()],
         logger_factory=structlog.stdlib.LoggerFactory(),
     )
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """The process's logging put back as it was (pytest's handlers, the set-up above) after a
+    test that configures it, as configure_logging and every command's `main` do."""
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
+    try:
+        yield
+    finally:
+        root.handlers, root.level = handlers, level
+        structlog.configure(**config)
 
 
 @pytest.fixture(scope="session")

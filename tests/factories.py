@@ -164,3 +164,58 @@ async def topic_records(settings: Any, topic: str, key: bytes) -> list[Incoming]
 async def _partitions(consumer: Any, topic: str) -> set[int]:
     await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh consumer knows none
     return set(consumer.partitions_for_topic(topic) or ())
+
+
+# --- NHSA messages (CONTRACT §8), as a vendor's POS or HIS sends them ----------------------
+
+
+def nhsa_row(
+    codes: list[str], *, count: str | None = None, split: bool = False,
+    drug: str = "XC09AAL012A001010100543", bchno: str | None = None, docno: str = "",
+    sold_at: str = "2025-07-01 10:15:00", psn_no: str = "",
+) -> dict[str, Any]:
+    """A `selinfo` row with what vendors really send: counts as text with four decimals,
+    empty strings for what they lack, Chinese names, codes as scanned (CR/LF after them),
+    and fields this service does not read."""
+    return {
+        "med_list_codg": drug, "fixmedins_hilist_id": "YP0001234",
+        "fixmedins_hilist_name": "缬沙坦胶囊 80mg*7粒", "fixmedins_bchno": bchno or batch_no(),
+        "prsc_dr_name": "王医生", "phar_name": "李药师", "phar_prac_cert_no": "",
+        "setl_id": "", "mdtrt_sn": "", "psn_no": psn_no, "psn_name": "", "certno": "",
+        "manu_lotnum": "L250101", "manu_date": "2025-01-01", "expy_end": "2027-01-01",
+        "rx_flag": "1", "trdn_flag": "1" if split else "0", "rtal_docno": docno or batch_no(),
+        "stoout_no": "", "sel_retn_cnt": count or f"{max(len(codes), 1)}.0000",
+        "sel_retn_time": sold_at, "sel_retn_opter_name": "张三", "memo": "",
+        "drugtracinfo": [{"drug_trac_codg": f"{code}\r\n"} for code in codes],
+    }
+
+
+def batch_no() -> str:
+    return f"B{secrets.token_hex(6).upper()}{next(_counter)}"
+
+
+def nhsa_message(infno: str, institution: str, input_: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "infno": infno, "msgid": f"{institution}{time.strftime('%Y%m%d%H%M%S')}{batch_no()}",
+        "mdtrtarea_admvs": "110105", "insuplc_admdvs": "", "recer_sys_code": "POS01",
+        "dev_no": "", "dev_safe_info": "", "cainfo": "", "signtype": "", "infver": "V1.0",
+        "opter_type": "1", "opter": "0001", "opter_name": "张三",
+        "inf_time": "2025-07-01 10:15:01", "fixmedins_code": institution,
+        "fixmedins_name": "北京测试大药房", "sign_no": "", "input": input_,
+    }
+
+
+def nhsa_sale(institution: str, row: dict[str, Any]) -> dict[str, Any]:
+    return nhsa_message("3505", institution, {"selinfo": row})
+
+
+def nhsa_sales(institution: str, rows: list[Any]) -> dict[str, Any]:
+    """`rows` as sent: `selinfo` rows, or (to test refusals) anything else."""
+    return nhsa_message("3505A", institution, {"selinfoDetail": rows})
+
+
+async def nhsa(api: httpx.AsyncClient, headers: dict[str, str], message: dict[str, Any]) -> Any:
+    """The reply envelope to `message`, which must be HTTP 200 (both infcodes are)."""
+    response = await api.post("/v1/nhsa", json=message, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()

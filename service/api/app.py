@@ -17,7 +17,7 @@ from service.api.lean import components
 from service.api.limits import BodySizeLimit, InFlightLimit
 from service.api.openapi import install_openapi
 from service.api.responses import JSONResponse
-from service.api.routes import admin, codes, flags, health, listings, settlements
+from service.api.routes import admin, codes, drugs, flags, health, listings, nhsa, settlements
 from service.api.routes.codes import VerifyRequest
 from service.api.routes.console import install_console
 from service.auth.service import ensure_admin_key
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     app.include_router(health.router)
     for router in (settlements.router, codes.router, flags.router, admin.router,
-                   listings.router):
+                   listings.router, nhsa.router, drugs.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outside the stack above (the hot routes skip it), inside the in-flight limit and the

@@ -41,6 +41,8 @@ class Clients:
     gate: GatePorts
     # Read on every call, changed rarely: seconds of staleness buy a query per request.
     callers: TtlCache[bytes, Caller] = field(default_factory=lambda: TtlCache(10.0))
+    # Pack sizes by med_list_codg (NHSA split rows): a catalogue change reaches them that soon.
+    drugs: TtlCache[str, int] = field(default_factory=lambda: TtlCache(5.0))
 
     @property
     def institutions(self) -> VersionedCache[str, InstitutionRef]:

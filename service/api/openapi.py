@@ -26,6 +26,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "FLAG_NOT_FOUND": (404, f"no recorded flag {FLAG_ID}"),
     "INSTITUTION_NOT_FOUND": (404, f"institution {INSTITUTION} is not registered"),
     "KEY_NOT_FOUND": (404, "no API key with id 42"),
+    "DRUG_NOT_FOUND": (404, "drug XC09AAL012A001010100543 is not in the catalogue"),
     "SETTLEMENT_CONFLICT": (409, f"settlement {SID} was already decided with another body"),
     "REVERSAL_CONFLICT": (409, "reversal R-1 was used for another settlement or other lines"),
     "CONFLICT": (409, "trace codes are changing concurrently; retry"),
@@ -41,6 +42,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "UNKNOWN_LINE": (422, f"settlement {SID} has no line [7]"),
     "INVALID_TRACE_CODE": (422, "GTIN check digit is 1, expected 2"),
     "INVALID_CURSOR": (422, "cursor is not one this API returned"),
+    "INVALID_DRUG_CODE": (422, "med_list_codg '缬沙坦' must be 1-64 printable ASCII characters"),
     "INVALID_INSTITUTION_ID": (422, "institution_id 'p1' must be a 12-character "
                                     "fixmedins_code [0-9A-Z]"),
     "UNPROCESSABLE": (422, "since must be RFC 3339 with an offset"),
@@ -106,6 +108,22 @@ INSTITUTION_OUT = {**INSTITUTION_IN, "institution_id": INSTITUTION,
                    "effective_go_live": "2025-04-01T00:00:00+08:00",
                    "counts": {"payments": 1520, "flags": {"duplicate_payment": 11}},
                    "cases": SUMMARY}
+
+DRUG = "XC09AAL012A001010100543"
+NHSA_SALE = {"infno": "3505", "msgid": "P1101050000120250402101500001",
+             "fixmedins_code": INSTITUTION, "inf_time": "2025-04-02 10:15:01", "opter": "0001",
+             "opter_name": "张三", "infver": "V1.0", "input": {"selinfo": {
+                 "med_list_codg": DRUG, "fixmedins_hilist_id": "YP0001234",
+                 "fixmedins_bchno": "B20250402000123", "rtal_docno": "R20250402000123",
+                 "psn_no": "11000019800101001X", "rx_flag": "1", "trdn_flag": "0",
+                 "sel_retn_cnt": "1.0000", "sel_retn_time": "2025-04-02 10:15:00",
+                 "drugtracinfo": [{"drug_trac_codg": "81234560000000000011"}]}}}
+NHSA_REPLY = {"infcode": 0, "inf_refmsgid": "TG2025040210150131204A1B2C3D",
+              "refmsg_time": "20250402101501312", "respond_time": "20250402101501340",
+              "err_msg": None, "output": {
+                  "result": {"retRslt": "1", "msgRslt": "结算成功"},
+                  "decision": {**ANSWER, "settlement_id": f"3505:{INSTITUTION}:B20250402000123"}}}
+DRUG_IN = {"name": "缬沙坦胶囊 80mg*7粒", "pack_size": 7}
 
 OPERATIONS: dict[str, Doc] = {
     "GET /healthz": Doc("Liveness: the process answers. No key needed.",
@@ -235,6 +253,26 @@ OPERATIONS: dict[str, Doc] = {
         READ, response={"items": [{"key_id": 12, "role": "pos", "institution_id": INSTITUTION,
                                    "created_at": "2025-03-20T09:00:00+08:00",
                                    "revoked_at": None}], "next_cursor": None}),
+    "POST /v1/nhsa": Doc(
+        "The gate in the national platform's envelope (CONTRACT §8, docs/NHSA.md): 3505 (a sale "
+        "row), 3505A (rows in a batch, a settlement per rtal_docno), 3506 (a return: the "
+        "reversal of the sale's lines carrying its codes), 3513 (recorded sales and returns). "
+        "Decided by the gate's own settle and reverse. A message that cannot be taken is "
+        "`infcode: -1` with `err_msg` in words, HTTP 200 as the platform does; `msgRslt` says "
+        "why a row was refused and who paid a repeated code first. pos keys act for the "
+        "envelope's fixmedins_code; a regulator key may send 3513 only.",
+        ("BODY_TOO_LARGE", "HOT_SET_REBUILDING", "RECORD_UNAVAILABLE", "CLAIM_CONTENTION",
+         *AUTH), NHSA_SALE, NHSA_REPLY),
+    "PUT /v1/drugs/{med_list_codg}": Doc(
+        "Adds or changes a drug catalogue entry (医保药品目录): its name and the units in one "
+        "pack, which an NHSA split (拆零) row takes as its pack_size. API processes see the "
+        "change within their 5 s cache. `tracegate catalogue import FILE.csv` loads a list.",
+        ("INVALID_DRUG_CODE", *WRITE), DRUG_IN,
+        {**DRUG_IN, "med_list_codg": DRUG, "updated_at": "2025-04-02T10:15:00+08:00"}),
+    "GET /v1/drugs/{med_list_codg}": Doc(
+        "A drug catalogue entry: name, pack size (units in one pack) and when it last changed.",
+        ("DRUG_NOT_FOUND", *READ),
+        response={**DRUG_IN, "med_list_codg": DRUG, "updated_at": "2025-04-02T10:15:00+08:00"}),
     "GET /v1/me": Doc(
         "Who the calling key is: its id, role and institution (never the key). The console's "
         "sign-in asks this.", ("UNAUTHENTICATED", "DEPENDENCY_UNAVAILABLE"),

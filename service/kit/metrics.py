@@ -44,7 +44,7 @@ class _Metrics:
 
 
 class GateMetrics(_Metrics):
-    """Of an API process: the gate's latency by route and decision."""
+    """Of an API process: the gate's latency by route and decision, NHSA messages answered."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,8 +54,17 @@ class GateMetrics(_Metrics):
             ["route", "decision"], buckets=_GATE_BUCKETS, registry=self.registry,
         )
 
+        self._nhsa_messages = Counter(
+            "tracegate_nhsa_messages", "NHSA messages (POST /v1/nhsa) answered, by infno and "
+            "infcode (-1: not taken)", ["infno", "infcode"], registry=self.registry,
+        )
+
     def gate_request(self, route: str, decision: str, seconds: float) -> None:
         self._request_seconds.labels(route, decision).observe(seconds)
+
+    def nhsa_message(self, infno: str, infcode: int) -> None:
+        """`infno` one this service takes, or "unknown" (never the message's own text)."""
+        self._nhsa_messages.labels(infno, str(infcode)).inc()
 
 
 class ConsumerMetrics(_Metrics):

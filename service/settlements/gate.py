@@ -13,6 +13,7 @@ hold a code."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
@@ -357,9 +358,11 @@ async def _give_up(
 
 async def reverse(
     settlement_id: str, request: ReversalRequest, ports: GatePorts,
-    may_act_for: Callable[[str], None],
+    may_act_for: Callable[[str], None], reversed_at: dt.datetime | None = None,
 ) -> Given:
-    """`may_act_for(institution_id)` raises if the caller may not reverse there."""
+    """`may_act_for(institution_id)` raises if the caller may not reverse there.
+    `reversed_at`: the reversal's time in the record, now unless the caller has its own (an
+    NHSA return's sel_retn_time)."""
     view = await find_settlement(ports, settlement_id)
     if view is None:
         raise SettlementNotFound(f"settlement {settlement_id} is not recorded")
@@ -373,7 +376,8 @@ async def reverse(
     answer = orjson.dumps(reversal_answer(settlement_id, request.reversal_id,
                                           [code for code, _, _ in released]))
     event = ReversalEvent(settlement_id, request.reversal_id, request.line_nos, "gate",
-                          utcnow().isoformat(), ReversalEffects(released, msgspec.Raw(answer)))
+                          (reversed_at or utcnow()).isoformat(),
+                          ReversalEffects(released, msgspec.Raw(answer)))
     try:
         await _publish(ports, settlement_id, encode(event))
     except RecordUnavailable:

@@ -113,6 +113,8 @@ def realistic(label: str, case: Any, targets: Targets) -> None:
     path, body = case.path_parameters, case.body
     if label == "POST /v1/settlements" and isinstance(body, dict):
         body.update(institution_id=targets.institution, settled_at="2025-07-01 10:00:00")
+    elif label == "POST /v1/nhsa" and isinstance(body, dict):
+        body.update(f.nhsa_sale(targets.institution, f.nhsa_row([f.cn20()])))
     elif label == "POST /v1/codes/verify" and isinstance(body, dict):
         body["institution_id"] = targets.institution
     elif label == "PUT /v1/institutions/{institution_id}":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,18 +18,12 @@ from service.kit.logs import configure_logging
 
 
 @pytest.fixture
-def captured() -> Iterator[io.StringIO]:
+def captured(logging_restored: None) -> io.StringIO:
     """The process's logging pointed at a buffer, put back afterwards (pytest's own handlers
     included)."""
-    root = logging.getLogger()
-    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
     stream = io.StringIO()
     configure_logging("DEBUG", stream)
-    try:
-        yield stream
-    finally:
-        root.handlers, root.level = handlers, level
-        structlog.configure(**config)
+    return stream
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
