@@ -19,7 +19,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     command: Command = args.command
-    return command(args)
+    from service.settings import InsecureSecretError
+
+    try:
+        return command(args)
+    except InsecureSecretError as exc:  # a deployment's process, refusing dev secrets
+        sys.stderr.write(f"tracegate: {exc}\n")
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,9 +73,10 @@ def _migrate(_: argparse.Namespace) -> int:
 def _api(_: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.settings import Settings
+    from service.settings import API_SECRETS, Settings
 
     settings = Settings()
+    settings.require_secrets(API_SECRETS)  # here once, not in every worker's traceback
     uvicorn.run(
         "service.api.app:production_app", factory=True, workers=settings.api_workers,
         host=settings.api_host, port=settings.api_port, log_level="warning",
@@ -81,9 +88,11 @@ def _api(_: argparse.Namespace) -> int:
 
 def _consume(_: argparse.Namespace) -> int:
     from consumers.runner import run_consumer
-    from service.settings import Settings
+    from service.settings import CONSUMER_SECRETS, Settings
 
-    return run_consumer(Settings())
+    settings = Settings()
+    settings.require_secrets(CONSUMER_SECRETS)
+    return run_consumer(settings)
 
 
 def _rebuild(_: argparse.Namespace) -> int:

@@ -56,7 +56,8 @@ class Stack:
             "TRACEGATE_TOPIC_FLAGS": f"lt.{run}.flags", "TRACEGATE_TOPIC_DLQ": f"lt.{run}.dlq",
             "TRACEGATE_CONSUMER_GROUP": f"lt.{run}.consumers",
             "TRACEGATE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, "TRACEGATE_LOG_LEVEL": "WARNING",
-            **extra,
+            # a throwaway stack on the development secrets
+            "TRACEGATE_ENV": "dev", **extra,
         }
 
     def spawn(

@@ -5,6 +5,7 @@ its own institutions, settlement ids and trace codes (see tests/factories.py).""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from service.settings import Settings
 from tests.harness import TestServers, start_test_servers
 
 ADMIN_KEY = "tg_test_admin_" + secrets.token_hex(8)
+# The suite runs on development secrets; outside `dev` a process refuses them (settings.py).
+os.environ.setdefault("TRACEGATE_ENV", "dev")
 
 
 @pytest.fixture(scope="session")

@@ -144,6 +144,9 @@ class DevStack:
             "postgres": postgres.port, "redis": redis.port, "kafka": kafka.port, "api": api_port,
         })
         return {
+            # A development stack, though its secrets are real (generated, kept in the state
+            # dir): what joins it with stack.env is told so.
+            "TRACEGATE_ENV": "dev",
             "TRACEGATE_DATABASE_URL": postgres.url,
             "TRACEGATE_REDIS_URL": redis.url,
             "TRACEGATE_REDIS_CLUSTER": "false",

@@ -15,7 +15,7 @@ from service.api.routes import admin, codes, flags, health, settlements
 from service.auth.service import ensure_admin_key
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
-from service.settings import Settings
+from service.settings import API_SECRETS, Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def production_app() -> FastAPI:
     """`tracegate api`'s app factory: uvicorn calls it in each worker process, after which
     the process only serves requests (so its start-up objects leave the collector's sight)."""
-    app = create_app(Settings())
+    settings = Settings()
+    settings.require_secrets(API_SECRETS)
+    app = create_app(settings)
     tune_for_throughput()
     return app
 
