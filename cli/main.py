@@ -36,7 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--consumers", type=int, default=1, help="consumer processes (0: none)")
     dev.add_argument("--demo", action="store_true", help="also feed synthetic traffic")
     dev.set_defaults(command=_dev)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(command=_migrate)
+    sub.add_parser(
+        "migrate", help="apply database migrations and create the code_events months ahead"
+    ).set_defaults(command=_migrate)
+    partitions = sub.add_parser(
+        "partitions", help="code_events' monthly partitions (TRACEGATE_PARTITION_MONTHS_AHEAD)"
+    )
+    partitions_sub = partitions.add_subparsers(required=True, metavar="ACTION")
+    partitions_sub.add_parser(
+        "ensure", help="create the current and the next months' partitions now"
+    ).set_defaults(command=_partitions_ensure)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(command=_api)
     sub.add_parser("consume", help="run one settlements consumer").set_defaults(command=_consume)
     rebuild = sub.add_parser(
@@ -64,10 +73,20 @@ def _dev(args: argparse.Namespace) -> int:
 
 def _migrate(_: argparse.Namespace) -> int:
     from cli.migrate import upgrade_to_head
+    from cli.partitions import ensure_partitions
     from service.settings import Settings
 
-    upgrade_to_head(Settings().database_url)
-    return 0
+    settings = Settings()
+    upgrade_to_head(settings.database_url)
+    # Every run, not only the one that applied 0019: the months move on between deploys.
+    return ensure_partitions(settings)
+
+
+def _partitions_ensure(_: argparse.Namespace) -> int:
+    from cli.partitions import ensure_partitions
+    from service.settings import Settings
+
+    return ensure_partitions(Settings())
 
 
 def _api(_: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from consumers.batch import BatchProcessor
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
+from service.records.partitions import PartitionKeeper
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
         # Watching the first-seen set must not wait for the group join (seconds, more after a
         # crash): a lost set is rebuilt while the consumer is still joining.
         watcher = asyncio.create_task(_watch_hot_set(processor, stop))
+        keeper = asyncio.create_task(PartitionKeeper(settings).run(stop))  # issue 19
         consumer = build_consumer(settings)
         try:
             await consumer.start()
@@ -67,6 +69,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
             await _loop(consumer, processor, settings, stop)
         finally:
             watcher.cancel()
+            keeper.cancel()
             await consumer.stop()
             log.info("left group %s", settings.consumer_group)
 

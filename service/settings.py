@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     hotset_bucket_bits: int = Field(default=13, ge=0, le=28)
     hotset_slot_groups: int = Field(default=16, ge=1, le=16384)
 
+    # --- record (PostgreSQL) -------------------------------------------------------------------
+    # code_events' monthly partitions are kept this many months past the current one, checked
+    # at migrate and by every API and consumer process this often (service/records/partitions).
+    partition_months_ahead: int = Field(default=3, ge=3, le=120)
+    partition_check_interval_s: float = Field(default=3600.0, gt=0)
+
     # --- secrets -------------------------------------------------------------------------------
     # `production` unless told otherwise, so a deployment that forgot to say is held to it.
     env: Environment = Environment.PRODUCTION

@@ -6,12 +6,18 @@ durability."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import asyncpg
+from sqlalchemy.engine import make_url
+
 from cli.devstack.servers import ServerHandle, start_kafka, start_postgres, start_redis
+from service.settings import Settings
 
 
 @dataclass
@@ -51,3 +57,19 @@ def _own(handles: list[ServerHandle], start: Callable[[], ServerHandle]) -> str:
     handle = start()
     handles.append(handle)
     return handle.url
+
+
+@asynccontextmanager
+async def scratch_database(settings: Settings) -> AsyncIterator[Settings]:
+    """A database of its own on the session's server (a downgrade must not empty the
+    session's), dropped afterwards."""
+    name = f"tracegate_scratch_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(settings.database_url).set(database=name)
+        # not model_copy: it would keep the cached asyncpg_dsn of the session's database
+        yield Settings(**settings.model_dump() | {"database_url": url.render_as_string(False)})
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -15,6 +15,7 @@ from service.api.routes import admin, codes, flags, health, settlements
 from service.auth.service import ensure_admin_key
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
+from service.records.partitions import partitions_kept
 from service.settings import API_SECRETS, Settings
 
 
@@ -23,7 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_clients(settings) as clients:
+        async with open_clients(settings) as clients, partitions_kept(
+            settings, clients.metrics.registry
+        ):
             await _bootstrap(clients)
             app.state.clients = clients
             yield
