@@ -8,6 +8,10 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -47,7 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         "ensure", help="create the current and the next months' partitions now"
     ).set_defaults(command=_partitions_ensure)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(command=_api)
-    sub.add_parser("consume", help="run one settlements consumer").set_defaults(command=_consume)
+    consume = sub.add_parser("consume", help="run one settlements consumer")
+    consume.add_argument(
+        "--check", action="store_true",
+        help="health probe: exit 0 if the heartbeat file (TRACEGATE_CONSUMER_HEARTBEAT_FILE) "
+        "is fresher than TRACEGATE_CONSUMER_HEARTBEAT_MAX_AGE_S",
+    )
+    consume.set_defaults(command=_consume)
     rebuild = sub.add_parser(
         "rebuild-hot-set", help="rebuild the Redis first-seen set from PostgreSQL"
     )
@@ -105,13 +115,31 @@ def _api(_: argparse.Namespace) -> int:
     return 0
 
 
-def _consume(_: argparse.Namespace) -> int:
+def _consume(args: argparse.Namespace) -> int:
     from consumers.runner import run_consumer
     from service.settings import CONSUMER_SECRETS, Settings
 
     settings = Settings()
+    if args.check:
+        return _check_consumer(settings)
     settings.require_secrets(CONSUMER_SECRETS)
     return run_consumer(settings)
+
+
+def _check_consumer(settings: Settings) -> int:
+    from service.kit.heartbeat import heartbeat_age_s
+
+    path = settings.consumer_heartbeat_file
+    if path is None:
+        sys.stderr.write("TRACEGATE_CONSUMER_HEARTBEAT_FILE is not set: nothing to check\n")
+        return 2
+    age, limit = heartbeat_age_s(path), settings.consumer_heartbeat_max_age_s
+    if age is None or age > limit:
+        said = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
+        sys.stderr.write(f"consumer unhealthy: {said} in {path} (limit {limit:.0f} s)\n")
+        return 1
+    sys.stdout.write(f"consumer healthy: last heartbeat {age:.1f} s ago\n")
+    return 0
 
 
 def _rebuild(_: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from consumers.batch import BatchProcessor
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
+from service.kit.heartbeat import Heartbeat
 from service.records.partitions import PartitionKeeper
 from service.settings import Settings
 
@@ -84,7 +85,9 @@ async def _loop(
     consumer: AIOKafkaConsumer, processor: BatchProcessor, settings: Settings,
     stop: asyncio.Event,
 ) -> None:
+    heartbeat = Heartbeat(settings.consumer_heartbeat_file)  # issue 19: the healthcheck
     while not stop.is_set():
+        heartbeat.beat()
         records = await _next_batch(consumer, settings)
         if not records:
             continue

@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Iterable
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,6 +101,12 @@ class Settings(BaseSettings):
     # this much to every flag's latency whenever the consumer has caught up (aiokafka's
     # default, 500 ms, made the p50 ~250 ms at half capacity).
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=500)
+    # A consumer touches this file each time its loop polls Kafka (at most once a second);
+    # `tracegate consume --check` (a container's healthcheck) fails when it is older than
+    # consumer_heartbeat_max_age_s. Unset: no file. A consumer waiting out an outage or a
+    # rebuild of the first-seen set stops beating: it is alive but not recording.
+    consumer_heartbeat_file: Path | None = None
+    consumer_heartbeat_max_age_s: float = Field(default=60.0, gt=0)
 
     # --- HTTP API ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
