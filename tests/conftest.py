@@ -38,7 +38,7 @@ def settings(servers: TestServers) -> Settings:
     run = secrets.token_hex(3)
     settings = Settings(
         database_url=servers.database_url, redis_url=servers.redis_url,
-        kafka_bootstrap=servers.kafka_bootstrap,
+        redis_cluster=servers.redis_cluster, kafka_bootstrap=servers.kafka_bootstrap,
         topic_settlements=f"test.{run}.settlements", topic_flags=f"test.{run}.flags",
         topic_dlq=f"test.{run}.dlq", consumer_group=f"test-{run}",
         bootstrap_admin_key=ADMIN_KEY, consumer_batch_timeout_ms=20,

@@ -73,7 +73,7 @@ async def _run(names: list[str], scale: Scale, workdir: Path) -> list[ScenarioRe
     try:
         base = Settings(
             database_url=servers.database_url, redis_url=servers.redis_url,
-            kafka_bootstrap=servers.kafka_bootstrap,
+            redis_cluster=servers.redis_cluster, kafka_bootstrap=servers.kafka_bootstrap,
             bootstrap_admin_key="tg_soak_admin_" + secrets.token_hex(8),
         )
         await asyncio.to_thread(upgrade_to_head, base.database_url)

@@ -1,7 +1,8 @@
 """The first-seen store when one slot group refuses a change while the others take theirs (a
 group being rebuilt, a Redis Cluster node away): the caller answers 503, so nothing of the
 change may stay behind (CONTRACT §4: "answers 503 and keeps no claim"). On a Redis database of
-its own, so that no consumer's watcher sees the missing marker and rebuilds."""
+its own, so that no consumer's watcher sees the missing marker and rebuilds; on a Redis Cluster
+(which has database 0 only) in a layout of its own, whose markers no consumer watches."""
 
 from __future__ import annotations
 
@@ -15,21 +16,36 @@ from redis.asyncio import Redis
 from service.decisions.schemas import ClaimChange, CodeState, FirstPayment
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore, HotSetRebuilding, Seen
+from service.kit.redis_client import RedisClient
 from service.settings import Settings
 from tests import factories as f
+from tests.harness import redis_client
 
 OWN_DB = 9
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
+def layout(settings: Settings) -> Layout:
+    if not settings.redis_cluster:
+        return Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    return Layout(settings.hotset_bucket_bits - 1, settings.hotset_slot_groups)
+
+
+@pytest.fixture
+async def redis(settings: Settings, layout: Layout) -> AsyncIterator[RedisClient]:
+    if settings.redis_cluster:
+        client: RedisClient = redis_client(settings)
+        yield client
+        await client.delete(*layout.generation_keys())
+        await client.aclose()
+        return
     url = urlsplit(settings.redis_url)._replace(path=f"/{OWN_DB}").geturl()
-    client = Redis.from_url(url)
-    assert client.connection_pool.connection_kwargs["db"] == OWN_DB
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
+    single = Redis.from_url(url)
+    assert single.connection_pool.connection_kwargs["db"] == OWN_DB
+    await single.flushdb()
+    yield single
+    await single.flushdb()
+    await single.aclose()
 
 
 def _codes_in_two_groups(layout: Layout) -> tuple[str, str]:
@@ -41,12 +57,12 @@ def _codes_in_two_groups(layout: Layout) -> tuple[str, str]:
 
 
 async def test_a_change_one_group_refuses_gives_back_what_the_others_took(
-    redis: Redis, settings: Settings,
+    redis: RedisClient, layout: Layout,
 ) -> None:
-    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     store = FirstSeenStore(redis, layout)
     taken, refused = _codes_in_two_groups(layout)
-    await redis.mset(dict.fromkeys(layout.generation_keys(), b"test"))
+    for key in layout.generation_keys():  # one slot each: no MSET across a cluster's slots
+        await redis.set(key, b"test")
     await redis.delete(layout.generation_key(layout.address(refused).group))
     first = FirstPayment("S1", "I1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
     changes = [ClaimChange(code, 1, None, CodeState(7, 1, 1_767_571_200))

@@ -16,7 +16,6 @@ import httpx
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
-from redis.asyncio import Redis
 
 from consumers import batch
 from consumers.batch import BatchProcessor
@@ -25,24 +24,26 @@ from service.firstseen.encoding import Layout, decode_state
 from service.firstseen.leases import LEASE_PREFIX, LeaseLost
 from service.firstseen.rebuild import LOCK_KEY, REBUILT_AT_KEY, rebuild_exclusively
 from service.institutions.schemas import InstitutionRef
+from service.kit.redis_client import RedisClient
 from service.records.reversals import reversal_answer
 from service.records.schemas import ClaimRow, SettlementRecord
 from service.records.service import record_settlements
 from service.settings import InstitutionKind, Settings
 from tests import factories as f
+from tests.harness import redis_client
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("consumer")
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    client = redis_client(settings)
     yield client
     await client.aclose()
 
 
-async def _raw(redis: Redis, layout: Layout, code: str) -> bytes | None:
+async def _raw(redis: RedisClient, layout: Layout, code: str) -> bytes | None:
     address = layout.address(code)
     value = await redis.hget(address.bucket_key, address.field)
     assert value is None or isinstance(value, bytes)
@@ -61,7 +62,7 @@ async def _gate(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str,
 
 
 async def test_redis_loss_is_noticed_and_rebuilt_from_the_record(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], redis: RedisClient
 ) -> None:
     a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
     code = f.cn20()
@@ -88,7 +89,7 @@ async def test_redis_loss_is_noticed_and_rebuilt_from_the_record(
 
 
 async def test_rebuild_command_reloads_every_claim(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient
 ) -> None:
     a = await f.register(api, admin_headers)
     codes, split = [f.cn20() for _ in range(3)], f.cn20()
@@ -105,7 +106,8 @@ async def test_rebuild_command_reloads_every_claim(
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     before = [await _raw(redis, layout, code) for code in [*codes, split]]
     env = {**os.environ, "TRACEGATE_DATABASE_URL": settings.database_url,
-           "TRACEGATE_REDIS_URL": settings.redis_url}
+           "TRACEGATE_REDIS_URL": settings.redis_url,
+           "TRACEGATE_REDIS_CLUSTER": str(settings.redis_cluster).lower()}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", "rebuild-hot-set", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -128,7 +130,7 @@ async def test_rebuild_command_reloads_every_claim(
 
 
 async def test_pending_details_live_in_a_hash_table_not_a_scanned_listpack(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient
 ) -> None:
     """A batch leaves hundreds of pending details per group; as a listpack each lookup would
     scan them all. The script keeps the hash a hash table even when it holds one detail."""
@@ -173,7 +175,7 @@ async def test_consumers_put_back_gate_sales_a_rebuild_missed(settings: Settings
 
 
 async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient
 ) -> None:
     """The three-way race: a gate sale, its gate reversal, a rebuild, all before the record
     has either. The gate released the code, the rebuild (or a heal, once the sale is
@@ -210,7 +212,7 @@ async def test_a_gate_reversal_older_than_a_rebuild_is_released_again(
 
 
 async def test_a_rebuild_waits_for_a_batch_whose_claims_are_not_recorded_yet(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A rebuild that starts after a batch claimed its codes and before it committed must not
@@ -237,7 +239,7 @@ async def test_a_rebuild_waits_for_a_batch_whose_claims_are_not_recorded_yet(
 
 
 async def test_a_batch_that_outlived_its_lease_commits_nothing(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A lease that expired mid-batch may have let a rebuild read the record already: the batch
