@@ -28,11 +28,13 @@ from tests.faults.crash import crash
 from tests.faults.outages import outages
 from tests.faults.redis_loss import redis_loss
 from tests.faults.scale import LONG, SHORT, Scale
+from tests.faults.scaleout import scale_out
 from tests.faults.scenario import ScenarioReport, timed
 from tests.harness import start_test_servers
 
 Scenario = Callable[[Settings, Path, Scale], Awaitable[ScenarioReport]]
-SCENARIOS: dict[str, Scenario] = {"crash": crash, "redis-loss": redis_loss, "outages": outages}
+SCENARIOS: dict[str, Scenario] = {"crash": crash, "redis-loss": redis_loss, "outages": outages,
+                                   "scale-out": scale_out}
 
 
 def main(argv: list[str] | None = None) -> int:
