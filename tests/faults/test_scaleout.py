@@ -26,6 +26,7 @@ def test_every_fault_was_injected(report: ScenarioReport) -> None:
 
 
 def test_consumers_never_die_or_stall(report: ScenarioReport) -> None:
+    assert report.failures("consumer_joins") == []
     assert report.failures("consumers_survive") == []
     assert report.failures("consumers_progress") == []
 

@@ -158,7 +158,7 @@ async def test_a_claim_rolled_back_is_never_cited_as_the_first_payment(
     iids = [await f.register(api, admin_headers) for _ in range(4)]
     x, y = f.cn20(), f.cn20()
     engine = build_engine(settings.database_url, pool_size=2)
-    redis = build_redis(settings.redis_url)
+    redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
     try:
         sessions = build_sessionmaker(engine)
         async with sessions() as session:
