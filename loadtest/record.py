@@ -10,10 +10,11 @@ import asyncpg
 
 TABLES = ("settlements", "code_events", "code_claims", "flags", "reversals", "institution_stats")
 
-# A partitioned table's size is the sum of its partitions' (it holds no rows itself).
+# A partitioned table's size is the sum of its partitions' (it holds no rows itself); for a
+# plain table pg_partition_tree lists nothing, and the table's own size is the answer.
 _SIZE = """
-SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint
-FROM pg_partition_tree($1::regclass)
+SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree($1::regclass)),
+                pg_total_relation_size($1::regclass))::bigint
 """
 
 

@@ -57,6 +57,7 @@ class Inputs:
     flags_per_code: float
     record_bytes_per_code: float | None
     record_rows_per_code: dict[str, float]
+    record_tables: tuple[str, ...]  # the tables whose bytes the record figure counts
     event_bytes_per_code: float | None
     sources: dict[str, str]
     cluster: dict[str, Any] | None  # cluster.json, when a cluster run exists
@@ -81,6 +82,8 @@ def load(results: Path = RESULTS) -> Inputs:
         flags_per_code=workload["flags"] / workload["codes"],
         record_bytes_per_code=None if record is None else record["bytes_per_code"],
         record_rows_per_code={} if record is None else record["rows_per_code"],
+        record_tables=() if record is None else tuple(
+            name for name, table in record["tables"].items() if table["bytes"]),
         event_bytes_per_code=event_bytes,
         sources={"per-unit": f"latest.json ({latest['meta']['command']})",
                  "record": record_from, "events": events_from,
@@ -285,7 +288,8 @@ def _postgres_table(i: Inputs) -> str:
             for name, value in sorted(i.record_rows_per_code.items()) if value]
     if p["bytes"] is not None:
         rows += [
-            ("bytes a code (heap, indexes, TOAST)", "record tables / codes", n(p["bytes"], 1)),
+            ("bytes a code (heap, indexes, TOAST)",
+             f"{' + '.join(i.record_tables)} / codes", n(p["bytes"], 1)),
             ("a year, TB (primary)", f"{n(rates(i)['codes_year'])} × {n(p['bytes'], 1)} B",
              n(p["year_tb"] or 0, 1)),
             (f"a year, TB stored ({PG_COPIES} copies)", f"{n(p['year_tb'] or 0, 1)} × {PG_COPIES}",

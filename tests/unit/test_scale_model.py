@@ -20,7 +20,10 @@ def _latest(record: bool = True) -> dict[str, Any]:
     }
     if record:
         stream["record"] = {"bytes_per_code": 400.0,
-                            "rows_per_code": {"code_events": 1.0, "code_claims": 0.9}}
+                            "rows_per_code": {"code_events": 1.0, "code_claims": 0.9},
+                            "tables": {"code_events": {"rows": 4_000, "bytes": 1_000_000},
+                                       "code_claims": {"rows": 3_600, "bytes": 600_000},
+                                       "flags": {"rows": 0, "bytes": 0}}}
         stream["event_bytes_per_code"] = 250.0
     return {"meta": {"command": "tracegate loadtest all"}, "stream": stream,
             "gate": {"rates": [{"rate": 500, "cpu_us_per_call": {
@@ -88,11 +91,13 @@ def test_postgres_storage(results: Path) -> None:
     assert p["stored_tb"] == pytest.approx(73.0)
     assert p["workers"] == 10  # ceil(36.5 / 4)
     assert p["month_rows"] == pytest.approx(250_000_000 * 365 / 12)
+    # the row names the tables the figure counts (a table of no bytes is not one of them)
+    assert "code_events + code_claims / codes | 400.0 |" in m.markdown(m.load(results))
 
 
 def test_record_figures_fall_back_to_the_cluster_run(tmp_path: Path) -> None:
     cluster = _cluster()
-    cluster["stream"]["record"] = {"bytes_per_code": 333.0, "rows_per_code": {}}
+    cluster["stream"]["record"] = {"bytes_per_code": 333.0, "rows_per_code": {}, "tables": {}}
     (tmp_path / "latest.json").write_text(json.dumps(_latest(record=False)))
     (tmp_path / "cluster.json").write_text(json.dumps(cluster))
     inputs = m.load(tmp_path)
