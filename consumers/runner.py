@@ -26,7 +26,9 @@ from consumers.telemetry import consumer_telemetry, observe_batch, sample_lag
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
+from service.kit.heartbeat import Heartbeat
 from service.kit.metrics import ConsumerMetrics
+from service.records.partitions import PartitionKeeper
 from service.settings import Settings
 from service.settlements import presence
 from service.settlements.events import Incoming
@@ -122,7 +124,9 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
         # Watching the first-seen set must not wait for the group join: a lost set is rebuilt
         # while the consumer is still joining.
         side = [asyncio.create_task(_watch_hot_set(ports, stop)),
-                asyncio.create_task(announce.keep(stop))]
+                asyncio.create_task(announce.keep(stop)),
+                asyncio.create_task(PartitionKeeper(
+                    settings, metrics.partition_months_ahead).run(stop))]
         consumer = build_consumer(settings)
         offsets = _Offsets(consumer, announce)
         consumer.subscribe([settings.topic_settlements], listener=offsets)
@@ -148,7 +152,9 @@ async def _loop(
     metrics: ConsumerMetrics, stop: asyncio.Event,
 ) -> None:
     settings = ports.settings
+    heartbeat = Heartbeat(settings.consumer_heartbeat_file)  # the healthcheck's file
     while not stop.is_set():
+        heartbeat.beat()
         fetched = await consumer.getmany(timeout_ms=settings.consumer_fetch_max_wait_ms,
                                          max_records=settings.consumer_max_batch)
         records = [record for batch in fetched.values() for record in batch]

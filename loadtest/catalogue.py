@@ -23,6 +23,11 @@ BENCHMARKS = {
                  "with its RocksDB state store",
     "all": "every benchmark above (and the redis-benchmark ceiling) on one set of servers; "
            "writes loadtest/results/latest.json and latest.md and the README's tables",
+    "cluster": "the gate and the stream on a Redis Cluster of --redis-primaries N (3) primaries, "
+               "each node's CPU a role of its own; writes loadtest/results/cluster.json and "
+               "cluster.md",
+    "scale-model": "runs nothing: writes SCALE.md's tables (the capacity model for the national "
+                   "figures) from loadtest/results/latest.json and cluster.json",
 }
 
 

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from cli.devstack.process import ChildProcess
 from loadtest.cpu import CpuMeter, meter_for, per_unit_us
 from loadtest.stack import ADMIN_KEY, Stack, api_port, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.workload import Institution
+from service.kit.redis_client import build_redis
 
 RATES = (500, 1000, 2000, 4000)
 # One uvicorn worker per core: the gate is CPU-bound in Python (~2.5 ms of CPU a call here),
@@ -56,7 +56,7 @@ def run_gate(
 
 async def _reset(stack: Stack, run: str) -> None:
     await reset_record(stack.dsn)
-    client = aioredis.from_url(stack.redis_url)
+    client = build_redis(stack.redis_url, cluster=stack.redis_cluster)  # issue 19
     await client.flushall()
     await client.aclose()
     await create_topics(stack, run, 6)

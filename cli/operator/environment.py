@@ -24,6 +24,8 @@ VARIABLES = {
     "TRACEGATE_API_URL": "the API's base URL (default http://127.0.0.1:8000)",
     "TRACEGATE_API_KEY": "the API key the command calls with (its role must allow the call)",
     "TRACEGATE_DATABASE_URL": "PostgreSQL, for the commands that work on the database directly",
+    "TRACEGATE_PARTITION_MONTHS_AHEAD": "months past this one that code_events partitions "
+                                        "reach (default 3)",
     "TRACEGATE_KAFKA_BOOTSTRAP": "Kafka's bootstrap servers, for the DLQ commands",
     "TRACEGATE_TOPIC_DLQ": "the dead-letter topic (default tracegate.settlements.dlq)",
     "TRACEGATE_TOPIC_SETTLEMENTS": "the settlements topic replays go to "
