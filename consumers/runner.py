@@ -131,13 +131,30 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
         offsets = _Offsets(consumer, announce)
         consumer.subscribe([settings.topic_settlements], listener=offsets)
         try:
-            await consumer.start()
-            await _loop(consumer, offsets, ports, metrics, stop)
+            if await _started(consumer, stop):
+                await _loop(consumer, offsets, ports, metrics, stop)
         finally:
             for task in side:
                 task.cancel()
             await consumer.stop()
             await _withdraw(ports, member)
+
+
+async def _started(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+    """Start (join the group) unless `stop` comes first: start() waits for the group's
+    assignment, seconds or more while the group rebalances, and a consumer told to stop then
+    stops at once rather than after joining (leaving the group it half joined)."""
+    starting = asyncio.ensure_future(consumer.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("stopped while joining the consumer group")
+        return False
+    starting.result()  # start()'s own error, if it failed
+    return True
 
 
 async def _withdraw(ports: StreamPorts, member: str) -> None:

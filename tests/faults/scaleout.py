@@ -78,11 +78,11 @@ JOIN_TIMEOUT_S = 60.0
 
 
 async def _joined(consumer: ConsumerProcess, timeout_s: float) -> bool:
-    """Until the consumer says it joined (partitions assigned). A consumer stopped while it
-    is still joining waits for the join to end before it leaves (aiokafka's start), so the
-    run must not end meanwhile: the stop would outlast its grace period."""
+    """Until the consumer says it was assigned partitions (consumers/runner.py logs each
+    assignment): the fault is a rebalance onto three members, so the run must not go on
+    (and end) before the third is one of them."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while "joined group" not in consumer.log():
+    while "assigned [" not in consumer.log():
         if asyncio.get_running_loop().time() > deadline or not consumer.alive():
             return False
         await asyncio.sleep(0.1)
