@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,54 +42,113 @@ PG_WORKER_TB = 4.0  # data one Citus worker (or one native primary) is planned t
 DAYS_PER_MONTH = 365 / 12
 
 
+class Missing(LookupError):
+    """A figure the results do not hold: its benchmark has not run, or a rewrite of the load
+    test renamed its key. The table that needs it says so instead of the model failing."""
+
+    def __init__(self, path: str, source: str = "latest.json") -> None:
+        super().__init__(f"{source} has no `{path}`")
+
+
+def _at(data: Any, path: str) -> Any:
+    """`data`'s value at a dotted path (`gate.rates.0.cpu_us_per_call.api`), None if absent."""
+    for part in path.split("."):
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def _number(data: Any, path: str, source: str) -> float:
+    value = _at(data, path)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Missing(path, source)
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Inputs:
-    """The per-unit figures, each with where it came from."""
+    """The per-unit figures, read by path from the results files as each table needs them
+    (every accessor raises Missing, naming the path, for a figure the files lack)."""
 
-    stream_cpu_us: dict[str, float]  # per code, by role
-    gate_cpu_us: dict[str, float]  # per gate call, by role
-    gate_codes_per_call: int
-    redis_bytes_per_code: float
-    rebuild_codes_per_s: float
-    consumer_codes_per_s: float  # one consumer process, measured on the shared box
-    codes_per_settlement: float
-    events_per_code: float
-    flags_per_code: float
-    record_bytes_per_code: float | None
-    record_rows_per_code: dict[str, float]
-    record_tables: tuple[str, ...]  # the tables whose bytes the record figure counts
-    event_bytes_per_code: float | None
-    sources: dict[str, str]
+    latest: dict[str, Any]
     cluster: dict[str, Any] | None  # cluster.json, when a cluster run exists
+
+    def figure(self, path: str) -> float:
+        return _number(self.latest, path, "latest.json")
+
+    def stream_cpu_us(self, role: str) -> float:
+        """CPU a code of one role (consumers, redis, postgres...), stream with 1 consumer."""
+        return self.figure(f"stream.cpu_us_per_code.{role}")
+
+    def gate_cpu_us(self, role: str) -> float:
+        """CPU a gate call of one role at the gate's first (lowest) rate."""
+        return self.figure(f"gate.rates.0.cpu_us_per_call.{role}")
+
+    gate_codes_per_call = 3  # loadtest/gateload.py: one line of 3 codes a settlement
+
+    @property
+    def redis_bytes_per_code(self) -> float:
+        return self.figure("memory.bytes_per_code")
+
+    @property
+    def rebuild_codes_per_s(self) -> float:
+        return self.figure("rebuild.codes_per_s")
+
+    @property
+    def codes_per_settlement(self) -> float:
+        return self.figure("stream.workload.codes") / self.figure("stream.workload.settlements")
+
+    @property
+    def events_per_code(self) -> float:
+        return self.figure("stream.workload.events") / self.figure("stream.workload.codes")
+
+    @property
+    def record(self) -> tuple[dict[str, Any] | None, str]:
+        return _first_with(self.latest, self.cluster, "record")
+
+    @property
+    def record_bytes_per_code(self) -> float | None:
+        record = self.record[0]
+        return None if record is None else _at(record, "bytes_per_code")
+
+    @property
+    def record_rows_per_code(self) -> dict[str, float]:
+        rows = _at(self.record[0], "rows_per_code")
+        return rows if isinstance(rows, dict) else {}
+
+    @property
+    def record_tables(self) -> tuple[str, ...]:
+        """The tables whose bytes the record figure counts."""
+        tables = _at(self.record[0], "tables")
+        return tuple(name for name, table in (tables or {}).items() if _at(table, "bytes"))
+
+    @property
+    def event_bytes_per_code(self) -> float | None:
+        value: float | None = _first_with(self.latest, self.cluster, "event_bytes_per_code")[0]
+        return value
+
+    @property
+    def sources(self) -> dict[str, str]:
+        command = _at(self.latest, "meta.command")
+        return {"per-unit": "latest.json" + (f" ({command})" if command else ""),
+                "record": self.record[1],
+                "events": _first_with(self.latest, self.cluster, "event_bytes_per_code")[1],
+                "cluster": "cluster.json" if self.cluster else "no cluster run"}
 
 
 def load(results: Path = RESULTS) -> Inputs:
-    latest = json.loads((results / "latest.json").read_text())
-    cluster_path = results / "cluster.json"
-    cluster = json.loads(cluster_path.read_text()) if cluster_path.exists() else None
-    stream, workload = latest["stream"], latest["stream"]["workload"]
-    record, record_from = _first_with(latest, cluster, "record")
-    event_bytes, events_from = _first_with(latest, cluster, "event_bytes_per_code")
-    return Inputs(
-        stream_cpu_us=stream["cpu_us_per_code"],
-        gate_cpu_us=latest["gate"]["rates"][0]["cpu_us_per_call"],
-        gate_codes_per_call=3,  # loadtest/gateload.py: one line of 3 codes a settlement
-        redis_bytes_per_code=latest["memory"]["bytes_per_code"],
-        rebuild_codes_per_s=latest["rebuild"]["codes_per_s"],
-        consumer_codes_per_s=stream["codes_per_s"],
-        codes_per_settlement=workload["codes"] / workload["settlements"],
-        events_per_code=workload["events"] / workload["codes"],
-        flags_per_code=workload["flags"] / workload["codes"],
-        record_bytes_per_code=None if record is None else record["bytes_per_code"],
-        record_rows_per_code={} if record is None else record["rows_per_code"],
-        record_tables=() if record is None else tuple(
-            name for name, table in record["tables"].items() if table["bytes"]),
-        event_bytes_per_code=event_bytes,
-        sources={"per-unit": f"latest.json ({latest['meta']['command']})",
-                 "record": record_from, "events": events_from,
-                 "cluster": "cluster.json" if cluster else "no cluster run"},
-        cluster=cluster,
-    )
+    return Inputs(_read(results / "latest.json") or {}, _read(results / "cluster.json"))
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    loaded = json.loads(path.read_text())
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _first_with(latest: dict[str, Any], cluster: dict[str, Any] | None, key: str
@@ -97,8 +156,9 @@ def _first_with(latest: dict[str, Any], cluster: dict[str, Any] | None, key: str
     """A stream figure from latest.json, else from the cluster run (the same measurement on
     the same workload; only Redis differs), else None."""
     for name, results in (("latest.json", latest), ("cluster.json", cluster)):
-        if results is not None and results["stream"].get(key) is not None:
-            return results["stream"][key], name
+        value = _at(results, f"stream.{key}")
+        if value is not None:
+            return value, name
     return None, "not measured yet"
 
 
@@ -124,7 +184,7 @@ def rates(i: Inputs) -> dict[str, float]:
 
 
 def consumers(i: Inputs) -> dict[str, float]:
-    per_code = i.stream_cpu_us["consumers"]
+    per_code = i.stream_cpu_us("consumers")
     cores = PEAK_CODES_PER_S * per_code / 1e6
     per_process = 1e6 / per_code  # a consumer process is one Python thread: one core at most
     peak = math.ceil(PEAK_CODES_PER_S / (per_process * UTILISATION))
@@ -146,7 +206,7 @@ def kafka(i: Inputs) -> dict[str, float | None]:
 
 def api(i: Inputs) -> dict[str, float]:
     calls = rates(i)["peak_calls_s"]
-    per_call = i.gate_cpu_us["api"]
+    per_call = i.gate_cpu_us("api")
     cores = calls * per_call / 1e6
     return {"calls": calls, "us": per_call, "cores": cores,
             "workers": math.ceil(cores / UTILISATION)}
@@ -159,8 +219,8 @@ def redis(i: Inputs) -> dict[str, float]:
     all_tb = HISTORY_CODES * per_code / 1e12
     primaries = math.ceil(hot_tb * 1e3 * REDIS_HEADROOM / REDIS_NODE_GB)
     bits = math.ceil(math.log2(hot_codes / (CODES_PER_BUCKET * 16_384)))
-    cpu = (PEAK_CODES_PER_S * i.stream_cpu_us["redis"]
-           + rates(i)["peak_calls_s"] * i.gate_cpu_us["redis"]) / 1e6
+    cpu = (PEAK_CODES_PER_S * i.stream_cpu_us("redis")
+           + rates(i)["peak_calls_s"] * i.gate_cpu_us("redis")) / 1e6
     return {"bytes": per_code, "hot_codes": hot_codes, "hot_tb": hot_tb, "all_tb": all_tb,
             "year_tb": rates(i)["codes_year"] * per_code / 1e12, "primaries": primaries,
             "bucket_bits": bits, "cores": cpu,
@@ -174,8 +234,8 @@ def postgres(i: Inputs) -> dict[str, float | None]:
     per_code = i.record_bytes_per_code
     year_tb = None if per_code is None else year * per_code / 1e12
     events = i.record_rows_per_code.get("code_events")
-    cpu = (PEAK_CODES_PER_S * i.stream_cpu_us["postgres"]
-           + rates(i)["peak_calls_s"] * i.gate_cpu_us["postgres"]) / 1e6
+    cpu = (PEAK_CODES_PER_S * i.stream_cpu_us("postgres")
+           + rates(i)["peak_calls_s"] * i.gate_cpu_us("postgres")) / 1e6
     return {"bytes": per_code, "year_tb": year_tb,
             "stored_tb": None if year_tb is None else year_tb * PG_COPIES,
             "workers": None if year_tb is None else math.ceil(year_tb / PG_WORKER_TB),
@@ -187,9 +247,29 @@ def postgres(i: Inputs) -> dict[str, float | None]:
 
 
 def markdown(i: Inputs) -> str:
-    parts = [_sources(i), _rates_table(i), _kafka_table(i), _compute_table(i),
-             _redis_table(i), _postgres_table(i), _cluster_table(i), _assumptions()]
+    sections = (("National rates", _rates_table), ("Kafka", _kafka_table),
+                ("Consumers and API workers", _compute_table),
+                ("Redis (the first-seen set)", _redis_table),
+                ("PostgreSQL (the record)", _postgres_table))
+    parts = [_sources(i), *(_section(title, table, i) for title, table in sections),
+             _section_or_none(_cluster_table, i), _assumptions()]
     return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def _section(title: str, table: Callable[[Inputs], str], i: Inputs) -> str:
+    """A table, or in its place what it lacks: the model never fails for a missing figure."""
+    try:
+        return f"### {title}\n\n{table(i)}"
+    except Missing as missing:
+        return (f"### {title}\n\nNot computed: {missing} (a run of `tracegate loadtest "
+                "all`, or of the benchmark that writes it, puts it there).")
+
+
+def _section_or_none(table: Callable[[Inputs], str], i: Inputs) -> str:
+    try:
+        return table(i)
+    except Missing as missing:
+        return f"Per-node table not computed: {missing}."
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -206,7 +286,7 @@ def _sources(i: Inputs) -> str:
 
 def _rates_table(i: Inputs) -> str:
     r = rates(i)
-    return "### National rates\n\n" + _table(("figure", "arithmetic", "value"), [
+    return _table(("figure", "arithmetic", "value"), [
         ("codes/s, average", f"{n(CODES_PER_DAY)} / 86,400 s", n(r["avg_codes_s"])),
         ("codes/s, peak", "the issue's figure", n(PEAK_CODES_PER_S)),
         ("codes a settlement", "stream workload: codes / settlements",
@@ -237,12 +317,12 @@ def _kafka_table(i: Inputs) -> str:
             (f"retained ({RETENTION_DAYS} days × RF {KAFKA_REPLICAS}), TB",
              f"{n(k['day_gb'] or 0, 1)} GB × {RETENTION_DAYS} × {KAFKA_REPLICAS}",
              n(k["retained_tb"] or 0, 2))]
-    return "### Kafka\n\n" + _table(("figure", "arithmetic", "value"), rows)
+    return _table(("figure", "arithmetic", "value"), rows)
 
 
 def _compute_table(i: Inputs) -> str:
     c, a = consumers(i), api(i)
-    return "### Consumers and API workers\n\n" + _table(("figure", "arithmetic", "value"), [
+    return _table(("figure", "arithmetic", "value"), [
         ("consumer CPU a code, µs", "stream, 1 consumer: consumers' share", n(c["us"], 1)),
         ("consumer cores at peak", f"{n(PEAK_CODES_PER_S)} × {n(c['us'], 1)} µs",
          n(c["cores"], 2)),
@@ -261,7 +341,7 @@ def _compute_table(i: Inputs) -> str:
 
 def _redis_table(i: Inputs) -> str:
     r = redis(i)
-    return "### Redis (the first-seen set)\n\n" + _table(("figure", "arithmetic", "value"), [
+    return _table(("figure", "arithmetic", "value"), [
         ("bytes a code", "memory benchmark", n(r["bytes"], 2)),
         ("all history, TB", f"{n(HISTORY_CODES)} × {n(r['bytes'], 2)} B", n(r["all_tb"], 2)),
         ("growth a year, TB", f"{n(rates(i)['codes_year'])} × {n(r['bytes'], 2)} B",
@@ -272,8 +352,8 @@ def _redis_table(i: Inputs) -> str:
          n(r["primaries"])),
         ("TRACEGATE_HOTSET_BUCKET_BITS (16,384 slot groups)",
          f"⌈log2({n(r['hot_codes'])} / ({CODES_PER_BUCKET} × 16,384))⌉", n(r["bucket_bits"])),
-        ("Redis cores at peak", f"{n(PEAK_CODES_PER_S)} × {i.stream_cpu_us['redis']} µs + "
-         f"{n(rates(i)['peak_calls_s'])} × {i.gate_cpu_us['redis']} µs", n(r["cores"], 2)),
+        ("Redis cores at peak", f"{n(PEAK_CODES_PER_S)} × {i.stream_cpu_us('redis')} µs + "
+         f"{n(rates(i)['peak_calls_s'])} × {i.gate_cpu_us('redis')} µs", n(r["cores"], 2)),
         ("rebuild of the hot set, one process, h",
          f"{n(r['hot_codes'])} / {n(i.rebuild_codes_per_s)} codes/s", n(r["rebuild_h_hot"], 1)),
         ("rebuild of one primary's share, h",
@@ -300,27 +380,33 @@ def _postgres_table(i: Inputs) -> str:
         rows.append(("code_events rows a month", f"{n(rates(i)['codes_month'])} × "
                      f"{n(i.record_rows_per_code['code_events'], 3)}", n(p["month_rows"])))
     rows.append(("PostgreSQL cores at peak", f"{n(PEAK_CODES_PER_S)} × "
-                 f"{i.stream_cpu_us['postgres']} µs + {n(rates(i)['peak_calls_s'])} × "
-                 f"{i.gate_cpu_us['postgres']} µs", n(p["cores"] or 0, 2)))
-    return "### PostgreSQL (the record)\n\n" + _table(("figure", "arithmetic", "value"), rows)
+                 f"{i.stream_cpu_us('postgres')} µs + {n(rates(i)['peak_calls_s'])} × "
+                 f"{i.gate_cpu_us('postgres')} µs", n(p["cores"] or 0, 2)))
+    return _table(("figure", "arithmetic", "value"), rows)
 
 
 def _cluster_table(i: Inputs) -> str:
     if i.cluster is None:
         return ""
-    meta, stream = i.cluster["meta"], i.cluster["stream"]
-    cpu = stream.get("cpu_us_per_code", {})
-    nodes = {role: us for role, us in cpu.items() if role.startswith("redis-")}
+
+    def figure(path: str) -> float:
+        return _number(i.cluster, path, "cluster.json")
+
+    cpu = _at(i.cluster, "stream.cpu_us_per_code") or {}
+    nodes = {role: float(us) for role, us in cpu.items() if role.startswith("redis-")}
+    if not nodes:
+        raise Missing("stream.cpu_us_per_code.redis-1", "cluster.json")
     total = sum(nodes.values())
     rows = [(str(role), n(us, 1), f"{us / total:.0%}" if total else "") for role, us in
             sorted(nodes.items())]
-    rows.append(("all nodes", n(total, 1), f"single Redis: {i.stream_cpu_us['redis']} µs"))
-    gate = i.cluster["gate"]["rates"][0]
-    head = (f"### Per node, measured on a {meta['redis_primaries']}-primary Redis Cluster\n\n"
-            f"`{meta['command']}`: stream {n(stream['codes_per_s'])} codes/s with 1 consumer, "
-            f"{n(stream['codes_per_s_2_consumers'])} with 2, correct: {stream['correct']}; "
-            f"gate at {gate['rate']}/s p99 {gate['p99_ms']} ms, {gate['errors']} errors. "
-            "Redis CPU a code by node:\n\n")
+    rows.append(("all nodes", n(total, 1), f"single Redis: {i.stream_cpu_us('redis')} µs"))
+    head = (f"### Per node, measured on a {figure('meta.redis_primaries'):.0f}-primary Redis "
+            f"Cluster\n\n`{_at(i.cluster, 'meta.command')}`: stream "
+            f"{n(figure('stream.codes_per_s'))} codes/s with 1 consumer, "
+            f"{n(figure('stream.codes_per_s_2_consumers'))} with 2, correct: "
+            f"{_at(i.cluster, 'stream.correct')}; gate at {figure('gate.rates.0.rate'):.0f}/s "
+            f"p99 {_at(i.cluster, 'gate.rates.0.p99_ms')} ms, "
+            f"{figure('gate.rates.0.errors'):.0f} errors. Redis CPU a code by node:\n\n")
     return head + _table(("node", "µs a code", "share"), rows)
 
 

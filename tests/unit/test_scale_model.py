@@ -125,3 +125,26 @@ def test_only_the_tables_between_the_markers_are_rewritten(
     assert text.endswith("\n\nprose after\n")
     assert "old tables" not in text
     assert "| API workers (one per core) | 15.0 / 0.5 | 30 |" in text
+
+
+def test_a_figure_the_results_lack_is_named_not_fatal(tmp_path: Path) -> None:
+    """A load-test rewrite may rename a key or drop a benchmark: the tables that need it say
+    which figure is missing, the others are computed as before."""
+    latest = _latest()
+    del latest["gate"]["rates"][0]["cpu_us_per_call"]
+    del latest["memory"]
+    (tmp_path / "latest.json").write_text(json.dumps(latest))
+    text = m.markdown(m.load(tmp_path))
+    assert "### Consumers and API workers\n\nNot computed: latest.json has no " \
+           "`gate.rates.0.cpu_us_per_call.api`" in text
+    assert "### Redis (the first-seen set)\n\nNot computed: latest.json has no " \
+           "`memory.bytes_per_code`" in text
+    assert "| settlement partitions |" in text  # Kafka needs neither
+    assert "no cluster run" in text
+
+
+def test_no_results_at_all_still_writes_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "SCALE.md"
+    page.write_text(f"{m.BEGIN}\nold\n{m.END}\n")
+    m.write_scale_md(page, tmp_path)
+    assert page.read_text().count("Not computed: latest.json has no") == 5
