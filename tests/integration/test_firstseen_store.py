@@ -116,6 +116,20 @@ async def test_a_claim_with_a_recent_answer_is_refused_when_one_exists(
     assert read.values == [b"first", None]
 
 
+async def test_a_refused_claim_leaves_no_recent_answer(store: FirstSeenStore) -> None:
+    """A code that moved on refuses the claim, and the answer set with it must not stay: the
+    gate decides again, and would otherwise find its own abandoned answer and replay it."""
+    a, b = f.cn20(), f.cn20()
+    held = CodeState(7, 1, DAY)
+    assert (await store.claim([ClaimChange(a, 1, 7, None, held)], {})).landed
+    key = f"tg:recent:s:{f.settlement_id()}"
+    stale = [ClaimChange(b, 1, 8, None, held), ClaimChange(a, 2, 8, None, held)]
+    outcome = await store.claim(stale, {}, (key, b"never given", 60))
+    assert outcome.failed == frozenset({1})
+    assert (await store.read_for_gate([], [key])).values == [None]
+    assert (await store.read([b]))[b] == Seen(None, None)
+
+
 async def test_effects_in_redis_are_what_the_batch_predicts(store: FirstSeenStore) -> None:
     """apply.lua and claims.service.apply_effect on the same random effects, round after
     round: a consumer decides later settlements of a batch by the Python, Redis holds the
