@@ -98,7 +98,7 @@ def test_the_dashboard_charts_only_metrics_the_processes_export() -> None:
     required = {"tracegate_gate_request_seconds_bucket", "tracegate_codes_processed_total",
                 "tracegate_flags_total", "tracegate_consumer_lag",
                 "tracegate_consumer_batch_seconds_bucket", "tracegate_dlq_total",
-                "tracegate_hot_set_codes"}
+                "tracegate_hot_set_codes", "tracegate_partition_months_ahead"}
     assert required <= charted
     grafana = _compose()["services"]["grafana"]["volumes"]
     assert any(v.startswith("./deploy/grafana/tracegate.json:") for v in grafana)
