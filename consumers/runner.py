@@ -26,7 +26,9 @@ from consumers.telemetry import consumer_telemetry, observe_batch, sample_lag
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
+from service.kit.heartbeat import Heartbeat
 from service.kit.metrics import ConsumerMetrics
+from service.records.partitions import PartitionKeeper
 from service.settings import Settings
 from service.settlements import presence
 from service.settlements.events import Incoming
@@ -122,18 +124,37 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
         # Watching the first-seen set must not wait for the group join: a lost set is rebuilt
         # while the consumer is still joining.
         side = [asyncio.create_task(_watch_hot_set(ports, stop)),
-                asyncio.create_task(announce.keep(stop))]
+                asyncio.create_task(announce.keep(stop)),
+                asyncio.create_task(PartitionKeeper(
+                    settings, metrics.partition_months_ahead).run(stop))]
         consumer = build_consumer(settings)
         offsets = _Offsets(consumer, announce)
         consumer.subscribe([settings.topic_settlements], listener=offsets)
         try:
-            await consumer.start()
-            await _loop(consumer, offsets, ports, metrics, stop)
+            if await _started(consumer, stop):
+                await _loop(consumer, offsets, ports, metrics, stop)
         finally:
             for task in side:
                 task.cancel()
             await consumer.stop()
             await _withdraw(ports, member)
+
+
+async def _started(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+    """Start (join the group) unless `stop` comes first: start() waits for the group's
+    assignment, seconds or more while the group rebalances, and a consumer told to stop then
+    stops at once rather than after joining (leaving the group it half joined)."""
+    starting = asyncio.ensure_future(consumer.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("stopped while joining the consumer group")
+        return False
+    starting.result()  # start()'s own error, if it failed
+    return True
 
 
 async def _withdraw(ports: StreamPorts, member: str) -> None:
@@ -148,7 +169,9 @@ async def _loop(
     metrics: ConsumerMetrics, stop: asyncio.Event,
 ) -> None:
     settings = ports.settings
+    heartbeat = Heartbeat(settings.consumer_heartbeat_file)  # the healthcheck's file
     while not stop.is_set():
+        heartbeat.beat()
         fetched = await consumer.getmany(timeout_ms=settings.consumer_fetch_max_wait_ms,
                                          max_records=settings.consumer_max_batch)
         records = [record for batch in fetched.values() for record in batch]

@@ -30,6 +30,11 @@ BENCHMARKS = {
                    "messages) onto the settlements topic of its own servers: codes produced per "
                    "second (target 50,000), checked against the generator's ground truth; not "
                    "part of `all`; writes loadtest/results/nhsa-import.json",
+    "cluster": "the gate and the stream on a Redis Cluster of --redis-primaries N (3) primaries, "
+               "each node's CPU a role of its own; writes loadtest/results/cluster.json and "
+               "cluster.md",
+    "scale-model": "runs nothing: writes SCALE.md's tables (the capacity model for the national "
+                   "figures) from loadtest/results/latest.json and cluster.json",
 }
 
 

@@ -1,5 +1,5 @@
-"""`tracegate loadtest {stream,gate,memory,rebuild,baselines,all,nhsa-import}`: what each
-measures is in loadtest/catalogue.py (and `tracegate loadtest --help`)."""
+"""`tracegate loadtest BENCHMARK`: what each benchmark measures is in loadtest/catalogue.py
+(and `tracegate loadtest --help`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from loadtest import report
 from loadtest.catalogue import BENCHMARKS, help_text
 from loadtest.stack import Stack, open_stack
-from loadtest.suite import RESULTS, Plan, run_all
+from loadtest.suite import RESULTS, Plan, run_all, run_cluster
 from loadtest.workload import Workload, generate
 
 README = RESULTS.parent.parent / "README.md"
@@ -24,6 +24,16 @@ def main(argv: list[str]) -> int:
     plan = Plan.quick() if args.quick else Plan.full()
     if args.command == "nhsa-import":
         return _nhsa_import(args.quick)
+    if args.command == "cluster":
+        results = run_cluster(plan, args.quick, args.redis_primaries)
+        json_path, md_path = report.write_cluster(results, RESULTS)
+        sys.stdout.write(md_path.read_text() + f"\nwrote {json_path} and {md_path}\n")
+        return 0 if results["stream"]["correct"] and results["gate"]["correct"] else 1
+    if args.command == "scale-model":
+        from loadtest.scale_model import write_scale_md
+
+        sys.stdout.write(f"wrote the tables of {write_scale_md()}\n")
+        return 0
     if args.command == "all":
         results = run_all(plan, args.quick)
         json_path, md_path = report.write(results, RESULTS)
@@ -40,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=list(BENCHMARKS), help="the benchmark (see below)")
     parser.add_argument("--quick", action="store_true", help="small sizes (< 3 minutes)")
+    parser.add_argument("--redis-primaries", type=int, default=3,
+                        help="cluster: Redis Cluster primaries (at least 3)")
     return parser
 
 

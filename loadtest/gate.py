@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from cli.devstack.process import ChildProcess
 from loadtest.cpu import CpuMeter, meter_for, per_unit_us
@@ -33,6 +32,7 @@ from loadtest.gatetruth import CODES_PER_CALL, Mix
 from loadtest.stack import ADMIN_KEY, Stack, api_port, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.workload import Institution
+from service.kit.redis_client import build_redis
 
 RATES = (500, 1000, 2000, 4000)
 VERIFY_RATE = 500
@@ -134,7 +134,7 @@ def _new_key(url: str, role: str) -> str:
 
 async def _reset(stack: Stack, run: str) -> None:
     await reset_record(stack.dsn)
-    client = aioredis.from_url(stack.redis_url)
+    client = build_redis(stack.redis_url, cluster=stack.redis_cluster)  # issue 19
     await client.flushall()
     await client.aclose()
     await create_topics(stack, run, 6)

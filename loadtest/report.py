@@ -217,3 +217,31 @@ def _gate_table(results: dict[str, Any]) -> list[str]:
                    f"{row.get('sheds', '')} | {row['errors']} | {row.get('correct', '')} | "
                    f"{row.get('server_sum_us_per_call', '')} |")
     return out
+
+
+def write_cluster(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    """`tracegate loadtest cluster`: its own files, never latest.*, which hold the single-Redis
+    run the README and the capacity model read."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / "cluster.json", directory / "cluster.md"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path.write_text(cluster_markdown(results))
+    return json_path, md_path
+
+
+def cluster_markdown(results: dict[str, Any]) -> str:
+    meta, stream = results["meta"], results["stream"]
+    cpus = meta["machine"]["cpus"]
+    lines = [
+        f"# tracegate load test on a Redis Cluster of {meta['redis_primaries']} primaries "
+        f"({'quick' if meta['quick'] else 'full'})", "",
+        f"Reproduce: `{meta['command']}` · {cpus} CPUs, {meta['machine']['memory_gb']} GB, "
+        f"everything on loopback · correct: **{stream['correct']}**", "",
+        "| codes/s | value |", "|---|---|",
+        f"| 1 consumer | {stream['codes_per_s']} |",
+        f"| 2 consumers | {stream['codes_per_s_2_consumers']} |", "",
+        *_cpu_line(stream, cpus), *_latency_within(stream), "",
+        *_gate_table(results), "", *_gate_cpu_line(results["gate"]["rates"], cpus),
+        *[f"- {note}" for note in meta["notes"]], "",
+    ]
+    return "\n".join(lines)

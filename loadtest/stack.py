@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +25,7 @@ from cli.devstack.servers import (
     start_kafka,
     start_postgres,
     start_redis,
+    start_redis_cluster,
 )
 from cli.migrate import upgrade_to_head
 from loadtest.workload import Institution
@@ -42,6 +43,7 @@ class Stack:
     kafka_bootstrap: str
     servers: list[ServerHandle]
     children: list[ChildProcess] = field(default_factory=list)
+    redis_cluster: bool = False  # redis_url is then any node of a Redis Cluster
 
     @property
     def dsn(self) -> str:
@@ -54,6 +56,7 @@ class Stack:
             "TRACEGATE_ENV": "dev",
             "TRACEGATE_DATABASE_URL": self.postgres.url, "TRACEGATE_REDIS_URL": self.redis_url,
             "TRACEGATE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "TRACEGATE_REDIS_CLUSTER": str(self.redis_cluster).lower(),
             "TRACEGATE_TOPIC_SETTLEMENTS": f"lt.{run}.settlements",
             "TRACEGATE_TOPIC_FLAGS": f"lt.{run}.flags", "TRACEGATE_TOPIC_DLQ": f"lt.{run}.dlq",
             "TRACEGATE_CONSUMER_GROUP": f"lt.{run}.consumers",
@@ -87,13 +90,15 @@ class Stack:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def open_stack(institutions: Sequence[Institution]) -> Stack:
+def open_stack(institutions: Sequence[Institution], redis_primaries: int = 0) -> Stack:
+    """The servers; `redis_primaries` > 0: a Redis Cluster of that many primaries instead of
+    one Redis, each node a CPU role of its own (redis-1, redis-2, ...)."""
     tmp = Path(tempfile.mkdtemp(prefix="tracegate-loadtest-"))
     servers: list[ServerHandle] = []
     try:
         postgres = start_postgres(tmp / "postgres", ephemeral=True)
         servers.append(postgres)
-        servers.append(redis := start_redis(tmp / "redis"))
+        redis_url = _start_redis(tmp, redis_primaries, servers)
         servers.append(kafka := start_kafka(log_path=tmp / "kafka.log"))
         upgrade_to_head(postgres.url)
         asyncio.run(register(postgres.dsn, institutions))
@@ -101,7 +106,17 @@ def open_stack(institutions: Sequence[Institution]) -> Stack:
         for server in reversed(servers):
             server.stop()
         raise
-    return Stack(tmp, postgres, redis.url, kafka.url, servers)
+    return Stack(tmp, postgres, redis_url, kafka.url, servers, redis_cluster=redis_primaries > 0)
+
+
+def _start_redis(tmp: Path, primaries: int, servers: list[ServerHandle]) -> str:
+    if not primaries:
+        servers.append(redis := start_redis(tmp / "redis"))
+        return redis.url
+    cluster = start_redis_cluster(tmp / "redis-cluster", primaries)
+    servers.extend(replace(node, name=f"redis-{number}")
+                   for number, node in enumerate(cluster.nodes, start=1))
+    return cluster.url
 
 
 async def register(dsn: str, institutions: Sequence[Institution]) -> None:

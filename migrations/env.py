@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -31,6 +32,8 @@ async def run_online() -> None:
     await engine.dispose()
 
 
+if context.config.config_file_name is not None:  # the standard CLI, with alembic.ini
+    fileConfig(context.config.config_file_name, disable_existing_loggers=False)
 if context.is_offline_mode():
     raise SystemExit("offline (SQL script) migrations are not supported; run `tracegate migrate`")
 asyncio.run(run_online())

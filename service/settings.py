@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
@@ -26,6 +28,38 @@ class InstitutionKind(StrEnum):
 class DuplicatePolicy(StrEnum):
     REJECT = "reject"
     FLAG = "flag"
+
+
+class Environment(StrEnum):
+    """`TRACEGATE_ENV`: anything but `dev` is a deployment, whose processes refuse to start on
+    development secrets (settings.require_secrets)."""
+
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class Secret(StrEnum):
+    """The secrets a process may need, named as their settings."""
+
+    API_KEY_PEPPER = "api_key_pepper"
+    PATIENT_HASH_KEY = "patient_hash_key"
+    BOOTSTRAP_ADMIN_KEY = "bootstrap_admin_key"
+
+
+# What each process reads: the API verifies and mints keys (pepper), hashes the gate's
+# patient ids and makes sure an admin key exists; a consumer hashes the stream's patient ids
+# only. migrate, rebuild-hot-set and partitions need none, so their environment need not
+# hold any (a consumer's container is not given the pepper or the admin key).
+API_SECRETS = (Secret.API_KEY_PEPPER, Secret.PATIENT_HASH_KEY, Secret.BOOTSTRAP_ADMIN_KEY)
+CONSUMER_SECRETS = (Secret.PATIENT_HASH_KEY,)
+# Shorter values are guessable (a pepper or hash key is an HMAC key; an admin key a password).
+MIN_SECRET_CHARS = 32
+_DEV_PEPPER = "dev-only-api-key-pepper-change-me"
+_DEV_PATIENT_HASH_KEY = "dev-only-patient-hash-key-change-me"
+
+
+class InsecureSecretError(ValueError):
+    """A deployment (TRACEGATE_ENV not `dev`) given a missing, default or short secret."""
 
 
 DEFAULT_GO_LIVE: dict[InstitutionKind, dt.date] = {
@@ -86,6 +120,12 @@ class Settings(BaseSettings):
     # How often a consumer samples the size of the first-seen set for tracegate_hot_set_codes
     # (one script call per slot group, bounded by the layout: not per batch).
     hot_set_sample_s: float = Field(default=30.0, gt=0)
+    # A consumer touches this file each time its loop polls Kafka (at most once a second);
+    # `tracegate consume --check` (a container's healthcheck) fails when it is older than
+    # consumer_heartbeat_max_age_s. Unset: no file. A consumer waiting out an outage or a
+    # rebuild of the first-seen set stops beating: it is alive but not recording.
+    consumer_heartbeat_file: Path | None = None
+    consumer_heartbeat_max_age_s: float = Field(default=60.0, gt=0)
 
     # --- HTTP API ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -134,9 +174,17 @@ class Settings(BaseSettings):
     hotset_bucket_bits: int = Field(default=13, ge=0, le=28)
     hotset_slot_groups: int = Field(default=16, ge=1, le=16384)
 
+    # --- record (PostgreSQL) -------------------------------------------------------------------
+    # code_events' monthly partitions are kept this many months past the current one, checked
+    # at migrate and by every API and consumer process this often (service/records/partitions).
+    partition_months_ahead: int = Field(default=3, ge=3, le=120)
+    partition_check_interval_s: float = Field(default=3600.0, gt=0)
+
     # --- secrets -------------------------------------------------------------------------------
-    api_key_pepper: SecretStr = SecretStr("dev-only-api-key-pepper-change-me")
-    patient_hash_key: SecretStr = SecretStr("dev-only-patient-hash-key-change-me")
+    # `production` unless told otherwise, so a deployment that forgot to say is held to it.
+    env: Environment = Environment.PRODUCTION
+    api_key_pepper: SecretStr = SecretStr(_DEV_PEPPER)
+    patient_hash_key: SecretStr = SecretStr(_DEV_PATIENT_HASH_KEY)
     # When set, the API makes sure an admin key with this value exists (bootstrap of a new stack).
     bootstrap_admin_key: SecretStr | None = None
 
@@ -159,6 +207,31 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [url.strip() for url in text.split(",") if url.strip()]
         return value
+
+    def require_secrets(self, needed: Iterable[Secret]) -> None:
+        """Outside `dev`, raise InsecureSecretError naming every variable of `needed` that is
+        missing, a development default or shorter than MIN_SECRET_CHARS."""
+        if self.env is Environment.DEV:
+            return
+        bad = [problem for secret in needed if (problem := self._secret_problem(secret))]
+        if bad:
+            raise InsecureSecretError(
+                "refusing to start with TRACEGATE_ENV=" + self.env.value + ": " + "; ".join(bad)
+                + " (set random values, e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`, or TRACEGATE_ENV=dev for development)"
+            )
+
+    def _secret_problem(self, secret: Secret) -> str | None:
+        variable = f"TRACEGATE_{secret.value.upper()}"
+        value: SecretStr | None = getattr(self, secret.value)
+        text = "" if value is None else value.get_secret_value()
+        if not text:
+            return f"{variable} is not set"
+        if text in (_DEV_PEPPER, _DEV_PATIENT_HASH_KEY):
+            return f"{variable} is the development default"
+        if len(text) < MIN_SECRET_CHARS:
+            return f"{variable} is shorter than {MIN_SECRET_CHARS} characters"
+        return None
 
     @cached_property
     def asyncpg_dsn(self) -> str:

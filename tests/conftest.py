@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,8 @@ from service.settings import Settings
 from tests.harness import TestServers, start_test_servers
 
 ADMIN_KEY = "tg_test_admin_" + secrets.token_hex(8)
+# The suite runs on development secrets; outside `dev` a process refuses them (settings.py).
+os.environ.setdefault("TRACEGATE_ENV", "dev")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -64,7 +67,7 @@ def settings(servers: TestServers) -> Settings:
     run = secrets.token_hex(3)
     settings = Settings(
         database_url=servers.database_url, redis_url=servers.redis_url,
-        kafka_bootstrap=servers.kafka_bootstrap,
+        redis_cluster=servers.redis_cluster, kafka_bootstrap=servers.kafka_bootstrap,
         topic_settlements=f"test.{run}.settlements", topic_flags=f"test.{run}.flags",
         topic_dlq=f"test.{run}.dlq", consumer_group=f"test-{run}",
         bootstrap_admin_key=ADMIN_KEY,

@@ -600,11 +600,13 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 def create_topics(
     bootstrap: str, settlements_topic: str, flags_topic: str, dlq_topic: str,
-    settlements_partitions: int,
+    settlements_partitions: int, *, other_partitions: int = 1,
 ) -> None:
-    """Create the three topics (settlements with its partitions, the others with one);
-    a topic that exists already is fine. Callable from sync code and from inside a loop."""
-    partitions = {settlements_topic: settlements_partitions, flags_topic: 1, dlq_topic: 1}
+    """Create the three topics (settlements with its partitions, the others with
+    `other_partitions`); a topic that exists already is fine. Callable from sync code and from
+    inside a loop."""
+    partitions = {settlements_topic: settlements_partitions, flags_topic: other_partitions,
+                  dlq_topic: other_partitions}
     run_sync(ensure_topics(bootstrap, partitions))
 
 

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -24,12 +25,14 @@ from cli.devstack.process import LOOPBACK, ChildProcess, ensure_port_free, free_
 from cli.devstack.servers import (
     KafkaHandle,
     PostgresHandle,
+    RedisClusterHandle,
     RedisHandle,
     ServerHandle,
     create_topics,
     start_kafka,
     start_postgres,
     start_redis,
+    start_redis_cluster,
 )
 from cli.devstack.state import (
     Secrets,
@@ -56,10 +59,20 @@ class _StopRequested(BaseException):
     (startup included) and unwinds through the `finally` that stops everything."""
 
 
-def run_dev_stack(state_dir: Path | None, consumers: int, demo: bool) -> int:
+@dataclass(frozen=True)
+class StackShape:
+    """How big the stack is: consumer processes, Redis Cluster primaries (0: one Redis) and
+    partitions of every topic (None: the settings' for settlements, 1 for the others)."""
+
+    consumers: int = 1
+    redis_primaries: int = 0
+    partitions: int | None = None
+
+
+def run_dev_stack(state_dir: Path | None, shape: StackShape, demo: bool) -> int:
     """Run the stack until Ctrl-C/SIGTERM (exit 0) or until a part of it dies (exit 1)."""
     with _stop_signals(), _state_directory(state_dir) as directory:
-        stack = DevStack(directory, consumers, ephemeral=state_dir is None)
+        stack = DevStack(directory, shape, ephemeral=state_dir is None)
         try:
             stack.start()
             if demo:
@@ -77,10 +90,11 @@ def run_dev_stack(state_dir: Path | None, consumers: int, demo: bool) -> int:
 class DevStack:
     """The servers and child processes of one `tracegate dev` run."""
 
-    def __init__(self, state_dir: Path, consumers: int, *, ephemeral: bool) -> None:
+    def __init__(self, state_dir: Path, shape: StackShape, *, ephemeral: bool) -> None:
         self.state_dir = state_dir
         self.logs = state_dir / "logs"
-        self.consumer_count = max(0, consumers)
+        self.shape = shape
+        self.consumer_count = max(0, shape.consumers)
         self.ephemeral = ephemeral
         self.servers: list[ServerHandle] = []
         self.children: list[ChildProcess] = []
@@ -91,6 +105,7 @@ class DevStack:
         self.consumer_metrics_ports: dict[str, int] = {}
         self.description: dict[str, Any] = {}
         self.stack_json = state_dir / "stack.json"
+        self.cluster: RedisClusterHandle | None = None
 
     # --- startup -------------------------------------------------------------------------------
 
@@ -115,14 +130,30 @@ class DevStack:
             self.state_dir / "postgres", _reusable(ports.get("postgres")),
             ephemeral=self.ephemeral, log_path=self.logs / "postgres.log",
         ))
-        redis = self._timed("redis", lambda: start_redis(
-            self.state_dir / "redis", _reusable(ports.get("redis")),
-            log_path=self.logs / "redis.log",
-        ))
+        redis = self._start_redis(ports)
         kafka = self._timed("kafka", lambda: start_kafka(
             _reusable(ports.get("kafka")), log_path=self.logs / "kafka.log"
         ))
         return postgres, redis, kafka
+
+    def _start_redis(self, ports: dict[str, int]) -> RedisHandle:
+        """One Redis, or a cluster whose first node stands for it (clients find the rest)."""
+        if not self.shape.redis_primaries:
+            return self._timed("redis", lambda: start_redis(
+                self.state_dir / "redis", _reusable(ports.get("redis")),
+                log_path=self.logs / "redis.log",
+            ))
+        begin = time.monotonic()
+        # The set is rebuilt from PostgreSQL on every start: a cluster's old node files
+        # would name ports and node ids of the last run.
+        shutil.rmtree(self.state_dir / "redis-cluster", ignore_errors=True)
+        self.cluster = start_redis_cluster(self.state_dir / "redis-cluster",
+                                           self.shape.redis_primaries)
+        # named apart: stack.json lists each server's pids under its name
+        self.servers.extend(replace(node, name=f"redis-node{number}")
+                            for number, node in enumerate(self.cluster.nodes, start=1))
+        self.timings["redis-cluster"] = time.monotonic() - begin
+        return self.cluster.nodes[0]
 
     def _timed(self, name: str, start: Callable[[], S]) -> S:
         begin = time.monotonic()
@@ -137,9 +168,10 @@ class DevStack:
     ) -> dict[str, str]:
         postgres, redis, kafka = servers
         begin = time.monotonic()
+        partitions = self.shape.partitions or settings.settlements_partitions
         create_topics(
             kafka.url, settings.topic_settlements, settings.topic_flags, settings.topic_dlq,
-            settings.settlements_partitions,
+            partitions, other_partitions=self.shape.partitions or 1,
         )
         self.timings["topics"] = time.monotonic() - begin
         api_port = _reusable(load_ports(self.state_dir).get("api")) or free_port()
@@ -151,14 +183,17 @@ class DevStack:
         }
         api_url = f"http://{LOOPBACK}:{api_port}"
         return {
+            # A development stack, though its secrets are real (generated, kept in the state
+            # dir): what joins it with stack.env is told so.
+            "TRACEGATE_ENV": "dev",
             "TRACEGATE_DATABASE_URL": postgres.url,
             "TRACEGATE_REDIS_URL": redis.url,
-            "TRACEGATE_REDIS_CLUSTER": "false",
+            "TRACEGATE_REDIS_CLUSTER": "true" if self.cluster else "false",
             "TRACEGATE_KAFKA_BOOTSTRAP": kafka.url,
             "TRACEGATE_TOPIC_SETTLEMENTS": settings.topic_settlements,
             "TRACEGATE_TOPIC_FLAGS": settings.topic_flags,
             "TRACEGATE_TOPIC_DLQ": settings.topic_dlq,
-            "TRACEGATE_SETTLEMENTS_PARTITIONS": str(settings.settlements_partitions),
+            "TRACEGATE_SETTLEMENTS_PARTITIONS": str(partitions),
             "TRACEGATE_CONSUMER_GROUP": settings.consumer_group,
             "TRACEGATE_API_HOST": LOOPBACK,
             "TRACEGATE_API_PORT": str(api_port),
@@ -240,6 +275,8 @@ class DevStack:
             "api_url": self.api_url,
             "kafka_bootstrap": env["TRACEGATE_KAFKA_BOOTSTRAP"],
             "redis_url": env["TRACEGATE_REDIS_URL"],
+            "redis_cluster": self.cluster is not None,
+            "redis_nodes": [node.url for node in self.cluster.nodes] if self.cluster else [],
             "database_url": env["TRACEGATE_DATABASE_URL"],
             "admin_key": secrets.admin_key,
             "topics": {
@@ -272,7 +309,7 @@ class DevStack:
             f"  API          {self.api_url}   (docs {self.api_url}/docs)",
             f"  admin key    {self.description['admin_key']}",
             f"  PostgreSQL   {self.description['database_url']}",
-            f"  Redis        {self.description['redis_url']}",
+            f"  Redis        {self._redis_line()}",
             f"  Kafka        {self.description['kafka_bootstrap']}   "
             f"topics {', '.join(self.description['topics'].values())}",
             f"  consumers    {self.consumer_count}",
@@ -282,6 +319,12 @@ class DevStack:
             "Ctrl-C stops everything.",
         ]
         _say("\n".join(lines))
+
+    def _redis_line(self) -> str:
+        if self.cluster is None:
+            return str(self.description["redis_url"])
+        ports = ", ".join(str(node.port) for node in self.cluster.nodes)
+        return f"{self.cluster.url}   (Redis Cluster, primaries on ports {ports})"
 
     # --- running and stopping ------------------------------------------------------------------
 

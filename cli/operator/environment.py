@@ -26,6 +26,8 @@ VARIABLES = {
     "TRACEGATE_DATABASE_URL": "PostgreSQL, for the commands that work on the database directly",
     "TRACEGATE_REDIS_URL": "Redis, told when institutions change (the gates keep them in memory)",
     "TRACEGATE_REDIS_CLUSTER": "true when TRACEGATE_REDIS_URL is a node of a Redis Cluster",
+    "TRACEGATE_PARTITION_MONTHS_AHEAD": "months past this one that code_events partitions "
+                                        "reach (default 3)",
     "TRACEGATE_KAFKA_BOOTSTRAP": "Kafka's bootstrap servers, for the DLQ commands",
     "TRACEGATE_TOPIC_DLQ": "the dead-letter topic (default tracegate.settlements.dlq)",
     "TRACEGATE_TOPIC_SETTLEMENTS": "the settlements topic replays go to "

@@ -1,36 +1,54 @@
-"""`tracegate partitions ensure`: monthly code_events partitions ahead of time, on PostgreSQL
-directly (DDL: the API has no business creating tables)."""
+"""`tracegate partitions ensure`: create the code_events months to come now (what `migrate` and
+the running services do on their own), on PostgreSQL directly (DDL: the API has no business
+creating tables), and say how far ahead the partitions reach."""
 
 from __future__ import annotations
 
 import argparse
 
+import asyncpg
+
 from cli.operator import environment, parsing, render
-from cli.operator.database import unit_of_work
+from cli.operator.environment import OperatorError
 from service.kit import event_loop
-from service.records.partitions import ensure_code_event_partitions
+from service.records.partitions import PartitionStatus, ensure_code_event_partitions
 from service.settings import Settings
 
 
 def ensure(args: argparse.Namespace) -> int:
-    created = event_loop.run(_ensure(environment.settings(args), args.months))
-    if created:
-        render.out("created " + ", ".join(created))
-    else:
-        render.out(f"every partition of this month and the {args.months} after it exists")
+    try:
+        return ensure_and_say(environment.settings(args), args.months)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise OperatorError(f"cannot keep the partitions ahead: {exc}") from exc
+
+
+def ensure_and_say(settings: Settings, months: int | None = None) -> int:
+    """Also `tracegate migrate`'s last step."""
+    status = event_loop.run(ensure_code_event_partitions(settings, months=months))
+    render.out(describe(status))
     return 0
 
 
-async def _ensure(settings: Settings, months: int) -> list[str]:
-    async with unit_of_work(settings) as session:
-        # The one call site of the records' partition logic (issue 19 may grow it).
-        return await ensure_code_event_partitions(session, months_ahead=months)
+def describe(status: PartitionStatus) -> str:
+    made = (f"created {', '.join(status.created)} ({status.rows_moved} rows moved from the "
+            "default partition)" if status.created else "nothing to create")
+    return f"code_events partitions: {made}; {status.months_ahead} months ahead"
+
+
+def _months(text: str) -> int:
+    months = int(text)
+    if months < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return months
 
 
 def register(sub: parsing.SubParsers) -> None:
     actions = parsing.group(sub, "partitions", "code_events partitions (PostgreSQL directly)")
-    ahead = parsing.command(actions, "ensure", "create the monthly code_events partitions of "
-                            "this month and the months ahead that are missing (idempotent; "
-                            "run it monthly)", environment.DATABASE_VARIABLES, ensure)
-    ahead.add_argument("--months", type=int, default=12,
-                       help="months ahead of this one (Asia/Shanghai) to cover (default 12)")
+    ahead = parsing.command(
+        actions, "ensure", "create the monthly code_events partitions of this month and the "
+        "months ahead that are missing (idempotent; migrate and every running API and "
+        "consumer do it too, hourly)",
+        (*environment.DATABASE_VARIABLES, "TRACEGATE_PARTITION_MONTHS_AHEAD"), ensure)
+    ahead.add_argument("--months", type=_months, default=None,
+                       help="months ahead of this one (Asia/Shanghai) to cover this time "
+                       "(default TRACEGATE_PARTITION_MONTHS_AHEAD, 3)")

@@ -26,7 +26,8 @@ from service.decisions.schemas import Settlement
 from service.firstseen import rebuild
 from service.kit.garbage_collection import tune_for_throughput
 from service.kit.logs import configure_logging
-from service.settings import Settings
+from service.records.partitions import partitions_kept
+from service.settings import API_SECRETS, Settings
 from service.settlements.schemas import ReversalRequest
 
 
@@ -35,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_clients(settings) as clients, _console_sampler(clients) as sampler:
+        async with open_clients(settings) as clients, _console_sampler(clients) as sampler, \
+                partitions_kept(settings, clients.metrics.partition_months_ahead):
             await _bootstrap(clients)
             app.state.clients, app.state.sampler = clients, sampler
             yield
@@ -87,6 +89,7 @@ def production_app() -> FastAPI:
     Each worker is a process of its own, so it configures its logging here."""
     settings = Settings()
     configure_logging(settings.log_level)
+    settings.require_secrets(API_SECRETS)
     app = create_app(settings)
     tune_for_throughput()
     return app

@@ -235,6 +235,8 @@ class FirstSeenStore:
                 await self._give_back(changes, calls, outcomes)
                 if error is not None:
                     _raise(error)
+                if recent is not None:  # as claim.lua: a refused claim sets no answer
+                    await self._redis.delete(recent[0])
             return ClaimOutcome(failed=failed)
         except BaseException:
             if recent is not None:

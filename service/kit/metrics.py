@@ -32,6 +32,18 @@ def multiprocess_mode() -> bool:
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Every API worker and consumer measures the same database (service/records/
+        # partitions.py, hourly): across workers the latest reading is the truth. "mostrecent"
+        # shows it, and nothing before the first reading; "max" would keep a replaced
+        # worker's stale figure. A value set periodically, not a set_function gauge: those are
+        # not aggregated in multiprocess mode.
+        self._partition_months = Gauge(
+            "tracegate_partition_months_ahead",
+            "Whole months after the current one that have a code_events partition",
+            multiprocess_mode="mostrecent", registry=self.registry)
+
+    def partition_months_ahead(self, months: int) -> None:
+        self._partition_months.set(months)
 
     def render(self) -> bytes:
         """Prometheus text: this process's registry, or in multiprocess mode every process's

@@ -52,6 +52,9 @@ class BulkWriter:
         if not commands:
             return
         batches: dict[Any, list[bytes]] = {}
+        if self._cluster is not None:
+            # a client that has sent nothing yet has no slot map to route by (a no-op after)
+            await self._cluster.initialize()
         if self._single is not None:
             batches[self._single.connection_pool] = [command.resp for command in commands]
         else:

@@ -1,100 +1,125 @@
-"""Monthly partitions of `code_events` created ahead of time (`tracegate partitions ensure`).
-
-The initial migration creates 2025-01 to 2027-12 and a default partition; without later months
-every event lands in the default partition, whose index then grows without bound. A month is
-`[local midnight of its first day, of the next month's)` in Asia/Shanghai, named
-`code_events_yYYYYmMM`, as the migration names them. Idempotent: a month that exists is left
-alone.
-
-A minimal version (issue 17); issue 19 builds the partition logic proper in the records
-repository under the same name, and the CLI's one call site is cli/operator/partitions.py."""
+"""code_events' monthly partitions kept ahead of time. Migration 0019 creates the months to
+come; `tracegate migrate`, `tracegate partitions ensure` and every running API and consumer
+process (hourly, PartitionKeeper) call it again, so the record never writes a month into the
+default partition for want of its table. How far ahead the partitions reach is the gauge
+`tracegate_partition_months_ahead` (service/kit/metrics.py): alert well before it reaches 0."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
 from service.kit.clock import SHANGHAI, utcnow
-from service.kit.errors import Conflict
+from service.records import partition_repository
+from service.settings import Settings
 
+log = logging.getLogger(__name__)
 
-class DefaultPartitionHoldsMonth(Conflict):
-    code = "DEFAULT_PARTITION_HOLDS_MONTH"
+_MONTHLY = re.compile(r"code_events_y(\d{4})m(\d{2})")
 
 
 @dataclass(frozen=True, slots=True)
-class Month:
-    first_day: dt.date
-
-    @property
-    def name(self) -> str:
-        return f"code_events_y{self.first_day:%Y}m{self.first_day:%m}"
-
-    def next(self) -> Month:
-        year, month = divmod(self.first_day.month, 12)
-        return Month(dt.date(self.first_day.year + year, month + 1, 1))
-
-    def start(self) -> dt.datetime:
-        """Local midnight of the first day (Asia/Shanghai)."""
-        return dt.datetime.combine(self.first_day, dt.time(), SHANGHAI)
+class PartitionStatus:
+    created: tuple[str, ...]  # partitions made by this call
+    rows_moved: int  # rows they took over from the default partition
+    months_ahead: int  # whole months after the current one with a partition, afterwards
 
 
-def months_from(now: dt.datetime, count: int) -> list[Month]:
-    """This month (Asia/Shanghai) and the `count - 1` after it."""
-    local = now.astimezone(SHANGHAI)
-    months = [Month(dt.date(local.year, local.month, 1))]
-    while len(months) < count:
-        months.append(months[-1].next())
-    return months
+def local_today() -> dt.date:
+    """Partitions are Asia/Shanghai months, as a settlement's local day decides its month."""
+    return utcnow().astimezone(SHANGHAI).date()
 
 
 async def ensure_code_event_partitions(
-    session: AsyncSession, months_ahead: int = 12, now: dt.datetime | None = None
-) -> list[str]:
-    """Create the partitions of this month and the `months_ahead` after it that are missing;
-    returns the names created. A month whose events already sit in the default partition
-    cannot be attached without moving them: that is refused in words, nothing half done."""
-    existing = await _partition_names(session)
-    created = []
-    for month in months_from(now or utcnow(), months_ahead + 1):
-        if month.name in existing:
-            continue
-        if await _default_holds(session, month):
-            raise DefaultPartitionHoldsMonth(
-                f"events of {month.first_day:%Y-%m} are already in code_events_default; move "
-                f"them out before {month.name} can be created")
-        await _create(session, month)
-        created.append(month.name)
-    return created
+    settings: Settings, *, months: int | None = None, today: dt.date | None = None
+) -> PartitionStatus:
+    """Create the current month's and the next `months` (default
+    `settings.partition_months_ahead`) months' partitions that are missing (idempotent;
+    callers serialise in PostgreSQL)."""
+    today = today or local_today()
+    ahead = settings.partition_months_ahead if months is None else months
+    connection = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        created = await partition_repository.ensure_months(connection, ahead, today)
+        names = await partition_repository.partition_names(connection)
+    finally:
+        await connection.close()
+    for name, moved in created:
+        log.info("created partition %s (%d rows moved from the default partition)", name, moved)
+    return PartitionStatus(tuple(name for name, _ in created), sum(m for _, m in created),
+                           months_ahead(names, today))
 
 
-# DDL takes no bind parameters: PostgreSQL's format() quotes the name (%I) and the bounds (%L)
-# from bound values, and the statement it returns is run as it stands.
-_CREATE_PARTITION = text(
-    "SELECT format('CREATE TABLE IF NOT EXISTS %I PARTITION OF code_events "
-    "FOR VALUES FROM (%L) TO (%L)', CAST(:name AS text), CAST(:start AS timestamptz), "
-    "CAST(:end AS timestamptz))")
+async def code_event_months_ahead(settings: Settings, *, today: dt.date | None = None) -> int:
+    """How many whole months after the current one already have their partition."""
+    connection = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        names = await partition_repository.partition_names(connection)
+    finally:
+        await connection.close()
+    return months_ahead(names, today or local_today())
 
 
-async def _create(session: AsyncSession, month: Month) -> None:
-    values = {"name": month.name, "start": month.start(), "end": month.next().start()}
-    statement = (await session.execute(_CREATE_PARTITION, values)).scalar_one()
-    await session.execute(text(statement))
+def months_ahead(partition_names: Iterable[str], today: dt.date) -> int:
+    """Consecutive months after `today`'s with a monthly partition; -1 if even `today`'s month
+    has none (its rows are going to the default partition)."""
+    months = {_month_index(int(m[1]), int(m[2]))
+              for m in map(_MONTHLY.fullmatch, partition_names) if m}
+    current = _month_index(today.year, today.month)
+    ahead = -1
+    while current + ahead + 1 in months:
+        ahead += 1
+    return ahead
 
 
-async def _partition_names(session: AsyncSession) -> set[str]:
-    rows = await session.execute(text(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'code_events'::regclass"))
-    return {name for (name,) in rows}
+def _month_index(year: int, month: int) -> int:
+    return year * 12 + month - 1
 
 
-async def _default_holds(session: AsyncSession, month: Month) -> bool:
-    found = await session.execute(
-        text("SELECT EXISTS (SELECT 1 FROM code_events_default "
-             "WHERE event_at >= :start AND event_at < :end)"),
-        {"start": month.start(), "end": month.next().start()})
-    return bool(found.scalar_one())
+MonthsAheadReport = Callable[[int], None]  # e.g. GateMetrics.partition_months_ahead
+
+
+class PartitionKeeper:
+    """Runs ensure_code_event_partitions every `settings.partition_check_interval_s` in a
+    running process and reports how far ahead the partitions reach after each round (to the
+    process's metrics). A failure (PostgreSQL away) is logged and tried again next round: the
+    months ahead are the margin that makes a missed round harmless."""
+
+    def __init__(self, settings: Settings, report: MonthsAheadReport) -> None:
+        self.settings = settings
+        self.report = report
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.ensure_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.partition_check_interval_s)
+
+    async def ensure_once(self) -> None:
+        try:
+            status = await ensure_code_event_partitions(self.settings)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("could not keep code_events partitions ahead", exc_info=True)
+            return
+        self.report(status.months_ahead)
+
+
+@contextlib.asynccontextmanager
+async def partitions_kept(settings: Settings, report: MonthsAheadReport) -> AsyncIterator[None]:
+    """A PartitionKeeper running in the background for the block (an API process's
+    lifespan; a consumer runs `PartitionKeeper.run` beside its other tasks)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(PartitionKeeper(settings, report).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

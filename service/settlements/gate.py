@@ -236,7 +236,7 @@ def _stored(entry: RecentSettlement) -> SettlementRecord:
     claims = [ClaimRow(p.canonical, p.line_no, p.units,
                                  _pack_size(lines, p.line_no) if p.units else None)
               for p in payments if not p.duplicate]
-    answer = orjson.loads(entry.answer)
+    answer = orjson.loads(bytes(entry.answer))  # orjson takes no msgspec.Raw
     return SettlementRecord("", entry.institution_id, parse_settled_at(entry.settled_at),
                             entry.patient_ref, Source.GATE.value, bytes.fromhex(entry.body_hash),
                             answer["enforced"], answer["decision"], bytes(entry.lines),

@@ -4,6 +4,8 @@ in Redis (a key with a short time to live, renewed while it runs), so `/readyz` 
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from service.kit.redis_client import RedisClient
@@ -26,6 +28,7 @@ async def assigned(redis: RedisClient) -> dict[str, list[int]]:
     keys = [key async for key in redis.scan_iter(match=PREFIX + "*", count=1000)]
     if not keys:
         return {}
-    values = await redis.mget(keys)
+    # one GET a key: on a Redis Cluster the members' keys live in different slots (no MGET)
+    values = await asyncio.gather(*(redis.get(key) for key in keys))
     return {key.decode()[len(PREFIX):]: msgspec.json.decode(value, type=list[int])
             for key, value in zip(keys, values, strict=True) if value is not None}

@@ -186,6 +186,20 @@ def test_one_scrape_covers_every_api_worker(processes: Processes, traffic: Traff
                   decision="reject") == 1  # the duplicate
 
 
+def test_the_months_ahead_are_one_reading_across_the_workers(processes: Processes) -> None:
+    """Every worker keeps code_events' partitions ahead and sets the gauge; one scrape shows
+    the latest reading once (multiprocess mode "mostrecent"), not one series per worker."""
+
+    def months() -> list[tuple[dict[str, str], float]]:
+        samples = _samples(httpx.get(f"{processes.api_url}/metrics", timeout=5).text)
+        return samples.get("tracegate_partition_months_ahead", [])
+
+    _wait(lambda: bool(months()), processes.children, timeout_s=30)
+    [(labels, value)] = months()
+    assert labels == {}
+    assert value >= 3
+
+
 async def test_the_consumer_serves_its_own_metrics(
     processes: Processes, traffic: Traffic
 ) -> None:
@@ -196,7 +210,8 @@ async def test_the_consumer_serves_its_own_metrics(
         now = scraped()
         return (_total(now, "tracegate_dlq_total", reason="unknown_institution") >= 1
                 and _total(now, "tracegate_codes_processed_total") >= traffic.gate_calls - 1
-                and _total(now, "tracegate_hot_set_codes") > 0)
+                and _total(now, "tracegate_hot_set_codes") > 0
+                and _total(now, "tracegate_partition_months_ahead") >= 3)
 
     _wait(caught_up, processes.children, timeout_s=30)
     samples = scraped()

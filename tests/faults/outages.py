@@ -173,7 +173,7 @@ async def outages(base: Settings, workdir: Path, scale: Scale) -> ScenarioReport
         redis = await asyncio.to_thread(servers.start_redis)
         kafka = await asyncio.to_thread(servers.start_kafka)
         settings = isolated(base, "outages", database_url=postgres.url, redis_url=redis.url,
-                            kafka_bootstrap=kafka.bootstrap)
+                            redis_cluster=False, kafka_bootstrap=kafka.bootstrap)
         return await _run(settings, servers, workdir, scale)
 
 

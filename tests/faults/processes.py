@@ -34,6 +34,7 @@ def tracegate_env(settings: Settings) -> dict[str, str]:
     """The environment of a production process joining `settings`' servers and topics; no
     TRACEGATE_* variable of ours leaks into it."""
     values = {
+        "ENV": settings.env.value,
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "REDIS_CLUSTER": str(settings.redis_cluster).lower(),

@@ -302,7 +302,8 @@ def _tally(answers: list[str]) -> str:
 async def redis_loss(base: Settings, workdir: Path, scale: Scale) -> ScenarioReport:
     async with own_servers(workdir) as servers:
         redis = await asyncio.to_thread(servers.start_redis)
-        settings = isolated(base, "redis", redis_url=redis.url)
+        # one Redis server of its own to kill and flush, whatever the suite's runs on
+        settings = isolated(base, "redis", redis_url=redis.url, redis_cluster=False)
         return await _run(settings, servers, workdir, scale)
 
 

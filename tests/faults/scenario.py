@@ -9,7 +9,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,13 +258,18 @@ class StreamRun:
         self.report.check("consumers_progress", behind == 0,
                           f"the group is still {behind} events behind after {CATCH_UP_S:.0f}s")
 
-    async def close(self) -> None:
-        """Stop the consumer (it must be alive and leave cleanly), audit the record."""
-        self.report.check("consumers_survive", self.consumer.alive(),
-                          f"{self.consumer.name} exited ({self.consumer.returncode}) by itself")
-        code = await asyncio.to_thread(self.consumer.stop)
-        self.report.check("consumers_survive", code == 0,
-                          f"{self.consumer.name} did not stop cleanly on SIGTERM (exit {code})")
+    async def close(self, others: Sequence[ConsumerProcess] = ()) -> None:
+        """Stop the consumer and `others` (each must be alive and leave cleanly), audit the
+        record. All at once, as a supervisor stops a group: stopped one after another, each
+        leaving starts a rebalance that the next one's last commit has to sit out."""
+        consumers = [self.consumer, *others]
+        for consumer in consumers:
+            self.report.check("consumers_survive", consumer.alive(),
+                              f"{consumer.name} exited ({consumer.returncode}) by itself")
+        codes = await asyncio.gather(*(asyncio.to_thread(c.stop) for c in consumers))
+        for consumer, code in zip(consumers, codes, strict=True):
+            self.report.check("consumers_survive", code == 0,
+                              f"{consumer.name} did not stop cleanly on SIGTERM (exit {code})")
         self.report.record = await audit(self.settings, self.workload.truth)
 
     async def abandon(self) -> None:

@@ -28,11 +28,13 @@ from tests.faults.crash import crash
 from tests.faults.outages import outages
 from tests.faults.redis_loss import redis_loss
 from tests.faults.scale import LONG, SHORT, Scale
+from tests.faults.scaleout import scale_out
 from tests.faults.scenario import ScenarioReport, timed
 from tests.harness import start_test_servers
 
 Scenario = Callable[[Settings, Path, Scale], Awaitable[ScenarioReport]]
-SCENARIOS: dict[str, Scenario] = {"crash": crash, "redis-loss": redis_loss, "outages": outages}
+SCENARIOS: dict[str, Scenario] = {"crash": crash, "redis-loss": redis_loss, "outages": outages,
+                                   "scale-out": scale_out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +75,7 @@ async def _run(names: list[str], scale: Scale, workdir: Path) -> list[ScenarioRe
     try:
         base = Settings(
             database_url=servers.database_url, redis_url=servers.redis_url,
-            kafka_bootstrap=servers.kafka_bootstrap,
+            redis_cluster=servers.redis_cluster, kafka_bootstrap=servers.kafka_bootstrap,
             bootstrap_admin_key="tg_soak_admin_" + secrets.token_hex(8),
         )
         await asyncio.to_thread(upgrade_to_head, base.database_url)

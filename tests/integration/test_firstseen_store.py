@@ -1,7 +1,9 @@
 """The first-seen store against the real Redis: what its three scripts do (read, the gate's
 all-or-nothing claim, a consumer's idempotent effects), and that the Lua that applies
 effects in Redis and the Python that predicts them in a consumer's batch agree. On a Redis
-database of its own, so that no consumer's watcher sees a missing marker and rebuilds."""
+database of its own, so that no consumer's watcher sees a missing marker and rebuilds; on a
+Redis Cluster (which has database 0 only) in a layout of its own, whose markers no consumer
+watches."""
 
 from __future__ import annotations
 
@@ -17,28 +19,43 @@ from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, Effect, 
 from service.claims.service import apply_effect
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore, HotSetRebuilding, Seen
+from service.kit.redis_client import RedisClient
 from service.settings import Settings
 from tests import factories as f
+from tests.harness import redis_client
 
 OWN_DB = 9
 DAY = 1_767_571_200  # a whole day: states keep the day paid, not the instant
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    url = urlsplit(settings.redis_url)._replace(path=f"/{OWN_DB}").geturl()
-    client = Redis.from_url(url)
-    assert client.connection_pool.connection_kwargs["db"] == OWN_DB
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
+def layout(settings: Settings) -> Layout:
+    if not settings.redis_cluster:
+        return Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
+    return Layout(settings.hotset_bucket_bits - 1, settings.hotset_slot_groups)
 
 
 @pytest.fixture
-async def store(redis: Redis, settings: Settings) -> FirstSeenStore:
-    layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
-    await redis.mset(dict.fromkeys(layout.generation_keys(), b"test"))
+async def redis(settings: Settings, layout: Layout) -> AsyncIterator[RedisClient]:
+    if settings.redis_cluster:
+        client = redis_client(settings)
+        yield client
+        await client.delete(*layout.generation_keys())
+        await client.aclose()
+        return
+    url = urlsplit(settings.redis_url)._replace(path=f"/{OWN_DB}").geturl()
+    single = Redis.from_url(url)
+    assert single.connection_pool.connection_kwargs["db"] == OWN_DB
+    await single.flushdb()
+    yield single
+    await single.flushdb()
+    await single.aclose()
+
+
+@pytest.fixture
+async def store(redis: RedisClient, layout: Layout) -> FirstSeenStore:
+    for key in layout.generation_keys():  # one slot each: no MSET across a cluster's slots
+        await redis.set(key, b"test")
     return FirstSeenStore(redis, layout)
 
 
@@ -51,7 +68,7 @@ def _codes_in_two_groups(layout: Layout) -> tuple[str, str]:
 
 
 async def test_a_claim_one_group_refuses_leaves_nothing_behind(
-    redis: Redis, store: FirstSeenStore,
+    redis: RedisClient, store: FirstSeenStore,
 ) -> None:
     """A group being rebuilt (or a cluster node away): the gate answers 503, so nothing of
     the settlement may stay claimed (CONTRACT §4: "answers 503 and keeps no claim")."""
@@ -97,6 +114,20 @@ async def test_a_claim_with_a_recent_answer_is_refused_when_one_exists(
     assert again.prior == b"first"
     read = await store.read_for_gate([a], [key, "tg:absent"])
     assert read.values == [b"first", None]
+
+
+async def test_a_refused_claim_leaves_no_recent_answer(store: FirstSeenStore) -> None:
+    """A code that moved on refuses the claim, and the answer set with it must not stay: the
+    gate decides again, and would otherwise find its own abandoned answer and replay it."""
+    a, b = f.cn20(), f.cn20()
+    held = CodeState(7, 1, DAY)
+    assert (await store.claim([ClaimChange(a, 1, 7, None, held)], {})).landed
+    key = f"tg:recent:s:{f.settlement_id()}"
+    stale = [ClaimChange(b, 1, 8, None, held), ClaimChange(a, 2, 8, None, held)]
+    outcome = await store.claim(stale, {}, (key, b"never given", 60))
+    assert outcome.failed == frozenset({1})
+    assert (await store.read_for_gate([], [key])).values == [None]
+    assert (await store.read([b]))[b] == Seen(None, None)
 
 
 async def test_effects_in_redis_are_what_the_batch_predicts(store: FirstSeenStore) -> None:
@@ -155,7 +186,9 @@ def _random_effect(rng: random.Random, codes: list[str]) -> ClaimEffect:
                        rng.randint(1, 3), DAY, rng.randint(1, 6), 20)
 
 
-async def test_effects_wait_while_a_group_is_rebuilt(redis: Redis, store: FirstSeenStore) -> None:
+async def test_effects_wait_while_a_group_is_rebuilt(
+    redis: RedisClient, store: FirstSeenStore,
+) -> None:
     code = f.cn20()
     await redis.delete(store.layout.generation_key(store.layout.address(code).group))
     with pytest.raises(HotSetRebuilding):

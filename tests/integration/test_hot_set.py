@@ -15,29 +15,30 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from service.claims.service import owner_token
 from service.firstseen.encoding import Layout, decode_state
 from service.firstseen.rebuild import LOCK_KEY, rebuild_exclusively
+from service.kit.redis_client import RedisClient
 from service.settings import Settings
 from service.settlements import stream
 from service.settlements.events import Incoming
 from service.settlements.stream import StreamPorts
 from tests import factories as f
+from tests.harness import redis_client
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("consumer")
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    client = redis_client(settings)
     yield client
     await client.aclose()
 
 
-async def _raw(redis: Redis, layout: Layout, code: str) -> bytes | None:
+async def _raw(redis: RedisClient, layout: Layout, code: str) -> bytes | None:
     address = layout.address(code)
     value = await redis.hget(address.bucket_key, address.field)
     assert value is None or isinstance(value, bytes)
@@ -56,7 +57,7 @@ async def _gate(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str,
 
 
 async def test_redis_loss_is_noticed_and_rebuilt_from_the_record(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], redis: RedisClient
 ) -> None:
     a, b = await f.register(api, admin_headers), await f.register(api, admin_headers)
     code = f.cn20()
@@ -83,7 +84,7 @@ async def test_redis_loss_is_noticed_and_rebuilt_from_the_record(
 
 
 async def test_rebuild_command_reloads_every_claim(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient
 ) -> None:
     a = await f.register(api, admin_headers)
     codes, split = [f.cn20() for _ in range(3)], f.cn20()
@@ -100,7 +101,8 @@ async def test_rebuild_command_reloads_every_claim(
     layout = Layout(settings.hotset_bucket_bits, settings.hotset_slot_groups)
     before = [await _raw(redis, layout, code) for code in [*codes, split]]
     env = {**os.environ, "TRACEGATE_DATABASE_URL": settings.database_url,
-           "TRACEGATE_REDIS_URL": settings.redis_url}
+           "TRACEGATE_REDIS_URL": settings.redis_url,
+           "TRACEGATE_REDIS_CLUSTER": str(settings.redis_cluster).lower()}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", "rebuild-hot-set", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -123,7 +125,7 @@ async def test_rebuild_command_reloads_every_claim(
 
 
 async def test_pending_details_live_in_a_hash_table_not_a_scanned_listpack(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient
 ) -> None:
     """A batch leaves hundreds of pending details per group; as a listpack each lookup would
     scan them all. The script keeps the hash a hash table even when it holds one detail."""
@@ -139,7 +141,7 @@ async def test_pending_details_live_in_a_hash_table_not_a_scanned_listpack(
 
 
 async def test_consumers_put_back_gate_sales_a_rebuild_missed(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient
 ) -> None:
     """A rebuild reloads the record; gate sales still on their way to it are put back as the
     consumers record them: a whole pack if absent, a split sale's units unless listed."""
@@ -179,7 +181,7 @@ async def _gate_event(
 
 
 async def test_a_gate_reversal_the_set_put_back_is_released_again(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient
 ) -> None:
     """The three-way race: a gate sale, its gate reversal, a rebuild, all before the record
     has either. The gate released the code, the rebuild (or a consumer recording the sale)
@@ -211,7 +213,7 @@ async def test_a_gate_reversal_the_set_put_back_is_released_again(
 
 
 async def test_a_batch_committed_during_a_rebuild_reaches_the_set_after_it(
-    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: Redis,
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, redis: RedisClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A rebuild takes the set down while a batch writes its record: the batch's claims are

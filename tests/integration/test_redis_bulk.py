@@ -7,16 +7,17 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from service.kit.redis_bulk import BulkWriter, PackedCommand, hset_arguments, hset_command
+from service.kit.redis_client import RedisClient
 from service.settings import Settings
+from tests.harness import redis_client
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    client = redis_client(settings)  # a cluster's: the writer goes node by node
     yield client
     await client.aclose()
 
@@ -25,7 +26,7 @@ def _hset(key: str, fields: dict[bytes, bytes]) -> PackedCommand:
     return hset_command(key, [hset_arguments(f, v) for f, v in fields.items()])
 
 
-async def test_every_command_lands_before_send_returns(redis: Redis) -> None:
+async def test_every_command_lands_before_send_returns(redis: RedisClient) -> None:
     prefix = f"test:bulk:{secrets.token_hex(4)}"
     commands = [_hset(f"{prefix}:{n}", {b"f%d" % i: b"v\r\n%d" % i for i in range(n % 7 + 1)})
                 for n in range(20_000)]
@@ -38,7 +39,7 @@ async def test_every_command_lands_before_send_returns(redis: Redis) -> None:
     assert await redis.hlen(f"{prefix}:19999") == 19_999 % 7 + 1
 
 
-async def test_an_error_reply_is_raised(redis: Redis) -> None:
+async def test_an_error_reply_is_raised(redis: RedisClient) -> None:
     key = f"test:bulk:{secrets.token_hex(4)}"
     await redis.set(f"{key}:string", "not a hash")
     writer = BulkWriter(redis)

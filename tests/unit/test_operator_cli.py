@@ -17,7 +17,6 @@ from cli.main import _parser
 from cli.operator import environment, flags
 from cli.operator.api import ApiClient
 from cli.operator.environment import ApiAccess, OperatorError
-from service.records.partitions import months_from
 
 ACTIONS = {
     ("institutions", "put"): "TRACEGATE_API_KEY", ("institutions", "list"): "TRACEGATE_API_URL",
@@ -120,11 +119,3 @@ def test_an_unreachable_api_is_said_in_words() -> None:
     with ApiClient(access, timeout_s=2) as api, pytest.raises(OperatorError,
                                                               match="cannot reach the API"):
         api.call("GET", "/v1/flags")
-
-
-def test_months_are_shanghai_months() -> None:
-    # 2025-12-31 17:00 UTC is already 2026-01-01 in Shanghai
-    months = months_from(dt.datetime(2025, 12, 31, 17, 0, tzinfo=dt.UTC), 3)
-    assert [m.name for m in months] == ["code_events_y2026m01", "code_events_y2026m02",
-                                        "code_events_y2026m03"]
-    assert months[0].start().isoformat() == "2026-01-01T00:00:00+08:00"
