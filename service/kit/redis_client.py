@@ -16,11 +16,15 @@ from redis.exceptions import NoScriptError
 from service.kit.redis_pipe import RedisPipe
 
 RedisClient = Redis | RedisCluster
+CLUSTER_NODE_CONNECTIONS = 1024
 
 
 def build_redis(url: str, *, cluster: bool = False) -> RedisClient:
     if cluster:
-        return RedisCluster.from_url(url)
+        # redis-py's cluster raises MaxConnectionsError (it does not wait) once a node has 32
+        # commands in flight: a gate worker admits 256 calls and each sends its slot groups'
+        # scripts at once. Connections are made only as concurrency needs them.
+        return RedisCluster.from_url(url, max_connections=CLUSTER_NODE_CONNECTIONS)
     return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 
 
