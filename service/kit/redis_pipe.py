@@ -35,6 +35,7 @@ class RedisPipe:
         self._reading: asyncio.Task[None] | None = None
         self._waiting: collections.deque[_Pending] = collections.deque()
         self._connecting = asyncio.Lock()
+        self._unsent: list[bytes] = []  # commands packed, to be written at the loop's next turn
 
     async def execute(self, *command: bytes | str | int) -> Any:
         """The command's reply; an error reply raises, as redis-py would."""
@@ -53,13 +54,26 @@ class RedisPipe:
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), len(commands))
         self._waiting.append(pending)
-        writer.write(b"".join(_pack(command) for command in commands))
+        self._unsent += [_pack(command) for command in commands]
+        if len(self._unsent) == len(commands):  # the first since the last write
+            loop.call_soon(self._send, writer)
         # A timer, not wait_for: no task a call (this is the gate's every call).
         late = loop.call_later(self._timeout_s, self._expire, pending)
         try:
             return await pending.done
         finally:
             late.cancel()
+
+    def _send(self, writer: asyncio.StreamWriter) -> None:
+        """One write for every command given since the last: the calls of one turn of the
+        event loop share it (each write wakes Redis, which costs more than the bytes)."""
+        if writer is not self._connection_writer():
+            return  # dropped meanwhile: its callers have failed, a new connection sends anew
+        unsent, self._unsent = self._unsent, []
+        writer.write(b"".join(unsent))
+
+    def _connection_writer(self) -> asyncio.StreamWriter | None:
+        return None if self._connection is None else self._connection._writer  # noqa: SLF001
 
     async def aclose(self) -> None:
         self._drop(RedisConnectionError("the Redis connection was closed"))
@@ -116,6 +130,7 @@ class RedisPipe:
         reading, self._reading = self._reading, None
         if reading is not None and reading is not asyncio.current_task():
             reading.cancel()
+        self._unsent = []  # their callers fail below
         waiting, self._waiting = self._waiting, collections.deque()
         for pending in waiting:
             if not pending.done.done():
