@@ -8,8 +8,11 @@
 -- ARGV[3] (optional): the key of the settlement's recent answer, ARGV[4] its value and
 -- ARGV[5] its time to live: if the key exists already (a replay, or the same settlement
 -- decided concurrently) nothing changes and its value comes back ("R" .. value); else it is
--- set with the changes. Reply "O" when everything landed, "F" and the failed changes'
--- positions (u16 each, 0-based) when a code had changed since it was read.
+-- set with the changes. ARGV[6..] (optional, single server only): guards, pairs of a key
+-- and the value it must hold ('' = absent), else nothing changes and the reply is "G" (the
+-- gate decided on what it read of them earlier). Reply "O" when everything landed, "F" and
+-- the failed changes' positions (u16 each, 0-based) when a code had changed since it was
+-- read.
 local prefixes, pendings = {}, {}
 local tag, i = nil, 0
 for token in string.gmatch(ARGV[1], '%S+') do
@@ -24,6 +27,9 @@ for token in string.gmatch(ARGV[1], '%S+') do
     prefixes[i] = 'tg:fs{' .. token .. '}:'
     pendings[i] = KEYS[2 * i] or ('tg:pd{' .. token .. '}')
   end
+end
+for n = 6, #ARGV, 2 do
+  if (redis.call('GET', ARGV[n]) or '') ~= ARGV[n + 1] then return 'G' end
 end
 local recent = ARGV[3]
 if recent and recent ~= '' then

@@ -69,10 +69,11 @@ class ClaimOutcome(msgspec.Struct, frozen=True, gc=False):
 
     prior: bytes | None = None
     failed: frozenset[int] = frozenset()
+    guarded: bool = False  # a guard's key held another value (nothing changed)
 
     @property
     def landed(self) -> bool:
-        return self.prior is None and not self.failed
+        return self.prior is None and not self.failed and not self.guarded
 
 
 class HotSetRebuilding(Unavailable):
@@ -153,6 +154,11 @@ class FirstSeenStore:
         self.layout = layout
         self._cluster = isinstance(redis, RedisCluster)
 
+    @property
+    def takes_guards(self) -> bool:
+        """Whether `claim` takes guards: on a single server, where every key is at hand."""
+        return not self._cluster
+
     # --- reading ---------------------------------------------------------------------------
 
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
@@ -200,17 +206,24 @@ class FirstSeenStore:
     async def claim(
         self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment],
         recent: tuple[str, bytes, int] | None = None, *, mark_releases: bool = False,
+        guards: Sequence[tuple[str, bytes | None]] = (),
     ) -> ClaimOutcome:
         """All of `changes` land or none do (on a cluster: per slot group, and what landed is
         given back if another group refused). `recent` = (key, answer, ttl_s): set with the
         changes unless the key exists already, whose value then comes back instead.
         `mark_releases`: the changes are a reversal the record will hear of; each release
-        leaves a mark (see release_mark) until a consumer records it."""
+        leaves a mark (see release_mark) until a consumer records it. `guards`, on a single
+        server only (see takes_guards): keys and the values they must still hold (None:
+        absent), else nothing changes (`guarded`)."""
         calls = self._pack_changes(changes, details, mark_releases)
         if self._cluster:
+            if guards:
+                raise ValueError("a Redis Cluster's claim takes no guards (other slots)")
             return await self._claim_on_cluster(changes, calls, recent)
         call = calls[0] if calls else _Call()
-        extra = (recent[0], recent[1], str(recent[2])) if recent else ()
+        extra: tuple[bytes | str, ...] = (recent[0], recent[1], str(recent[2])) if recent else (
+            ("", "", "0") if guards else ())
+        extra += tuple(item for key, value in guards for item in (key, value or b""))
         [reply] = await self._run(CLAIM_SCRIPT, [self._script_call(call, *extra)])
         return _claim_outcome(reply, call)
 
@@ -375,6 +388,8 @@ def _seen_codes(codes: list[str], calls: list[_Call], replies: list[Any]) -> dic
 
 
 def _claim_outcome(reply: bytes, call: _Call) -> ClaimOutcome:
+    if reply == b"G":
+        return ClaimOutcome(guarded=True)
     if reply[:1] == b"R":
         return ClaimOutcome(prior=bytes(reply[1:]))
     if reply[:1] == b"F":

@@ -54,6 +54,11 @@ class TtlCache(Generic[K, V]):
             self._entries.clear()  # crude but bounded; a full cache refills in seconds
         self._entries[key] = (now + self._ttl_s, value)
 
+    def peek(self, key: K) -> V | None:
+        """The entry if it is fresh; nothing is loaded."""
+        hit = self._fresh(key, time.monotonic())
+        return None if hit is None else hit[1]
+
     def forget(self, key: K) -> None:
         self._entries.pop(key, None)
 
@@ -65,8 +70,15 @@ class VersionedCache(TtlCache[K, V]):
     def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
         super().__init__(ttl_s, max_entries)
         self._version: bytes | None = None
+        self._followed = False
+
+    @property
+    def version(self) -> tuple[bytes | None] | None:
+        """The version the entries follow, once one was told (a 1-tuple: None is a version,
+        the key not set)."""
+        return (self._version,) if self._followed else None
 
     def follow(self, version: bytes | None) -> None:
-        if version != self._version:
-            self._version = version
+        if version != self._version or not self._followed:
+            self._version, self._followed = version, True
             self._entries.clear()

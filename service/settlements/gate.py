@@ -17,7 +17,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import asyncpg
@@ -86,6 +86,14 @@ class Given(msgspec.Struct, frozen=True, gc=False):
     decision: str
 
 
+@dataclass
+class LastRead:
+    """A key's value as the gate's last full read found it (None: not read yet; the value
+    a 1-tuple, its None = the key absent)."""
+
+    found: tuple[bytes | None] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class GatePorts:
     """What the gate talks to, built once in the API's lifespan."""
@@ -98,15 +106,20 @@ class GatePorts:
     settings: Settings
     policy: PolicyConfig
     institutions: VersionedCache[str, InstitutionRef]
+    rebuilt_at: LastRead = field(default_factory=LastRead)
 
 
 async def settle(settlement: Settlement, ports: GatePorts) -> Given:
     _not_ahead(settlement)
     digest = recording.body_hash(settlement)
+    unseen = await _settle_unseen(settlement, digest, ports)
+    if unseen is not None:
+        return unseen
     codes = canonical_codes(settlement)
     for _ in range(MAX_ATTEMPTS):
         read = await ports.store.read_for_gate(codes, _gate_keys(settlement.settlement_id))
         ports.institutions.follow(read.values[3])
+        ports.rebuilt_at.found = (read.values[2],)
         institution = await institution_for(ports, settlement.institution_id)
         prior = await _prior(settlement, digest, read, ports)
         if prior is _DECIDE_AGAIN:
@@ -250,11 +263,40 @@ def _pack_size(lines: list[RecordedLine], line_no: int) -> int | None:
 # --- a new settlement -----------------------------------------------------------------------
 
 
+async def _settle_unseen(settlement: Settlement, digest: bytes, ports: GatePorts) -> Given | None:
+    """The usual call in one round trip: a new settlement whose codes were never paid.
+    Decided as if none were, and claimed on that condition, on the condition that no answer
+    of it is recent, and guarded by what the last full read found of the institutions'
+    version and the last rebuild (the record need not be asked then). None when any of it is
+    not so, or not known: the full path reads first."""
+    guards = _unseen_guards(settlement, ports)
+    institution = ports.institutions.peek(settlement.institution_id)
+    if guards is None or institution is None:
+        return None
+    unpaid = GateRead([], dict.fromkeys(canonical_codes(settlement), Seen(None, None)))
+    claimed = await _decide_and_claim(settlement, institution, digest, unpaid, ports, guards)
+    if claimed is None:
+        return None
+    return Given(await _send(settlement, *claimed, ports), claimed[0].outcome)
+
+
+def _unseen_guards(
+    settlement: Settlement, ports: GatePorts
+) -> list[tuple[str, bytes | None]] | None:
+    version, rebuilt = ports.institutions.version, ports.rebuilt_at.found
+    if not ports.store.takes_guards or version is None or rebuilt is None:
+        return None
+    if _may_be_recorded(settlement, int(rebuilt[0] or 0)):
+        return None
+    return [(institution_changes.VERSION_KEY, version[0]), (REBUILT_AT_KEY, rebuilt[0])]
+
+
 async def _decide_and_claim(
     settlement: Settlement, institution: InstitutionRef, digest: bytes, read: GateRead,
-    ports: GatePorts,
+    ports: GatePorts, guards: list[tuple[str, bytes | None]] | None = None,
 ) -> tuple[SettlementRecord, str, list[ClaimChange]] | None:
-    """Decide and claim; None if a code changed since it was read (decide again)."""
+    """Decide and claim; None if a code changed since it was read, an answer of the
+    settlement appeared or a guard moved (read and decide again)."""
     settled_at = settlement.settled_at_instant
     states = {code: s.state for code, s in read.seen.items() if s.state is not None}
     context = DecisionContext(
@@ -272,9 +314,10 @@ async def _decide_and_claim(
     entry = _entry(settlement, decided, attempt, ports.settings.gate_publish_timeout_s)
     outcome = await ports.store.claim(
         decision.changes, {c.canonical: first for c in decision.changes if c.expected is None},
-        (settlement_key(settlement.settlement_id), entry, _ttl(settlement)))
-    if outcome.prior is not None:  # decided concurrently: read again, and replay that one
-        return None
+        (settlement_key(settlement.settlement_id), entry, _ttl(settlement)),
+        guards=guards or ())
+    # Not landed: decided concurrently (read again, and replay that one), a code moved on
+    # or a guard moved (read again, and decide on what is there).
     return (decided, attempt, decision.changes) if outcome.landed else None
 
 

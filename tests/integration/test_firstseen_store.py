@@ -130,6 +130,26 @@ async def test_a_refused_claim_leaves_no_recent_answer(store: FirstSeenStore) ->
     assert (await store.read([b]))[b] == Seen(None, None)
 
 
+async def test_a_guarded_claim_lands_only_while_its_keys_hold_what_they_held(
+    redis: Redis, store: FirstSeenStore,
+) -> None:
+    code, new = f.cn20(), CodeState(7, 1, DAY)
+    await redis.set("test:guard:version", b"3")
+    guards = [("test:guard:version", b"3"), ("test:guard:absent", None)]
+    moved = [("test:guard:version", b"2"), ("test:guard:absent", None)]
+    key = f"tg:recent:s:{f.settlement_id()}"
+
+    refused = await store.claim([ClaimChange(code, 1, 7, None, new)], {}, (key, b"a", 60),
+                                guards=moved)
+    assert refused.guarded
+    assert not refused.landed
+    assert await store.read([code]) == {code: Seen(None, None)}
+    assert await redis.get(key) is None
+    assert (await store.claim([ClaimChange(code, 1, 7, None, new)], {}, (key, b"a", 60),
+                              guards=guards)).landed
+    assert await store.read([code]) == {code: Seen(new, None)}
+
+
 async def test_effects_in_redis_are_what_the_batch_predicts(store: FirstSeenStore) -> None:
     """apply.lua and claims.service.apply_effect on the same random effects, round after
     round: a consumer decides later settlements of a batch by the Python, Redis holds the

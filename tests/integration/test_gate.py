@@ -6,7 +6,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from loadtest.gatetruth import settled_now
+from service.api.clients import Clients
+from service.firstseen.store import FirstSeenStore, GateRead
 from tests import factories as f
 
 pytestmark = pytest.mark.usefixtures("consumer")
@@ -239,3 +243,40 @@ async def test_an_institution_changed_reaches_the_gate_at_once(
     warned = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [code])]))
     assert warned["enforced"] is False
     assert warned["decision"] == "pay"
+
+
+async def test_a_new_settlement_of_unpaid_codes_is_one_round_trip_to_redis(
+    api: httpx.AsyncClient, app: FastAPI, admin_headers: dict[str, str], pos: dict[str, str],
+    pharmacy: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the gate has read the institutions' version and the last rebuild, a settlement
+    of codes never paid is claimed without reading them first; a paid code among them, or
+    an institution changed since, still takes the full read (and is decided right). Settled
+    now: one settled long ago may have been decided before its recent answer expired, and
+    always has the record asked."""
+    now = settled_now()
+    await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [f.cn20()])], settled_at=now))
+    clients: Clients = app.state.clients
+    reads: list[list[str]] = []
+    full_read = FirstSeenStore.read_for_gate
+
+    async def counted(store: FirstSeenStore, codes: list[str], keys: list[str]) -> GateRead:
+        reads.append(list(codes))
+        return await full_read(store, codes, keys)
+
+    monkeypatch.setattr(clients.store, "read_for_gate", counted.__get__(clients.store))
+    paid = f.cn20()
+    assert (await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [paid])], settled_at=now)))[
+        "decision"] == "pay"
+    assert reads == []
+    again = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [paid])], settled_at=now))
+    assert again["lines"][0]["reasons"][0]["code"] == "DUPLICATE_PAYMENT"
+    assert reads == [[paid]]
+    moved = {"name": "moved", "kind": "retail_pharmacy", "region": "110105",
+             "go_live_override": "2099-01-01"}
+    assert (await api.put(f"/v1/institutions/{pharmacy}", json=moved,
+                          headers=admin_headers)).status_code == 200
+    fresh = f.cn20()
+    later = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [fresh])], settled_at=now))
+    assert later["enforced"] is False  # the change was seen, though the cache held the old
+    assert reads == [[paid], [fresh]]
