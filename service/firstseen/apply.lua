@@ -1,5 +1,5 @@
 -- Apply a consumer batch's effects to the first-seen set, after its record is committed.
--- KEYS and ARGV[1] as read.lua. ARGV[2] packs the effects, in the batch's order, each:
+-- KEYS and ARGV[1]: the slot groups (groups.lua). ARGV[2] packs the effects, in the batch's order, each:
 --   kind (u8) | group index (u16) | bucket (u32) | field (6) | token (u32) |
 --   institution (u32) | day paid (u16) | units (u16) | pack size (u16)
 -- Every kind is idempotent, so a batch redelivered after a crash may apply its effects again:
@@ -15,21 +15,6 @@
 -- A state is owner, institution (u32), day (u16) [, units used, pack size (u16), then the
 -- token (u32) of every line that sold units]: service/firstseen/encoding.py.
 -- The decisions were made in Python; this only makes their effects atomic and repeatable.
-local prefixes, pendings = {}, {}
-local tag, i = nil, 0
-for token in string.gmatch(ARGV[1], '%S+') do
-  if not tag then
-    tag = token
-  else
-    i = i + 1
-    local marker = KEYS[2 * i - 1] or ('tg:gen{' .. token .. '}:' .. tag)
-    if redis.call('EXISTS', marker) == 0 then
-      return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
-    end
-    prefixes[i] = 'tg:fs{' .. token .. '}:'
-    pendings[i] = KEYS[2 * i] or ('tg:pd{' .. token .. '}')
-  end
-end
 
 local function owners(value)
   local list = {}

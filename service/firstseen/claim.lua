@@ -1,5 +1,5 @@
 -- The gate's claims: every compare-and-set of one settlement lands, or none does.
--- KEYS and ARGV[1] as read.lua. ARGV[2] packs the changes, each:
+-- KEYS and ARGV[1]: the slot groups (groups.lua). ARGV[2] packs the changes, each:
 --   group index (u16) | bucket (u32) | field (6) | expected, new, detail (each: u16 length,
 --   then the bytes; an empty expected = unpaid, an empty new = remove)
 -- A change lands only if the code still holds `expected`; a change from unpaid also keeps
@@ -13,21 +13,6 @@
 -- gate decided on what it read of them earlier). Reply "O" when everything landed, "F" and
 -- the failed changes' positions (u16 each, 0-based) when a code had changed since it was
 -- read.
-local prefixes, pendings = {}, {}
-local tag, i = nil, 0
-for token in string.gmatch(ARGV[1], '%S+') do
-  if not tag then
-    tag = token
-  else
-    i = i + 1
-    local marker = KEYS[2 * i - 1] or ('tg:gen{' .. token .. '}:' .. tag)
-    if redis.call('EXISTS', marker) == 0 then
-      return redis.error_reply('HOTSET_REBUILDING first-seen set is being rebuilt')
-    end
-    prefixes[i] = 'tg:fs{' .. token .. '}:'
-    pendings[i] = KEYS[2 * i] or ('tg:pd{' .. token .. '}')
-  end
-end
 for n = 6, #ARGV, 2 do
   if (redis.call('GET', ARGV[n]) or '') ~= ARGV[n + 1] then return 'G' end
 end

@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def _script(name: str) -> LuaScript:
-    return LuaScript(resources.files(__package__).joinpath(name).read_text())
+    """Each script after groups.lua, which reads the slot groups it is given (Redis runs
+    one chunk a script: no script can include another)."""
+    files = resources.files(__package__)
+    return LuaScript(files.joinpath("groups.lua").read_text() + files.joinpath(name).read_text())
 
 
 READ_SCRIPT = _script("read.lua")

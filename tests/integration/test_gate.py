@@ -268,10 +268,11 @@ async def test_a_new_settlement_of_unpaid_codes_is_one_round_trip_to_redis(
     paid = f.cn20()
     assert (await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [paid])], settled_at=now)))[
         "decision"] == "pay"
-    assert reads == []
+    one_trip = clients.store.takes_guards  # on a Redis Cluster every call reads first
+    assert reads == ([] if one_trip else [[paid]])
     again = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [paid])], settled_at=now))
     assert again["lines"][0]["reasons"][0]["code"] == "DUPLICATE_PAYMENT"
-    assert reads == [[paid]]
+    assert reads == [[paid]] * (1 if one_trip else 2)
     moved = {"name": "moved", "kind": "retail_pharmacy", "region": "110105",
              "go_live_override": "2099-01-01"}
     assert (await api.put(f"/v1/institutions/{pharmacy}", json=moved,
@@ -279,4 +280,4 @@ async def test_a_new_settlement_of_unpaid_codes_is_one_round_trip_to_redis(
     fresh = f.cn20()
     later = await f.settle(api, pos, f.settlement(pharmacy, [f.line(1, [fresh])], settled_at=now))
     assert later["enforced"] is False  # the change was seen, though the cache held the old
-    assert reads == [[paid], [fresh]]
+    assert reads == [[paid]] * (1 if one_trip else 2) + [[fresh]]
