@@ -40,8 +40,3 @@ class RecordUnavailable(Unavailable):
 class ClaimContention(Unavailable):
     code = "CLAIM_CONTENTION"
 
-
-class SettlementInProgress(Unavailable):
-    """The same settlement_id is being decided by another call right now."""
-
-    code = "SETTLEMENT_IN_PROGRESS"
