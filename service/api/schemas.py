@@ -54,11 +54,6 @@ class ReversalAnswer(BaseModel):
     replayed: bool
 
 
-class VerifyIn(BaseModel):
-    institution_id: str
-    trace_codes: list[str]
-
-
 class VerifyResult(BaseModel):
     trace_code: str
     valid: bool
