@@ -119,9 +119,10 @@ class _Scenario:
         return attempt, response, await self.gate.status(institution, code)
 
     async def postgres_restart(self) -> None:
-        mid_batch = await wait_for_batch_writing(self.stream.settings.asyncpg_dsn, 15.0)
-        log_mark = len(self.stream.consumer.log())
-        await asyncio.to_thread(self.servers.stop_postgres)
+        with self.stream.unheld():  # a batch must be on its way to meet the stop
+            mid_batch = await wait_for_batch_writing(self.stream.settings.asyncpg_dsn, 15.0)
+            log_mark = len(self.stream.consumer.log())
+            await asyncio.to_thread(self.servers.stop_postgres)
         stopped = time.monotonic()
         ends = stopped + self.scale.postgres_down_s
         self.report.fault(
@@ -184,10 +185,12 @@ async def _run(
     async with gated_stream(settings, workdir, report, scale.outage_codes) as (stream, gate, _):
         scenario = _Scenario(stream, gate, servers, scale)
         stream.start(codes_per_s=scale.feed_rate)
-        for fraction, fault in ((0.15, scenario.broker_stop),
-                                (0.4, scenario.postgres_restart),
-                                (0.65, scenario.redis_stop)):
-            if not await stream.reach(fraction, at_least=stream.recorded.last + 1):
+        faults = ((0.15, scenario.broker_stop), (0.4, scenario.postgres_restart),
+                  (0.65, scenario.redis_stop))
+        for number, (fraction, fault) in enumerate(faults):
+            following = faults[number + 1][0] if number + 1 < len(faults) else 1.0
+            if not await stream.reach(fraction, at_least=stream.recorded.last + 1,
+                                      until=following):
                 break
             await fault()
         await stream.drain()

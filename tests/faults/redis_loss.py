@@ -320,7 +320,9 @@ async def _run(
         stream.start(codes_per_s=scale.feed_rate)
         for number, fault in enumerate(faults, start=1):
             fraction = 0.85 * number / (len(faults) + 1)
-            if not await stream.reach(fraction, at_least=stream.recorded.last + 1):
+            following = 0.85 * (number + 1) / (len(faults) + 1) if number < len(faults) else 1.0
+            if not await stream.reach(fraction, at_least=stream.recorded.last + 1,
+                                      until=following):
                 break
             await fault()
         await stream.finish()

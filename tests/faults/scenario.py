@@ -9,7 +9,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,12 +196,15 @@ class StreamRun:
             with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
                 await self.recorded.now()  # PostgreSQL may be the server that is away
 
-    async def reach(self, fraction: float, at_least: int = 0, timeout_s: float = 120.0) -> bool:
+    async def reach(
+        self, fraction: float, at_least: int = 0, timeout_s: float = 120.0,
+        until: float = 1.0,
+    ) -> bool:
         """Wait until `fraction` of the stream's settlements (and `at_least` of them) is
         recorded; False (and the progress promise broken) if that took over `timeout_s`.
-        The feed is held a little past `fraction` until progress is checked after the fault
-        (which moves it on a little), the next fault's call or `drain`."""
-        self.held_at = max(self.held_at, fraction + LIVE_LEAD)
+        A paced feed then goes on only to `until` (the next fault's point) while this fault
+        runs, so the stream is live during it and still live at the next one."""
+        self.held_at = max(self.held_at, until, fraction + LIVE_LEAD)
         target = max(int(fraction * len(self.workload.truth.settlements)), at_least)
         deadline = time.monotonic() + timeout_s
         while await self.recorded.now() < target:
@@ -212,6 +215,17 @@ class StreamRun:
                     f"stalled at {self.recorded.last} recorded settlements, waiting for {target}")
             await asyncio.sleep(0.05)
         return True
+
+    @contextlib.contextmanager
+    def unheld(self) -> Iterator[None]:
+        """For a fault that needs traffic while it waits for its moment (a batch being
+        written): within the block the feed keeps only LIVE_LEAD ahead of the record; after
+        it, it is held again, a little past where the record stands."""
+        held, self.held_at = self.held_at, 0.0
+        try:
+            yield
+        finally:
+            self.held_at = max(held, self.recorded.last / self.settlements + LIVE_LEAD)
 
     async def progresses(self, within_s: float) -> str | None:
         """After a fault: None as soon as the record grows, or once there is nothing left to
