@@ -1,0 +1,137 @@
+"""Files whole-pack claims under their buckets and writes each bucket whole: the pure-Python
+reference of the compiled loader the rebuild uses (service/firstseen/_bucket_loader.pyx over
+bucket_core.h). Both take the same input and give the same bytes; the tests hold them equal on
+generated streams (tests/integration/test_bucket_loader.py).
+
+Input: PostgreSQL's COPY (FORMAT binary) stream of rows (code text, settlement_id text,
+line_no int4, institution number int8, paid_at timestamptz), in chunks cut anywhere (see
+service/records/claims_export.py). Each row is addressed and encoded exactly as the gate and
+the consumers do it (`Layout.locate`, `encode_state` with `owner_token`): the institution
+number's low 32 bits, the day paid in UTC.
+
+Output, per slot group: one command per bucket, buckets in ascending order, fields in the
+order the rows came (a field met twice keeps its first place and its last value, as HSET
+does): `RESTORE key 0 <payload> REPLACE` with a DUMP payload of the whole bucket
+(service/kit/redis_dump.py), or an HSET of its fields when the bucket may already hold some
+(a set larger than what the rebuild buffers). `commands` drains the group it returns."""
+
+from __future__ import annotations
+
+import struct
+
+from service.decisions.core import owner_token
+from service.decisions.schemas import CodeState
+from service.firstseen.encoding import Layout, encode_state
+from service.kit.redis_bulk import hset_arguments, hset_command, restore_command
+from service.kit.redis_dump import hash_payload
+
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_HEADER = struct.Struct(">11sII")  # signature, flags, header extension length
+_COLUMNS = 5
+_PG_EPOCH = 946_684_800  # PostgreSQL's timestamps count µs from 2000-01-01
+
+
+class BucketLoader:
+    def __init__(self, bucket_bits: int, slot_groups: int) -> None:
+        self._layout = Layout(bucket_bits, slot_groups)
+        self.bucket_bits, self.slot_groups = bucket_bits, slot_groups
+        self._groups: list[dict[int, dict[bytes, bytes]]] = [{} for _ in range(slot_groups)]
+        self._rows_in = [0] * slot_groups
+        self._rest, self._header_seen, self._ended = b"", False, False
+        self.buffered = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        """Parses and files every whole row of `data` (the rest waits for the next chunk);
+        returns how many rows it filed."""
+        chunk, rows, position = self._rest + bytes(data), 0, 0
+        if not self._header_seen:
+            header = self._header(chunk)
+            if header is None:
+                self._rest = chunk
+                return 0
+            position = header
+        while position < len(chunk):
+            if self._ended:
+                raise ValueError("data after the end of the COPY stream")
+            row = _row(chunk, position)
+            if row is None:
+                break
+            position, columns = row
+            if columns is None:
+                self._ended = True
+                continue
+            self._file(*columns)
+            rows += 1
+        self._rest = chunk[position:]
+        return rows
+
+    def finish(self) -> None:
+        if not self._ended or self._rest:
+            raise ValueError("the COPY stream of whole-pack claims ended early")
+
+    def commands(self, group: int, restore: bool) -> tuple[bytes, int]:
+        """Every buffered bucket of `group` as one command each (RESP), and their count."""
+        buckets, self._groups[group] = self._groups[group], {}
+        self.buffered -= self._rows_in[group]
+        self._rows_in[group] = 0
+        out = []
+        for bucket in sorted(buckets):
+            key, pairs = self._layout.bucket_key(group, bucket), list(buckets[bucket].items())
+            command = (restore_command(key, hash_payload(pairs)) if restore
+                       else hset_command(key, [hset_arguments(*pair) for pair in pairs]))
+            out.append(command.resp)
+        return b"".join(out), len(out)
+
+    def _header(self, chunk: bytes) -> int | None:
+        """Where the rows begin, or None if the header has not all come yet."""
+        if len(chunk) < _HEADER.size:
+            return None
+        signature, _, extension = _HEADER.unpack_from(chunk)
+        start = _HEADER.size + int(extension)
+        if signature != COPY_SIGNATURE:
+            raise ValueError("not a COPY (FORMAT binary) stream: bad signature")
+        if len(chunk) < start:
+            return None
+        self._header_seen = True
+        return start
+
+    def _file(self, code: bytes, sid: bytes, line_no: int, number: int, paid_us: int) -> None:
+        paid_at = paid_us // 1_000_000 + _PG_EPOCH
+        token = owner_token(sid.decode(), line_no)
+        value = encode_state(CodeState(token, number & 0xFFFF_FFFF, paid_at))
+        group, bucket, field = self._layout.locate(code.decode())
+        self._groups[group].setdefault(bucket, {})[field] = value
+        self._rows_in[group] += 1
+        self.buffered += 1
+
+
+def _row(chunk: bytes, position: int) -> tuple[int, tuple[bytes, bytes, int, int, int] | None
+                                              ] | None:
+    """(next position, the row's columns or None for the trailer), or None if incomplete."""
+    if len(chunk) - position < 2:
+        return None
+    (count,) = struct.unpack_from(">h", chunk, position)
+    if count == -1:
+        return position + 2, None
+    if count != _COLUMNS:
+        raise ValueError("a whole-pack claim row must have 5 columns (code, settlement id, "
+                         "line number, institution number, paid at)")
+    position += 2
+    values = []
+    for _ in range(_COLUMNS):
+        if len(chunk) - position < 4:
+            return None
+        (size,) = struct.unpack_from(">i", chunk, position)
+        if size < 0:
+            raise ValueError("a whole-pack claim row has a NULL column")
+        if len(chunk) - position - 4 < size:
+            return None
+        values.append(chunk[position + 4 : position + 4 + size])
+        position += 4 + size
+    code, sid, line_no, number, paid_at = values
+    if (len(line_no), len(number), len(paid_at)) != (4, 8, 8):
+        raise ValueError("a whole-pack claim row's line number must be int4, its institution "
+                         "number int8 and its paid-at a timestamptz")
+    return position, (code, sid, int.from_bytes(line_no, "big", signed=True),
+                      int.from_bytes(number, "big", signed=True),
+                      int.from_bytes(paid_at, "big", signed=True))

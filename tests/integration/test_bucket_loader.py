@@ -1,0 +1,87 @@
+"""The rebuild writes each bucket whole with RESTORE instead of HSET: Redis must end up holding
+exactly what HSET would have made. On the embedded Redis 6.2: the payload is byte for byte
+what its DUMP gives for the same hash, and buckets RESTOREd from the compiled loader read back
+(HGETALL, in order, and the encoding) as the reference loader's HSETs write them. Each test
+uses a database of its own, away from the live set in database 0."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from service.firstseen import _bucket_loader as compiled
+from service.firstseen import bucket_loader as reference
+from service.kit import redis_dump
+from service.kit.redis_bulk import BulkWriter, PackedCommand
+from service.settings import Settings
+from tests.unit.test_bucket_loader import INTEGERISH, copy_stream, fed, generated_rows
+
+RESTORED, HSET = 14, 15  # databases
+
+
+async def _database(settings: Settings, number: int) -> Redis:
+    client = Redis.from_url(settings.redis_url, db=number)
+    await client.flushdb()
+    return client
+
+
+@pytest.fixture
+async def databases(settings: Settings) -> AsyncIterator[tuple[Redis, Redis]]:
+    restored, hset = await _database(settings, RESTORED), await _database(settings, HSET)
+    yield restored, hset
+    for client in (restored, hset):
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_the_payload_is_what_redis_dumps(databases: tuple[Redis, Redis]) -> None:
+    redis, _ = databases
+    if int((await redis.info("server"))["redis_version"].split(".")[0]) >= 7:
+        pytest.skip("Redis 7 dumps a listpack (it still loads this ziplist: the next test)")
+    rng = random.Random(5)
+    compression = (await redis.config_get("rdbcompression"))["rdbcompression"]
+    await redis.config_set("rdbcompression", "no")  # DUMP as stored, not LZF-compressed
+    try:
+        for round_ in range(60):
+            pairs = {rng.choice([*INTEGERISH, rng.randbytes(6), rng.randbytes(rng.randrange(64))]):
+                     rng.choice([*INTEGERISH, rng.randbytes(10), rng.randbytes(40)])
+                     for _ in range(rng.randrange(1, 300))}
+            await redis.delete("bucket")
+            await redis.hset("bucket", mapping=pairs)  # type: ignore[arg-type]
+            assert await redis.object("encoding", "bucket") == b"ziplist"
+            dumped = await redis.dump("bucket")
+            assert dumped == redis_dump.hash_payload(list(pairs.items())), round_
+            assert dumped == compiled.hash_payload(list(pairs.items())), round_
+    finally:
+        await redis.config_set("rdbcompression", compression)
+
+
+@pytest.mark.parametrize("layout", [(2, 2), (0, 1)], ids=["buckets-of-75", "one-of-600"])
+async def test_restored_buckets_read_back_as_hset_writes_them(
+    databases: tuple[Redis, Redis], layout: tuple[int, int]
+) -> None:
+    """(0, 1) puts every code in one bucket, past hash-max-ziplist-entries: Redis makes it a
+    hash table either way."""
+    restored, hset = databases
+    stream = copy_stream(generated_rows(random.Random(6), 550))
+    ours, theirs = compiled.BucketLoader(*layout), reference.BucketLoader(*layout)
+    fed(ours, stream, random.Random(7))
+    fed(theirs, stream, random.Random(8))
+    for redis, loader, restore in ((restored, ours, True), (hset, theirs, False)):
+        writer = BulkWriter(redis)
+        try:
+            for group in range(layout[1]):
+                resp, count = loader.commands(group, restore)
+                await writer.send([PackedCommand(f"tg:fs{{{group}}}:0", resp, count)])
+        finally:
+            await writer.aclose()
+    keys = sorted(await hset.keys("tg:fs*"))
+    assert keys == sorted(await restored.keys("tg:fs*"))
+    assert len(keys) == (1 if layout == (0, 1) else 8)
+    for key in keys:
+        assert list((await restored.hgetall(key)).items()) == list(
+            (await hset.hgetall(key)).items()), key
+        assert await restored.object("encoding", key) == await hset.object("encoding", key)
