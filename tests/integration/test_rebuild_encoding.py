@@ -1,22 +1,24 @@
-"""The rebuild lets PostgreSQL address codes and encode whole-pack values (owner token,
-institution number, day) for speed; the consumers and the gate do both in Python. Both must
-put the same bytes in the same place, or a rebuilt set would miss every claim or take every
-replay for a duplicate."""
+"""The rebuild streams the record's plain columns over COPY and addresses codes and encodes
+whole-pack values (owner token, institution number, day) in compiled code; the consumers and
+the gate do both in Python. Both must put the same bytes in the same place, or a rebuilt set
+would miss every claim or take every replay for a duplicate. Here the record's own stream
+goes through the compiled loader (tests/unit/test_bucket_loader.py holds it equal to the
+pure-Python reference on generated streams)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from service.decisions.core import owner_token
 from service.decisions.schemas import CodeState
+from service.firstseen._bucket_loader import BucketLoader
 from service.firstseen.encoding import Layout, encode_state
-from service.firstseen.rebuild import _WHOLE_CLAIMS
-from service.kit.redis_bulk import hset_arguments
+from service.records import claims_export
 from service.settings import Settings
 from tests import factories as f
 
@@ -53,9 +55,10 @@ async def test_postgres_encodes_whole_packs_exactly_as_python(
         await _institution(connection, institution, number)
         await _claim(connection, institution, code, sid, line_no, paid_at)
         value = encode_state(CodeState(owner_token(sid, line_no), number, int(paid_at.timestamp())))
-        group, bucket, field = layout.locate(code)
-        expected.add((group, bucket, hset_arguments(field, value)))
-    assert expected <= await _rebuild_rows(connection, layout)
+        expected.add((*layout.locate(code), value))
+    buckets = await _rebuilt_buckets(connection, layout)
+    for group, bucket, field, value in expected:
+        assert buckets[layout.bucket_key(group, bucket)][field] == value
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=str)
@@ -71,10 +74,10 @@ async def test_postgres_addresses_codes_exactly_as_python(
     await _institution(connection, institution, number)
     for code in codes:
         await _claim(connection, institution, code, sid, 1, paid_at)
-    rows = await _rebuild_rows(connection, layout)
+    buckets = await _rebuilt_buckets(connection, layout)
     for code in codes:
         group, bucket, field = layout.locate(code)
-        assert (group, bucket, hset_arguments(field, value)) in rows, code
+        assert buckets[layout.bucket_key(group, bucket)][field] == value, code
 
 
 async def _institution(connection: asyncpg.Connection, institution: str, number: int) -> None:
@@ -94,10 +97,36 @@ async def _claim(
         paid_at)
 
 
-async def _rebuild_rows(
+async def _rebuilt_buckets(
     connection: asyncpg.Connection, layout: Layout
-) -> set[tuple[int, int, bytes]]:
-    """Every row the rebuild's query gives (other tests' claims among them)."""
-    mask = (1 << layout.bucket_bits) - 1
-    rows = await connection.fetch(_WHOLE_CLAIMS, layout.slot_groups, mask)
-    return {(group, bucket, bytes(entry)) for group, bucket, entry in rows}
+) -> dict[str, dict[bytes, bytes]]:
+    """Every bucket the rebuild would write from the record's whole claims as they stream
+    (other tests' claims among them), read back out of its HSET commands."""
+    loader = BucketLoader(layout.bucket_bits, layout.slot_groups)
+
+    async def sink(data: bytes) -> None:
+        loader.feed(data)
+
+    await claims_export.copy_whole_claims(connection, sink)
+    loader.finish()
+    buckets: dict[str, dict[bytes, bytes]] = {}
+    for group in range(layout.slot_groups):
+        for key, pairs in _hsets(loader.commands(group, restore=False)[0]):
+            buckets[key] = pairs
+    return buckets
+
+
+def _hsets(resp: bytes) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """(key, fields) of each `HSET key field value …` in RESP."""
+    position = 0
+    while position < len(resp):
+        end = resp.index(b"\r\n", position)
+        count, position = int(resp[position + 1 : end]), end + 2
+        arguments = []
+        for _ in range(count):
+            end = resp.index(b"\r\n", position)
+            size = int(resp[position + 1 : end])
+            arguments.append(resp[end + 2 : end + 2 + size])
+            position = end + 4 + size
+        assert arguments[0] == b"HSET"
+        yield arguments[1].decode(), dict(zip(arguments[2::2], arguments[3::2], strict=True))
