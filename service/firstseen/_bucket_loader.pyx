@@ -3,7 +3,7 @@
 is the pure-Python reference it equals byte for byte, and documents the API."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 
@@ -19,8 +19,13 @@ cdef extern from "bucket_core.h":
         uint32_t slot_groups
         bc_group *groups
         size_t buffered
+        size_t unknown
         int header_seen
         int ended
+        int split_ready
+        const uint8_t *split_col[7]
+        int32_t split_len[7]
+        int64_t split_number
         char error[256]
 
     int bc_sha256_select(int portable)
@@ -30,6 +35,7 @@ cdef extern from "bucket_core.h":
     uint64_t bc_crc64(uint64_t c, const uint8_t *p, size_t n)
     size_t bc_payload(uint8_t *dst, const bc_piece *pieces, size_t count)
     int bc_loader_init(bc_loader *L, uint32_t bucket_bits, uint32_t slot_groups)
+    int bc_add_institution(bc_loader *L, const uint8_t *id, size_t len, int64_t number)
     void bc_loader_free(bc_loader *L)
     void bc_group_free(bc_group *g)
     long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows)
@@ -91,17 +97,36 @@ def hash_payload(pairs) -> bytes:
         free(pieces)
 
 
+cdef int64_t _PG_EPOCH = 946684800  # PostgreSQL's timestamps count µs from 2000-01-01
+
+
+cdef inline int32_t _be32(const uint8_t *p):
+    return <int32_t>((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8)
+                     | p[3])
+
+
+cdef inline int64_t _be64(const uint8_t *p):
+    return <int64_t>((<uint64_t><uint32_t>_be32(p) << 32) | <uint32_t>_be32(p + 4))
+
+
 cdef class BucketLoader:
     cdef bc_loader loader
     cdef bytes _rest
+    cdef list _split
     cdef readonly object bucket_bits, slot_groups
 
-    def __cinit__(self, int bucket_bits, int slot_groups):
+    def __cinit__(self, int bucket_bits, int slot_groups, institutions):
         if bucket_bits < 0 or bucket_bits > 31 or slot_groups < 1:
             raise ValueError(f"no such layout: {bucket_bits} bucket bits, {slot_groups} groups")
         if not bc_loader_init(&self.loader, bucket_bits, slot_groups):
             raise MemoryError()
-        self._rest = b""
+        cdef bytes id_
+        for institution_id, number in institutions.items():
+            id_ = institution_id.encode()
+            if id_ and bc_add_institution(&self.loader, <const uint8_t *>PyBytes_AS_STRING(id_),
+                                          len(id_), number) < 0:
+                raise MemoryError(self.loader.error.decode())
+        self._rest, self._split = b"", []
         self.bucket_bits, self.slot_groups = bucket_bits, slot_groups
 
     def __dealloc__(self):
@@ -111,17 +136,40 @@ cdef class BucketLoader:
     def buffered(self) -> int:
         return self.loader.buffered
 
+    @property
+    def unknown_institutions(self) -> int:
+        return self.loader.unknown
+
     def feed(self, data) -> int:
         """`data`: bytes, bytearray or any buffer of bytes."""
         cdef const uint8_t[::1] view = (self._rest + bytes(data)) if self._rest else data
-        cdef size_t rows = 0, n = view.shape[0]
-        if n == 0:
-            return 0
-        cdef long long used = bc_feed(&self.loader, &view[0], n, &rows)
-        if used < 0:
-            raise ValueError(self.loader.error.decode())
-        self._rest = bytes(view[used:]) if <size_t>used < n else b""
-        return rows
+        cdef size_t rows = 0, filed = 0, n = view.shape[0], position = 0
+        cdef long long used
+        while position < n:
+            used = bc_feed(&self.loader, &view[position], n - position, &rows)
+            if used < 0:
+                raise ValueError(self.loader.error.decode())
+            filed += rows
+            position += <size_t>used
+            if not self.loader.split_ready:
+                break
+            self._split.append(self._split_row())
+        self._rest = bytes(view[position:]) if position < n else b""
+        return filed
+
+    cdef tuple _split_row(self):
+        cdef const uint8_t **col = self.loader.split_col
+        cdef int32_t *size = self.loader.split_len
+        cdef int64_t paid_us = _be64(col[4])
+        cdef int64_t seconds = paid_us // 1000000  # floor, as Python's // is
+        return ((<const char *>col[0])[:size[0]].decode(),
+                (<const char *>col[1])[:size[1]].decode(), _be32(col[2]),
+                self.loader.split_number, seconds + _PG_EPOCH, _be32(col[5]),
+                _be32(col[6]) if size[6] >= 0 else None)
+
+    def take_split(self) -> list:
+        split, self._split = self._split, []
+        return split
 
     def finish(self) -> None:
         if not self.loader.ended or self._rest:

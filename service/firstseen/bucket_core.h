@@ -396,13 +396,31 @@ typedef struct { uint32_t bucket; uint8_t field[BC_FIELD]; uint8_t value[BC_VALU
 
 typedef struct { bc_rec *recs; size_t len, cap; } bc_group;
 
+/* Institution numbers by institution id: open addressing over CRC-32 of the id's bytes. */
+typedef struct { uint32_t hash, len; size_t offset; int64_t number; } bc_institution;
+
+typedef struct {
+    bc_institution *slots;  /* len == 0: empty */
+    size_t cap, count;
+    uint8_t *ids;
+    size_t ids_len, ids_cap;
+} bc_institutions;
+
+#define BC_COLUMNS 7
+
 typedef struct {
     uint32_t bucket_bits, slot_groups, mask;
     bc_group *groups;
-    size_t buffered;
+    size_t buffered, unknown;
     int header_seen, ended;
+    bc_institutions institutions;
     uint32_t *table;  /* scratch for finding a field twice in one bucket */
     size_t table_cap;
+    /* the split-pack row bc_feed stopped after: columns point into the caller's buffer */
+    int split_ready;
+    const uint8_t *split_col[BC_COLUMNS];
+    int32_t split_len[BC_COLUMNS];
+    int64_t split_number;
     char error[256];
 } bc_loader;
 
@@ -427,8 +445,9 @@ static void bc_loader_free(bc_loader *L) {
         free(L->groups);
     }
     free(L->table);
-    L->groups = NULL;
-    L->table = NULL;
+    free(L->institutions.slots);
+    free(L->institutions.ids);
+    memset(L, 0, sizeof *L);
 }
 
 static const uint8_t bc_copy_signature[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xFF,
@@ -441,7 +460,73 @@ static int bc_fail(bc_loader *L, const char *message) {
     return -1;
 }
 
-/* Files one row: code, settlement id, line number, institution number, paid at. */
+static inline uint32_t bc_id_hash(const uint8_t *id, size_t len) {
+    return ~bc_crc32_update(0xFFFFFFFFu, id, len);
+}
+
+/* Slot of `id`: its own, or the empty one where it would go. */
+static size_t bc_institution_slot(const bc_institutions *I, const uint8_t *id, size_t len,
+                                  uint32_t hash) {
+    size_t slot = hash & (I->cap - 1);
+    for (;;) {
+        const bc_institution *at = &I->slots[slot];
+        if (at->len == 0) return slot;
+        if (at->hash == hash && at->len == len && memcmp(I->ids + at->offset, id, len) == 0)
+            return slot;
+        slot = (slot + 1) & (I->cap - 1);
+    }
+}
+
+/* Adds (or renumbers) one institution; ids are never empty (checked by the caller). */
+static int bc_add_institution(bc_loader *L, const uint8_t *id, size_t len, int64_t number) {
+    bc_institutions *I = &L->institutions;
+    if (2 * (I->count + 1) > I->cap) {  /* keep it at most half full */
+        size_t cap = I->cap ? 2 * I->cap : 1024;
+        bc_institution *slots = calloc(cap, sizeof *slots);
+        if (slots == NULL) return bc_fail(L, "out of memory keeping institutions");
+        bc_institutions grown = *I;
+        grown.slots = slots;
+        grown.cap = cap;
+        for (size_t i = 0; i < I->cap; i++)
+            if (I->slots[i].len)
+                slots[bc_institution_slot(&grown, I->ids + I->slots[i].offset, I->slots[i].len,
+                                          I->slots[i].hash)] = I->slots[i];
+        free(I->slots);
+        *I = grown;
+    }
+    if (I->ids_len + len > I->ids_cap) {
+        size_t cap = I->ids_cap ? 2 * I->ids_cap : 16384;
+        while (cap < I->ids_len + len) cap *= 2;
+        uint8_t *ids = realloc(I->ids, cap);
+        if (ids == NULL) return bc_fail(L, "out of memory keeping institutions");
+        I->ids = ids;
+        I->ids_cap = cap;
+    }
+    uint32_t hash = bc_id_hash(id, len);
+    bc_institution *at = &I->slots[bc_institution_slot(I, id, len, hash)];
+    if (at->len == 0) {
+        memcpy(I->ids + I->ids_len, id, len);
+        at->hash = hash;
+        at->len = (uint32_t)len;
+        at->offset = I->ids_len;
+        I->ids_len += len;
+        I->count++;
+    }
+    at->number = number;
+    return 0;
+}
+
+static int bc_institution_number(const bc_loader *L, const uint8_t *id, size_t len,
+                                 int64_t *number) {
+    const bc_institutions *I = &L->institutions;
+    if (I->cap == 0 || len == 0) return 0;
+    const bc_institution *at = &I->slots[bc_institution_slot(I, id, len, bc_id_hash(id, len))];
+    if (at->len == 0) return 0;
+    *number = at->number;
+    return 1;
+}
+
+/* Files one whole pack: code, settlement id, line number, institution number, paid at. */
 static int bc_file(bc_loader *L, const uint8_t *code, size_t code_len, const uint8_t *sid,
                    size_t sid_len, int32_t line_no, int64_t number, int64_t paid_us) {
     uint8_t digest[32];
@@ -479,17 +564,22 @@ static int bc_file(bc_loader *L, const uint8_t *code, size_t code_len, const uin
     return 0;
 }
 
-/* Parses COPY binary rows from p[0..n); returns the bytes consumed (whole rows; the caller
-   keeps the rest for the next call) or -1 with L->error set. `rows` counts rows filed. */
+/* Parses COPY binary rows of claims (code, settlement_id, line_no int4, institution_id,
+   paid_at timestamptz, units_used int4 or NULL, pack_size int4 or NULL) from p[0..n): whole
+   packs are filed; at a split pack it stops after the row with L->split_ready set, for the
+   caller to take. A claim whose institution is unknown is skipped and counted (the inner
+   join the record's SQL made before). Returns the bytes consumed (whole rows; the caller
+   keeps the rest for the next call) or -1 with L->error set; `rows` counts packs filed. */
 static long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows) {
     size_t pos = 0;
     *rows = 0;
+    L->split_ready = 0;
     if (!L->header_seen) {
         if (n < 19) return 0;
         if (memcmp(p, bc_copy_signature, 11) != 0)
             return bc_fail(L, "not a COPY (FORMAT binary) stream: bad signature");
         uint32_t extension = bc_be32(p + 15);
-        if (n < 19 + (size_t)extension) return 0;
+        if (n - 19 < (size_t)extension) return 0;
         pos = 19 + extension;
         L->header_seen = 1;
     }
@@ -498,32 +588,47 @@ static long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows)
         if (n - pos < 2) break;
         int16_t columns = (int16_t)((p[pos] << 8) | p[pos + 1]);
         if (columns == -1) { L->ended = 1; pos += 2; continue; }
-        if (columns != 5)
-            return bc_fail(L, "a whole-pack claim row must have 5 columns (code, settlement "
-                              "id, line number, institution number, paid at)");
+        if (columns != BC_COLUMNS)
+            return bc_fail(L, "a claim row must have 7 columns (code, settlement id, line "
+                              "number, institution, paid at, units used, pack size)");
         size_t q = pos + 2;
-        const uint8_t *col[5];
-        int32_t len[5];
+        const uint8_t *col[BC_COLUMNS];
+        int32_t len[BC_COLUMNS];
         int complete = 1;
-        for (int c = 0; c < 5; c++) {
+        for (int c = 0; c < BC_COLUMNS; c++) {
             if (n - q < 4) { complete = 0; break; }
             len[c] = (int32_t)bc_be32(p + q);
             q += 4;
-            if (len[c] < 0) return bc_fail(L, "a whole-pack claim row has a NULL column");
-            if (n - q < (size_t)len[c]) { complete = 0; break; }
             col[c] = p + q;
+            if (len[c] < 0) {
+                if (c < 5) return bc_fail(L, "a claim row has a NULL column before units used");
+                continue;
+            }
+            if (n - q < (size_t)len[c]) { complete = 0; break; }
             q += (size_t)len[c];
         }
         if (!complete) break;
-        if (len[2] != 4 || len[3] != 8 || len[4] != 8)
-            return bc_fail(L, "a whole-pack claim row's line number must be int4, its "
-                              "institution number int8 and its paid-at a timestamptz");
+        if (len[2] != 4 || len[4] != 8 || (len[5] >= 0 && len[5] != 4) ||
+            (len[6] >= 0 && len[6] != 4))
+            return bc_fail(L, "a claim row's line number, units used and pack size must be "
+                              "int4 and its paid-at a timestamptz");
+        pos = q;
+        int64_t number;
+        if (!bc_institution_number(L, col[3], (size_t)len[3], &number)) {
+            L->unknown++;
+            continue;
+        }
+        if (len[5] >= 0) {
+            memcpy(L->split_col, col, sizeof col);
+            memcpy(L->split_len, len, sizeof len);
+            L->split_number = number;
+            L->split_ready = 1;
+            break;
+        }
         if (bc_file(L, col[0], (size_t)len[0], col[1], (size_t)len[1],
-                    (int32_t)bc_be32(col[2]), (int64_t)bc_be64(col[3]),
-                    (int64_t)bc_be64(col[4])) < 0)
+                    (int32_t)bc_be32(col[2]), number, (int64_t)bc_be64(col[4])) < 0)
             return -1;
         (*rows)++;
-        pos = q;
     }
     return (long long)pos;
 }
@@ -622,6 +727,48 @@ static size_t bc_key(char *dst, uint32_t group, uint32_t bucket) {
     return n;
 }
 
+/* Could Redis store this entry as an integer? (bc_zl_integer, answered from the first byte for
+   nearly every random field and value.) */
+static inline int bc_integerish(const uint8_t *s, size_t len) {
+    int64_t ignored;
+    return (s[0] == '-' || (s[0] >= '0' && s[0] <= '9')) && bc_zl_integer(s, len, &ignored);
+}
+
+/* The payload of a bucket none of whose fields or values Redis would store as integers (all
+   but ~1 in 10^8): every entry has the same size, written without sizing each. */
+#define BC_PLAIN_FIELD (1 + 1 + BC_FIELD)  /* prevlen, string length, bytes */
+#define BC_PLAIN_VALUE (1 + 1 + BC_VALUE)
+#define BC_PLAIN_PAIR (BC_PLAIN_FIELD + BC_PLAIN_VALUE)
+
+static size_t bc_plain_payload(uint8_t *dst, const bc_rec *recs, size_t m) {
+    size_t zl = BC_ZL_HEADER + m * BC_PLAIN_PAIR + 1;
+    size_t total = 1 + bc_rdb_len(NULL, zl) + zl + 2 + 8;
+    if (dst == NULL) return total;
+    uint8_t *p = dst;
+    *p++ = BC_RDB_TYPE_HASH_ZIPLIST;
+    p += bc_rdb_len(p, zl);
+    uint32_t zltail = (uint32_t)(BC_ZL_HEADER + (m - 1) * BC_PLAIN_PAIR + BC_PLAIN_FIELD);
+    uint16_t zllen = 2 * m < 0xFFFF ? (uint16_t)(2 * m) : 0xFFFF;
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(zl >> (8 * i));
+    for (int i = 0; i < 4; i++) p[4 + i] = (uint8_t)(zltail >> (8 * i));
+    p[8] = (uint8_t)zllen; p[9] = (uint8_t)(zllen >> 8);
+    p += BC_ZL_HEADER;
+    for (size_t i = 0; i < m; i++) {
+        p[0] = i == 0 ? 0 : BC_PLAIN_VALUE;
+        p[1] = BC_FIELD;
+        memcpy(p + 2, recs[i].field, BC_FIELD);
+        p[BC_PLAIN_FIELD] = BC_PLAIN_FIELD;
+        p[BC_PLAIN_FIELD + 1] = BC_VALUE;
+        memcpy(p + BC_PLAIN_FIELD + 2, recs[i].value, BC_VALUE);
+        p += BC_PLAIN_PAIR;
+    }
+    *p++ = 0xFF;
+    *p++ = BC_RDB_VERSION; *p++ = 0;
+    uint64_t crc = bc_crc64(0, dst, (size_t)(p - dst));
+    for (int i = 0; i < 8; i++) *p++ = (uint8_t)(crc >> (8 * i));
+    return total;
+}
+
 /* One command for the bucket of recs[0..m): RESTORE key 0 payload REPLACE, or HSET key f v…
    dst NULL sizes it. */
 static size_t bc_command(uint8_t *dst, uint32_t group, const bc_rec *recs, size_t m,
@@ -629,17 +776,23 @@ static size_t bc_command(uint8_t *dst, uint32_t group, const bc_rec *recs, size_
     char key[48];
     size_t klen = bc_key(key, group, recs[0].bucket), n = 0;
     if (restore) {
-        for (size_t i = 0; i < m; i++) {
+        int plain = 1;
+        for (size_t i = 0; i < m && plain; i++)
+            plain = !bc_integerish(recs[i].field, BC_FIELD) &&
+                    !bc_integerish(recs[i].value, BC_VALUE);
+        for (size_t i = 0; i < m && !plain; i++) {
             pieces[2 * i].ptr = recs[i].field; pieces[2 * i].len = BC_FIELD;
             pieces[2 * i + 1].ptr = recs[i].value; pieces[2 * i + 1].len = BC_VALUE;
         }
-        size_t payload = bc_payload(NULL, pieces, 2 * m);
+        size_t payload = plain ? bc_plain_payload(NULL, recs, m)
+                               : bc_payload(NULL, pieces, 2 * m);
         n += bc_array_head(dst ? dst + n : NULL, 5);
         n += bc_bulk(dst ? dst + n : NULL, (const uint8_t *)"RESTORE", 7);
         n += bc_bulk(dst ? dst + n : NULL, (const uint8_t *)key, klen);
         n += bc_bulk(dst ? dst + n : NULL, (const uint8_t *)"0", 1);
         n += bc_bulk_head(dst ? dst + n : NULL, payload);
-        if (dst) bc_payload(dst + n, pieces, 2 * m);
+        if (dst && plain) bc_plain_payload(dst + n, recs, m);
+        else if (dst) bc_payload(dst + n, pieces, 2 * m);
         n += payload;
         if (dst) { dst[n] = '\r'; dst[n + 1] = '\n'; }
         n += 2;

@@ -1,22 +1,24 @@
 """Rebuild the first-seen set from the record (`tracegate rebuild-hot-set`, or by itself when
 Redis lost it).
 
-PostgreSQL's `code_claims` holds every code that is paid now. The whole packs (nearly all)
-stream as plain columns over COPY (service/records/claims_export.py) into a compiled loader
-that addresses and encodes each code and files it under its bucket
+PostgreSQL's `code_claims` holds every code that is paid now. It streams in one scan as plain
+columns over COPY (service/records/claims_export.py) into a compiled loader that addresses and
+encodes each whole pack (nearly all) and files it under its bucket
 (service/firstseen/bucket_loader.py says what it does; bucket_core.h does it); once the
 stream ends, each bucket is written whole, one RESTORE of a DUMP payload per bucket, so Redis
-neither parses nor inserts fields one by one. Split packs (few) are encoded here and HSET on
-top. Each slot group has a generation marker that cas.lua insists on: it is removed first and
-set last, so while the set is incomplete the gate answers 503 HOT_SET_REBUILDING and the
-consumers wait, instead of taking a missing claim for "unpaid". Before reading the record it
-waits for the consumer batches that claimed before the markers went down to commit
-(service/firstseen/leases.py). Claims the gate made that the record does not hold yet are put
-back by the consumers as they record the gate's settlements."""
+neither parses nor inserts fields one by one. Split packs (few) are encoded here, with the
+lines that sold from them, and HSET on top. Each slot group has a generation marker that
+cas.lua insists on: it is removed first and set last, so while the set is incomplete the gate
+answers 503 HOT_SET_REBUILDING and the consumers wait, instead of taking a missing claim for
+"unpaid". Before reading the record it waits for the consumer batches that claimed before the
+markers went down to commit (service/firstseen/leases.py). Claims the gate made that the
+record does not hold yet are put back by the consumers as they record the gate's
+settlements."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -28,13 +30,14 @@ import asyncpg
 from service.decisions.core import owner_token
 from service.decisions.schemas import CodeState
 from service.firstseen._bucket_loader import BucketLoader
+from service.firstseen.bucket_loader import SplitClaim
 from service.firstseen.encoding import Layout, encode_state
 from service.firstseen.leases import wait_for_leases
 from service.kit.redis_bulk import BulkWriter, PackedCommand, hset_arguments, hset_command
 from service.kit.redis_client import RedisClient
 from service.records import claims_export
 
-CHUNK = 50_000  # split-pack claims read at a time
+CHUNK = 50_000  # split-pack claims whose sellers are read at a time
 # Whole-pack codes the loader holds before it writes them (~21 B each in the loader, so
 # ~420 MB, and as much again in commands for Redis over the write). Buckets are written whole
 # by RESTORE only the first time; a set larger than this is written in several rounds, the
@@ -43,6 +46,7 @@ BUFFER_CODES = 20_000_000
 # Commands gathered before they go out: one round of them is in flight while the next slot
 # groups are built.
 SEND_BYTES = 8 << 20
+_log = logging.getLogger(__name__)
 
 
 LOCK_KEY = "tg:rebuild-lock"
@@ -135,22 +139,27 @@ async def rebuild(
     dsn: str, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None = None
 ) -> int:
     """Stream the claims and write them; returns how many codes were written."""
-    writer = _Writer(redis, layout, progress)
     connection = await asyncpg.connect(dsn)
+    writer: _Writer | None = None
     try:
         async with claims_export.snapshot(connection):
-            await claims_export.copy_whole_claims(connection, writer.feed)
+            numbers = await claims_export.institution_numbers(connection)
+            writer = _Writer(redis, layout, numbers, progress)
+            await claims_export.copy_claims(connection, writer.feed)
             await writer.write_buckets(finished=True)
-            async for chunk in claims_export.split_claims(connection, CHUNK):
+            split = writer.split_claims()
+            for start in range(0, len(split), CHUNK):
+                chunk = split[start : start + CHUNK]
                 await writer.write_split(await _split_values(connection, layout, chunk))
         return writer.written
     finally:
-        await writer.aclose()
+        if writer is not None:
+            await writer.aclose()
         await connection.close()
 
 
 async def _split_values(
-    connection: Any, layout: Layout, rows: list[Any]
+    connection: Any, layout: Layout, rows: list[SplitClaim]
 ) -> list[tuple[int, int, bytes]]:
     """Split packs (few): their value lists every line that sold units, from code_events."""
     sellers: dict[str, list[int]] = defaultdict(list)
@@ -173,10 +182,11 @@ class _Writer:
     buckets already written), one round of commands in flight while the next is built."""
 
     def __init__(
-        self, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None
+        self, redis: RedisClient, layout: Layout, institutions: dict[str, int],
+        progress: Callable[[int], None] | None,
     ) -> None:
         self._layout, self._progress, self._bulk = layout, progress, BulkWriter(redis)
-        self._loader = BucketLoader(layout.bucket_bits, layout.slot_groups)
+        self._loader = BucketLoader(layout.bucket_bits, layout.slot_groups, institutions)
         self._restore, self.written = True, 0
         self._in_flight: asyncio.Future[Any] | None = None
 
@@ -188,10 +198,17 @@ class _Writer:
         if self._loader.buffered >= BUFFER_CODES:
             await self.write_buckets(finished=False)
 
+    def split_claims(self) -> list[SplitClaim]:
+        """The split packs the loader kept aside, for `write_split`."""
+        return self._loader.take_split()
+
     async def write_buckets(self, finished: bool) -> None:
         """Every bucket the loader holds, slot group by slot group."""
         if finished:
             self._loader.finish()
+            if self._loader.unknown_institutions:
+                _log.warning("rebuild: %d claims name no known institution; not reloaded",
+                             self._loader.unknown_institutions)
         batch: list[PackedCommand] = []
         size = 0
         for group in range(self._layout.slot_groups):

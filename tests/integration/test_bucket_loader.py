@@ -17,7 +17,13 @@ from service.firstseen import bucket_loader as reference
 from service.kit import redis_dump
 from service.kit.redis_bulk import BulkWriter, PackedCommand
 from service.settings import Settings
-from tests.unit.test_bucket_loader import INTEGERISH, copy_stream, fed, generated_rows
+from tests.unit.test_bucket_loader import (
+    INSTITUTIONS,
+    INTEGERISH,
+    copy_stream,
+    fed,
+    generated_rows,
+)
 
 RESTORED, HSET = 14, 15  # databases
 
@@ -59,15 +65,17 @@ async def test_the_payload_is_what_redis_dumps(databases: tuple[Redis, Redis]) -
         await redis.config_set("rdbcompression", compression)
 
 
-@pytest.mark.parametrize("layout", [(2, 2), (0, 1)], ids=["buckets-of-75", "one-of-600"])
+@pytest.mark.parametrize(("layout", "encoding"), [((2, 2), b"ziplist"), ((0, 1), b"hashtable")],
+                         ids=["buckets-of-80", "one-of-640"])
 async def test_restored_buckets_read_back_as_hset_writes_them(
-    databases: tuple[Redis, Redis], layout: tuple[int, int]
+    databases: tuple[Redis, Redis], layout: tuple[int, int], encoding: bytes
 ) -> None:
     """(0, 1) puts every code in one bucket, past hash-max-ziplist-entries: Redis makes it a
     hash table either way."""
     restored, hset = databases
-    stream = copy_stream(generated_rows(random.Random(6), 550))
-    ours, theirs = compiled.BucketLoader(*layout), reference.BucketLoader(*layout)
+    stream = copy_stream(generated_rows(random.Random(6), 800))
+    ours = compiled.BucketLoader(*layout, INSTITUTIONS)
+    theirs = reference.BucketLoader(*layout, INSTITUTIONS)
     fed(ours, stream, random.Random(7))
     fed(theirs, stream, random.Random(8))
     for redis, loader, restore in ((restored, ours, True), (hset, theirs, False)):
@@ -85,3 +93,4 @@ async def test_restored_buckets_read_back_as_hset_writes_them(
         assert list((await restored.hgetall(key)).items()) == list(
             (await hset.hgetall(key)).items()), key
         assert await restored.object("encoding", key) == await hset.object("encoding", key)
+        assert await restored.object("encoding", key) == encoding

@@ -102,12 +102,13 @@ async def _rebuilt_buckets(
 ) -> dict[str, dict[bytes, bytes]]:
     """Every bucket the rebuild would write from the record's whole claims as they stream
     (other tests' claims among them), read back out of its HSET commands."""
-    loader = BucketLoader(layout.bucket_bits, layout.slot_groups)
+    numbers = await claims_export.institution_numbers(connection)
+    loader = BucketLoader(layout.bucket_bits, layout.slot_groups, numbers)
 
     async def sink(data: bytes) -> None:
         loader.feed(data)
 
-    await claims_export.copy_whole_claims(connection, sink)
+    await claims_export.copy_claims(connection, sink)
     loader.finish()
     buckets: dict[str, dict[bytes, bytes]] = {}
     for group in range(layout.slot_groups):
