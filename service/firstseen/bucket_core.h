@@ -117,18 +117,68 @@ static void bc_sha256_blocks_shani(uint32_t s[8], const uint8_t *p, size_t block
     _mm_storeu_si128((__m128i *)&s[0], st0);
     _mm_storeu_si128((__m128i *)&s[4], st1);
 }
+
+/* Two one-block messages at once: each round depends on the last, so one message leaves the
+   SHA unit idle most of the time; two interleaved nearly halve the time a code. */
+__attribute__((target("sha,sse4.1")))
+static void bc_sha256_x2_shani(uint32_t sa[8], const uint8_t *pa, uint32_t sb[8],
+                               const uint8_t *pb) {
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i ta = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sa[0]), 0xB1);
+    __m128i tb = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sb[0]), 0xB1);
+    __m128i a1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sa[4]), 0x1B);
+    __m128i b1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sb[4]), 0x1B);
+    __m128i a0 = _mm_alignr_epi8(ta, a1, 8), b0 = _mm_alignr_epi8(tb, b1, 8);
+    a1 = _mm_blend_epi16(a1, ta, 0xF0);
+    b1 = _mm_blend_epi16(b1, tb, 0xF0);
+    __m128i abef_a = a0, cdgh_a = a1, abef_b = b0, cdgh_b = b1, ma[4], mb[4];
+    for (int i = 0; i < 4; i++) {
+        ma[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pa + 16 * i)), swap);
+        mb[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pb + 16 * i)), swap);
+    }
+#pragma GCC unroll 16
+    for (int g = 0; g < 16; g++) {
+        __m128i k = _mm_load_si128((const __m128i *)&bc_k256[4 * g]);
+        __m128i xa = ma[g & 3], xb = mb[g & 3];
+        __m128i msga = _mm_add_epi32(xa, k), msgb = _mm_add_epi32(xb, k);
+        a1 = _mm_sha256rnds2_epu32(a1, a0, msga);
+        b1 = _mm_sha256rnds2_epu32(b1, b0, msgb);
+        if (g >= 3 && g <= 14) {
+            __m128i *na = &ma[(g + 1) & 3], *nb = &mb[(g + 1) & 3];
+            *na = _mm_sha256msg2_epu32(_mm_add_epi32(*na, _mm_alignr_epi8(xa, ma[(g + 3) & 3], 4)), xa);
+            *nb = _mm_sha256msg2_epu32(_mm_add_epi32(*nb, _mm_alignr_epi8(xb, mb[(g + 3) & 3], 4)), xb);
+        }
+        a0 = _mm_sha256rnds2_epu32(a0, a1, _mm_shuffle_epi32(msga, 0x0E));
+        b0 = _mm_sha256rnds2_epu32(b0, b1, _mm_shuffle_epi32(msgb, 0x0E));
+        if (g >= 1 && g <= 12) {
+            ma[(g + 3) & 3] = _mm_sha256msg1_epu32(ma[(g + 3) & 3], xa);
+            mb[(g + 3) & 3] = _mm_sha256msg1_epu32(mb[(g + 3) & 3], xb);
+        }
+    }
+    a0 = _mm_add_epi32(a0, abef_a); a1 = _mm_add_epi32(a1, cdgh_a);
+    b0 = _mm_add_epi32(b0, abef_b); b1 = _mm_add_epi32(b1, cdgh_b);
+    ta = _mm_shuffle_epi32(a0, 0x1B); a1 = _mm_shuffle_epi32(a1, 0xB1);
+    tb = _mm_shuffle_epi32(b0, 0x1B); b1 = _mm_shuffle_epi32(b1, 0xB1);
+    _mm_storeu_si128((__m128i *)&sa[0], _mm_blend_epi16(ta, a1, 0xF0));
+    _mm_storeu_si128((__m128i *)&sa[4], _mm_alignr_epi8(a1, ta, 8));
+    _mm_storeu_si128((__m128i *)&sb[0], _mm_blend_epi16(tb, b1, 0xF0));
+    _mm_storeu_si128((__m128i *)&sb[4], _mm_alignr_epi8(b1, tb, 8));
+}
 #endif
 
 typedef void (*bc_sha_blocks_fn)(uint32_t *, const uint8_t *, size_t);
 static bc_sha_blocks_fn bc_sha_blocks = bc_sha256_blocks_portable;
+static int bc_sha_x2 = 0;  /* the two-message path is there */
 
 /* 1 if the SHA instructions are used, 0 for portable C; `portable` forces the latter. */
 static int bc_sha256_select(int portable) {
     bc_sha_blocks = bc_sha256_blocks_portable;
+    bc_sha_x2 = 0;
 #ifdef BC_SHANI
     __builtin_cpu_init();
     if (!portable && __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1")) {
         bc_sha_blocks = bc_sha256_blocks_shani;
+        bc_sha_x2 = 1;
         return 1;
     }
 #endif
@@ -136,9 +186,43 @@ static int bc_sha256_select(int portable) {
     return 0;
 }
 
+static const uint32_t bc_sha_init[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+#define BC_ONE_BLOCK 55  /* the longest message that pads into one block */
+
+/* The one padded block of a message of at most BC_ONE_BLOCK bytes. */
+static void bc_sha256_pad1(uint8_t block[64], const uint8_t *msg, size_t len) {
+    memcpy(block, msg, len);
+    block[len] = 0x80;
+    memset(block + len + 1, 0, 64 - len - 1 - 8);
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) block[63 - i] = (uint8_t)(bits >> (8 * i));
+}
+
+/* Two messages of at most BC_ONE_BLOCK bytes each. */
+static void bc_sha256_pair(const uint8_t *a, size_t alen, uint8_t outa[32], const uint8_t *b,
+                           size_t blen, uint8_t outb[32]) {
+    uint32_t sa[8], sb[8];
+    uint8_t ba[64], bb[64];
+    memcpy(sa, bc_sha_init, sizeof sa);
+    memcpy(sb, bc_sha_init, sizeof sb);
+    bc_sha256_pad1(ba, a, alen);
+    bc_sha256_pad1(bb, b, blen);
+#ifdef BC_SHANI
+    if (bc_sha_x2) {
+        bc_sha256_x2_shani(sa, ba, sb, bb);
+    } else
+#endif
+    {
+        bc_sha_blocks(sa, ba, 1);
+        bc_sha_blocks(sb, bb, 1);
+    }
+    for (int i = 0; i < 8; i++) { bc_put_be32(outa + 4 * i, sa[i]); bc_put_be32(outb + 4 * i, sb[i]); }
+}
+
 static void bc_sha256(const uint8_t *msg, size_t len, uint8_t out[32]) {
-    uint32_t s[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    uint32_t s[8];
+    memcpy(s, bc_sha_init, sizeof s);
     size_t full = len / 64;
     if (full) bc_sha_blocks(s, msg, full);
     uint8_t tail[128];
@@ -526,11 +610,20 @@ static int bc_institution_number(const bc_loader *L, const uint8_t *id, size_t l
     return 1;
 }
 
-/* Files one whole pack: code, settlement id, line number, institution number, paid at. */
-static int bc_file(bc_loader *L, const uint8_t *code, size_t code_len, const uint8_t *sid,
-                   size_t sid_len, int32_t line_no, int64_t number, int64_t paid_us) {
-    uint8_t digest[32];
-    bc_sha256(code, code_len, digest);
+/* One whole pack as bc_feed found it: the code's digest comes later, two at a time. */
+typedef struct {
+    const uint8_t *code, *sid;
+    size_t code_len, sid_len;
+    int32_t line_no;
+    int64_t number, paid_us;
+} bc_pack;
+
+/* Files one whole pack under the bucket its code's digest names. */
+static int bc_file(bc_loader *L, const bc_pack *pack, const uint8_t digest[32]) {
+    const uint8_t *sid = pack->sid;
+    size_t sid_len = pack->sid_len;
+    int32_t line_no = pack->line_no;
+    int64_t number = pack->number, paid_us = pack->paid_us;
     uint32_t group = (bc_be32(digest) & 0x7FFFFFFFu) % L->slot_groups;
     bc_group *g = &L->groups[group];
     if (g->len == g->cap) {
@@ -564,13 +657,42 @@ static int bc_file(bc_loader *L, const uint8_t *code, size_t code_len, const uin
     return 0;
 }
 
+/* Files `pack`, or holds it until a second one can share its SHA-256: at most one is held,
+   and bc_flush files it before bc_feed returns (its bytes live in the caller's buffer). */
+static int bc_take(bc_loader *L, bc_pack *held, int *holding, const bc_pack *pack) {
+    uint8_t digest[32], other[32];
+    if (pack->code_len <= BC_ONE_BLOCK) {
+        if (!*holding) { *held = *pack; *holding = 1; return 0; }
+        bc_sha256_pair(held->code, held->code_len, other, pack->code, pack->code_len, digest);
+        *holding = 0;
+        if (bc_file(L, held, other) < 0) return -1;
+        return bc_file(L, pack, digest);
+    }
+    if (*holding) {
+        bc_sha256(held->code, held->code_len, other);
+        *holding = 0;
+        if (bc_file(L, held, other) < 0) return -1;
+    }
+    bc_sha256(pack->code, pack->code_len, digest);
+    return bc_file(L, pack, digest);
+}
+
+static int bc_flush(bc_loader *L, bc_pack *held, int *holding) {
+    if (!*holding) return 0;
+    uint8_t digest[32];
+    bc_sha256(held->code, held->code_len, digest);
+    *holding = 0;
+    return bc_file(L, held, digest);
+}
+
 /* Parses COPY binary rows of claims (code, settlement_id, line_no int4, institution_id,
    paid_at timestamptz, units_used int4 or NULL, pack_size int4 or NULL) from p[0..n): whole
    packs are filed; at a split pack it stops after the row with L->split_ready set, for the
    caller to take. A claim whose institution is unknown is skipped and counted (the inner
    join the record's SQL made before). Returns the bytes consumed (whole rows; the caller
    keeps the rest for the next call) or -1 with L->error set; `rows` counts packs filed. */
-static long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows) {
+static long long bc_feed_rows(bc_loader *L, const uint8_t *p, size_t n, size_t *rows,
+                              bc_pack *held, int *holding) {
     size_t pos = 0;
     *rows = 0;
     L->split_ready = 0;
@@ -625,12 +747,20 @@ static long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows)
             L->split_ready = 1;
             break;
         }
-        if (bc_file(L, col[0], (size_t)len[0], col[1], (size_t)len[1],
-                    (int32_t)bc_be32(col[2]), number, (int64_t)bc_be64(col[4])) < 0)
-            return -1;
+        bc_pack pack = {col[0], col[1], (size_t)len[0], (size_t)len[1],
+                        (int32_t)bc_be32(col[2]), number, (int64_t)bc_be64(col[4])};
+        if (bc_take(L, held, holding, &pack) < 0) return -1;
         (*rows)++;
     }
     return (long long)pos;
+}
+
+static long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows) {
+    bc_pack held;
+    int holding = 0;
+    long long used = bc_feed_rows(L, p, n, rows, &held, &holding);
+    if (bc_flush(L, &held, &holding) < 0) return -1;  /* before any split row it stopped at */
+    return used;
 }
 
 /* Stable LSD radix sort of a group's codes by bucket (arrival order kept within a bucket). */
