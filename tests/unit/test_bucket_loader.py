@@ -103,14 +103,15 @@ def copy_stream(rows: list[Row]) -> bytes:
 
 
 def generated_rows(rng: random.Random, count: int) -> list[Row]:
-    """National codes, GS1 strings and non-ASCII; instants on both sides of midnight, before
-    2000 and 2020 and past 2199 (day clamped), infinity; every institution and one unknown;
-    a split pack in twenty (one without a pack size); a tenth of the codes again with another
-    owner (a field written twice); five values Redis stores as integers."""
+    """National codes, GS1 strings, non-ASCII and codes too long for one SHA-256 block;
+    instants on both sides of midnight, before 2000 and 2020 and past 2199 (day clamped),
+    infinity; every institution and one unknown; a split pack in twenty (one without a pack
+    size); a tenth of the codes again with another owner (a field written twice); five values
+    Redis stores as integers."""
     rows: list[Row] = []
     for n in range(count):
         code = rng.choice([f"8{rng.randrange(10**19):019d}", f"0106901234567892 21{n}",
-                           f"(01)%/x-{n}药"])
+                           f"(01)%/x-{n}药", f"{n:08d}{'x' * 56}"])  # past one SHA block
         sid = rng.choice([f"S-{n}", "结算-二", "S:with:colons", "x" * 64])
         split = rng.choice([(None, None)] * 18 + [(3, 10), (2, None)])
         rows.append((code, sid, rng.choice([1, 2, 999, -3, 2**31 - 1, -(2**31)]),
