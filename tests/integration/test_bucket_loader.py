@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 
 from service.firstseen import _bucket_loader as compiled
 from service.firstseen import bucket_loader as reference
+from service.firstseen import rebuild
+from service.firstseen.encoding import Layout
 from service.kit import redis_dump
 from service.kit.redis_bulk import BulkWriter, PackedCommand
 from service.settings import Settings
@@ -94,3 +96,43 @@ async def test_restored_buckets_read_back_as_hset_writes_them(
             (await hset.hgetall(key)).items()), key
         assert await restored.object("encoding", key) == await hset.object("encoding", key)
         assert await restored.object("encoding", key) == encoding
+
+
+async def test_a_set_larger_than_the_buffer_is_written_in_rounds(
+    databases: tuple[Redis, Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past BUFFER_CODES the rebuild writes what it holds and goes on: RESTORE the first
+    round, HSET into the buckets the later ones meet again. The set comes out the same."""
+    monkeypatch.setattr(rebuild, "BUFFER_CODES", 150)
+    rounds, hset = databases
+    stream = copy_stream(generated_rows(random.Random(10), 800))
+    layout = Layout(3, 2)
+    writer = rebuild._Writer(rounds, layout, INSTITUTIONS, None)
+    sent: list[bool] = []
+    real_send = writer._send
+
+    async def send(commands: list[PackedCommand]) -> None:
+        sent.extend(b"RESTORE" in command.resp[:40] for command in commands)
+        await real_send(commands)
+
+    monkeypatch.setattr(writer, "_send", send)
+    position = 0
+    while position < len(stream):
+        await writer.feed(stream[position : position + 5000])
+        position += 5000
+    await writer.write_buckets(finished=True)
+    await writer.aclose()
+    assert set(sent) == {True, False}  # RESTORE rounds and HSET rounds both happened
+    theirs = reference.BucketLoader(3, 2, INSTITUTIONS)
+    fed(theirs, stream, random.Random(11))
+    hset_writer = BulkWriter(hset)
+    try:
+        for group in range(2):
+            resp, count = theirs.commands(group, restore=False)
+            await hset_writer.send([PackedCommand(f"tg:fs{{{group}}}:0", resp, count)])
+    finally:
+        await hset_writer.aclose()
+    keys = sorted(await hset.keys("tg:fs*"))
+    assert keys == sorted(await rounds.keys("tg:fs*"))
+    for key in keys:
+        assert await rounds.hgetall(key) == await hset.hgetall(key), key
