@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from redis.exceptions import ResponseError
 
 from service.decisions.core import owner_token
 from service.decisions.schemas import CodeState
@@ -33,8 +34,15 @@ from service.firstseen._bucket_loader import BucketLoader
 from service.firstseen.bucket_loader import SplitClaim
 from service.firstseen.encoding import Layout, encode_state
 from service.firstseen.leases import wait_for_leases
-from service.kit.redis_bulk import BulkWriter, PackedCommand, hset_arguments, hset_command
+from service.kit.redis_bulk import (
+    BulkWriter,
+    PackedCommand,
+    hset_arguments,
+    hset_command,
+    restore_command,
+)
 from service.kit.redis_client import RedisClient
+from service.kit.redis_dump import hash_payload
 from service.records import claims_export
 
 CHUNK = 50_000  # split-pack claims whose sellers are read at a time
@@ -152,6 +160,7 @@ async def rebuild(
         async with claims_export.snapshot(connection):
             numbers = await claims_export.institution_numbers(connection)
             writer = _Writer(redis, layout, numbers, progress)
+            await writer.check_restore()
             await claims_export.copy_claims(connection, writer.feed)
             await writer.write_buckets(finished=True)
             split = writer.split_claims()
@@ -193,9 +202,24 @@ class _Writer:
         progress: Callable[[int], None] | None,
     ) -> None:
         self._layout, self._progress, self._bulk = layout, progress, BulkWriter(redis)
+        self._redis = redis
         self._loader = BucketLoader(layout.bucket_bits, layout.slot_groups, institutions)
         self._restore, self.written = True, 0
         self._in_flight: asyncio.Future[Any] | None = None
+
+    async def check_restore(self) -> None:
+        """RESTORE can be refused (renamed away, denied by an ACL, left out by a managed
+        Redis): one probe per slot group finds out before any bucket depends on it, and
+        then every bucket goes by HSET, as before, slower."""
+        probes = [restore_command(f"tg:rebuild-probe{{{group}}}", hash_payload([(b"f", b"v")]))
+                  for group in range(self._layout.slot_groups)]
+        try:
+            await self._bulk.send(probes)
+        except ResponseError as error:
+            _log.warning("rebuild: Redis refused RESTORE (%s); writing buckets by HSET", error)
+            self._restore = False
+        finally:
+            await self._redis.delete(*[probe.key for probe in probes])
 
     async def feed(self, data: bytes) -> None:
         if len(data) < SMALL_CHUNK:

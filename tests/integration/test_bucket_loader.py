@@ -7,6 +7,7 @@ uses a database of its own, away from the live set in database 0."""
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import AsyncIterator
 
 import pytest
@@ -136,3 +137,43 @@ async def test_a_set_larger_than_the_buffer_is_written_in_rounds(
     assert keys == sorted(await rounds.keys("tg:fs*"))
     for key in keys:
         assert await rounds.hgetall(key) == await hset.hgetall(key), key
+
+
+async def test_a_redis_that_refuses_restore_is_written_by_hset(
+    settings: Settings, databases: tuple[Redis, Redis]
+) -> None:
+    """A user whose ACL leaves RESTORE out (as a managed Redis may): the probe finds out
+    before any bucket depends on it, and the set is HSET, the same as the reference's."""
+    admin, hset = databases
+    user, password = f"norestore-{secrets.token_hex(3)}", secrets.token_hex(8)
+    await admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                            commands=["+@all", "-restore"])
+    limited = Redis.from_url(settings.redis_url, db=RESTORED, username=user, password=password)
+    try:
+        stream = copy_stream(generated_rows(random.Random(12), 300))
+        writer = rebuild._Writer(limited, Layout(3, 2), INSTITUTIONS, None)
+        await writer.check_restore()
+        assert not writer._restore  # the probe was refused
+        for start in range(0, len(stream), 4096):
+            await writer.feed(stream[start : start + 4096])
+        await writer.write_buckets(finished=True)
+        await writer.aclose()
+    finally:
+        await limited.aclose()
+        await admin.acl_deluser(user)
+    assert writer.written > 0
+    theirs = reference.BucketLoader(3, 2, INSTITUTIONS)
+    fed(theirs, stream, random.Random(13))
+    bulk = BulkWriter(hset)
+    try:
+        for group in range(2):
+            resp, count = theirs.commands(group, restore=False)
+            await bulk.send([PackedCommand(f"tg:fs{{{group}}}:0", resp, count)])
+    finally:
+        await bulk.aclose()
+    keys = sorted(await hset.keys("tg:fs*"))
+    assert keys == sorted(await admin.keys("tg:fs*"))
+    assert not await admin.keys("tg:rebuild-probe*")
+    for key in keys:
+        assert list((await admin.hgetall(key)).items()) == list(
+            (await hset.hgetall(key)).items()), key
