@@ -271,31 +271,29 @@ static inline uint64_t bc_le64(const uint8_t *p) {
     return v;
 }
 
+/* Slice-by-8 over one of the tables above: both CRCs are reflected, so one body serves. */
+#define BC_CRC_SLICE8(table, c, p, n)                                                         \
+    do {                                                                                      \
+        while ((n) >= 8) {                                                                    \
+            uint64_t x_ = bc_le64(p) ^ (c);                                                   \
+            (c) = table[7][x_ & 0xFF] ^ table[6][(x_ >> 8) & 0xFF] ^                          \
+                  table[5][(x_ >> 16) & 0xFF] ^ table[4][(x_ >> 24) & 0xFF] ^                 \
+                  table[3][(x_ >> 32) & 0xFF] ^ table[2][(x_ >> 40) & 0xFF] ^                 \
+                  table[1][(x_ >> 48) & 0xFF] ^ table[0][x_ >> 56];                           \
+            (p) += 8; (n) -= 8;                                                               \
+        }                                                                                     \
+        while ((n)--) (c) = ((c) >> 8) ^ table[0][((c) ^ *(p)++) & 0xFF];                     \
+    } while (0)
+
 /* The raw register update: callers start from ~0 and end with ~ for CRC-32 (zlib). */
 static uint32_t bc_crc32_update(uint32_t c, const uint8_t *p, size_t n) {
-    while (n >= 8) {
-        uint64_t x = bc_le64(p) ^ c;
-        c = bc_crc32_table[7][x & 0xFF] ^ bc_crc32_table[6][(x >> 8) & 0xFF] ^
-            bc_crc32_table[5][(x >> 16) & 0xFF] ^ bc_crc32_table[4][(x >> 24) & 0xFF] ^
-            bc_crc32_table[3][(x >> 32) & 0xFF] ^ bc_crc32_table[2][(x >> 40) & 0xFF] ^
-            bc_crc32_table[1][(x >> 48) & 0xFF] ^ bc_crc32_table[0][x >> 56];
-        p += 8; n -= 8;
-    }
-    while (n--) c = (c >> 8) ^ bc_crc32_table[0][(c ^ *p++) & 0xFF];
+    BC_CRC_SLICE8(bc_crc32_table, c, p, n);
     return c;
 }
 
 /* Redis's crc64(): Jones polynomial, reflected, initial value 0, no final xor. */
 static uint64_t bc_crc64(uint64_t c, const uint8_t *p, size_t n) {
-    while (n >= 8) {
-        uint64_t x = bc_le64(p) ^ c;
-        c = bc_crc64_table[7][x & 0xFF] ^ bc_crc64_table[6][(x >> 8) & 0xFF] ^
-            bc_crc64_table[5][(x >> 16) & 0xFF] ^ bc_crc64_table[4][(x >> 24) & 0xFF] ^
-            bc_crc64_table[3][(x >> 32) & 0xFF] ^ bc_crc64_table[2][(x >> 40) & 0xFF] ^
-            bc_crc64_table[1][(x >> 48) & 0xFF] ^ bc_crc64_table[0][x >> 56];
-        p += 8; n -= 8;
-    }
-    while (n--) c = (c >> 8) ^ bc_crc64_table[0][(c ^ *p++) & 0xFF];
+    BC_CRC_SLICE8(bc_crc64_table, c, p, n);
     return c;
 }
 
@@ -444,31 +442,27 @@ static size_t bc_decimal(char *dst, uint64_t v) {
     return n;
 }
 
-/* "$<len>\r\n" */
-static size_t bc_bulk_head(uint8_t *dst, uint64_t len) {
+/* "<kind><number>\r\n": a bulk string's head ('$') or an array's ('*'). */
+static size_t bc_resp_head(uint8_t *dst, char kind, uint64_t number) {
     char buf[32];
     size_t n = 0;
-    buf[n++] = '$';
-    n += bc_decimal(buf + n, len);
+    buf[n++] = kind;
+    n += bc_decimal(buf + n, number);
     buf[n++] = '\r'; buf[n++] = '\n';
     if (dst) memcpy(dst, buf, n);
     return n;
+}
+
+static size_t bc_bulk_head(uint8_t *dst, uint64_t len) { return bc_resp_head(dst, '$', len); }
+
+static size_t bc_array_head(uint8_t *dst, uint64_t count) {
+    return bc_resp_head(dst, '*', count);
 }
 
 static size_t bc_bulk(uint8_t *dst, const uint8_t *s, size_t len) {
     size_t n = bc_bulk_head(dst, len);
     if (dst) { memcpy(dst + n, s, len); dst[n + len] = '\r'; dst[n + len + 1] = '\n'; }
     return n + len + 2;
-}
-
-static size_t bc_array_head(uint8_t *dst, uint64_t count) {
-    char buf[32];
-    size_t n = 0;
-    buf[n++] = '*';
-    n += bc_decimal(buf + n, count);
-    buf[n++] = '\r'; buf[n++] = '\n';
-    if (dst) memcpy(dst, buf, n);
-    return n;
 }
 
 /* ---- the loader ------------------------------------------------------------------------- */

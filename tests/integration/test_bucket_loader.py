@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -84,28 +85,14 @@ async def test_restored_buckets_read_back_as_hset_writes_them(
     hash table either way. A ziplist reads back in the same order too."""
     restored, hset = databases
     stream = copy_stream(generated_rows(random.Random(6), 800))
-    ours = compiled.BucketLoader(*layout, INSTITUTIONS)
-    theirs = reference.BucketLoader(*layout, INSTITUTIONS)
-    fed(ours, stream, random.Random(7))
-    fed(theirs, stream, random.Random(8))
-    for redis, loader, restore in ((restored, ours, True), (hset, theirs, False)):
-        writer = BulkWriter(redis)
-        try:
-            for group in range(layout[1]):
-                resp, count = loader.commands(group, restore)
-                await writer.send([PackedCommand(f"tg:fs{{{group}}}:0", resp, count)])
-        finally:
-            await writer.aclose()
-    keys = sorted(await hset.keys("tg:fs*"))
-    assert keys == sorted(await restored.keys("tg:fs*"))
+    await _written(restored, compiled.BucketLoader(*layout, INSTITUTIONS), stream, restore=True)
+    await _written(hset, reference.BucketLoader(*layout, INSTITUTIONS), stream, restore=False)
+    # a hash table's order is its own insertion history's
+    keys = await _same_buckets(restored, hset, ordered=encoding == b"ziplist")
     assert len(keys) == (1 if layout == (0, 1) else 8)
     for key in keys:
-        ours_read, theirs_read = await restored.hgetall(key), await hset.hgetall(key)
-        assert ours_read == theirs_read, key
         assert await restored.object("encoding", key) == await hset.object("encoding", key)
         assert await restored.object("encoding", key) == encoding
-        if encoding == b"ziplist":  # a hash table's order is its own history's
-            assert list(ours_read.items()) == list(theirs_read.items()), key
 
 
 async def test_a_set_larger_than_the_buffer_is_written_in_rounds(
@@ -133,19 +120,8 @@ async def test_a_set_larger_than_the_buffer_is_written_in_rounds(
     await writer.write_buckets(finished=True)
     await writer.aclose()
     assert set(sent) == {True, False}  # RESTORE rounds and HSET rounds both happened
-    theirs = reference.BucketLoader(3, 2, INSTITUTIONS)
-    fed(theirs, stream, random.Random(11))
-    hset_writer = BulkWriter(hset)
-    try:
-        for group in range(2):
-            resp, count = theirs.commands(group, restore=False)
-            await hset_writer.send([PackedCommand(f"tg:fs{{{group}}}:0", resp, count)])
-    finally:
-        await hset_writer.aclose()
-    keys = sorted(await hset.keys("tg:fs*"))
-    assert keys == sorted(await rounds.keys("tg:fs*"))
-    for key in keys:
-        assert await rounds.hgetall(key) == await hset.hgetall(key), key
+    await _written(hset, reference.BucketLoader(3, 2, INSTITUTIONS), stream, restore=False)
+    await _same_buckets(rounds, hset, ordered=False)  # later rounds append to a bucket
 
 
 async def test_a_redis_that_refuses_restore_is_written_by_hset(
@@ -171,18 +147,30 @@ async def test_a_redis_that_refuses_restore_is_written_by_hset(
         await limited.aclose()
         await admin.acl_deluser(user)
     assert writer.written > 0
-    theirs = reference.BucketLoader(3, 2, INSTITUTIONS)
-    fed(theirs, stream, random.Random(13))
-    bulk = BulkWriter(hset)
+    assert not await admin.keys("tg:rebuild-probe*")
+    await _written(hset, reference.BucketLoader(3, 2, INSTITUTIONS), stream, restore=False)
+    await _same_buckets(admin, hset, ordered=True)
+
+
+async def _written(redis: Redis, loader: Any, stream: bytes, restore: bool) -> None:
+    """`stream` through `loader` into `redis`, every slot group's commands at once."""
+    fed(loader, stream, random.Random(len(stream)))
+    bulk = BulkWriter(redis)
     try:
-        for group in range(2):
-            resp, count = theirs.commands(group, restore=False)
+        for group in range(loader.slot_groups):
+            resp, count = loader.commands(group, restore)
             await bulk.send([PackedCommand(f"tg:fs{{{group}}}:0", resp, count)])
     finally:
         await bulk.aclose()
-    keys = sorted(await hset.keys("tg:fs*"))
-    assert keys == sorted(await admin.keys("tg:fs*"))
-    assert not await admin.keys("tg:rebuild-probe*")
+
+
+async def _same_buckets(ours: Redis, theirs: Redis, ordered: bool) -> list[bytes]:
+    """Both hold the same buckets with the same fields (in the same order, if `ordered`)."""
+    keys = sorted(await theirs.keys("tg:fs*"))
+    assert keys == sorted(await ours.keys("tg:fs*"))
     for key in keys:
-        assert list((await admin.hgetall(key)).items()) == list(
-            (await hset.hgetall(key)).items()), key
+        mine, reference_read = await ours.hgetall(key), await theirs.hgetall(key)
+        assert mine == reference_read, key
+        if ordered:
+            assert list(mine.items()) == list(reference_read.items()), key
+    return keys
