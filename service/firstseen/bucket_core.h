@@ -685,68 +685,85 @@ static int bc_flush(bc_loader *L, bc_pack *held, int *holding) {
    caller to take. A claim whose institution is unknown is skipped and counted (the inner
    join the record's SQL made before). Returns the bytes consumed (whole rows; the caller
    keeps the rest for the next call) or -1 with L->error set; `rows` counts packs filed. */
+/* The stream's header: bytes to skip (0 while it has not all come), or -1. */
+static long long bc_header(bc_loader *L, const uint8_t *p, size_t n) {
+    if (n < 19) return 0;
+    if (memcmp(p, bc_copy_signature, 11) != 0)
+        return bc_fail(L, "not a COPY (FORMAT binary) stream: bad signature");
+    uint32_t extension = bc_be32(p + 15);
+    if (n - 19 < (size_t)extension) return 0;
+    L->header_seen = 1;
+    return (long long)(19 + extension);
+}
+
+/* One row's columns (a NULL's pointer is past its length word, its length -1): the row's
+   size, 0 if it has not all come, or -1. */
+static long long bc_row(bc_loader *L, const uint8_t *p, size_t n, const uint8_t **col,
+                        int32_t *len) {
+    size_t q = 2;
+    for (int c = 0; c < BC_COLUMNS; c++) {
+        if (n - q < 4) return 0;
+        len[c] = (int32_t)bc_be32(p + q);
+        q += 4;
+        col[c] = p + q;
+        if (len[c] < 0) {
+            if (c < 5) return bc_fail(L, "a claim row has a NULL column before units used");
+            continue;
+        }
+        if (n - q < (size_t)len[c]) return 0;
+        q += (size_t)len[c];
+    }
+    if (len[2] != 4 || len[4] != 8 || (len[5] >= 0 && len[5] != 4) ||
+        (len[6] >= 0 && len[6] != 4))
+        return bc_fail(L, "a claim row's line number, units used and pack size must be "
+                          "int4 and its paid-at a timestamptz");
+    return (long long)q;
+}
+
+/* A parsed row: filed, kept for the caller (split_ready), or skipped (unknown institution). */
+static int bc_dispatch(bc_loader *L, const uint8_t **col, const int32_t *len, bc_pack *held,
+                       int *holding, size_t *rows) {
+    int64_t number;
+    if (!bc_institution_number(L, col[3], (size_t)len[3], &number)) {
+        L->unknown++;
+        return 0;
+    }
+    if (len[5] >= 0) {
+        memcpy(L->split_col, col, sizeof L->split_col);
+        memcpy(L->split_len, len, sizeof L->split_len);
+        L->split_number = number;
+        L->split_ready = 1;
+        return 0;
+    }
+    bc_pack pack = {col[0], col[1], (size_t)len[0], (size_t)len[1],
+                    (int32_t)bc_be32(col[2]), number, (int64_t)bc_be64(col[4])};
+    if (bc_take(L, held, holding, &pack) < 0) return -1;
+    (*rows)++;
+    return 0;
+}
+
 static long long bc_feed_rows(bc_loader *L, const uint8_t *p, size_t n, size_t *rows,
                               bc_pack *held, int *holding) {
-    size_t pos = 0;
+    long long pos = 0;
     *rows = 0;
     L->split_ready = 0;
-    if (!L->header_seen) {
-        if (n < 19) return 0;
-        if (memcmp(p, bc_copy_signature, 11) != 0)
-            return bc_fail(L, "not a COPY (FORMAT binary) stream: bad signature");
-        uint32_t extension = bc_be32(p + 15);
-        if (n - 19 < (size_t)extension) return 0;
-        pos = 19 + extension;
-        L->header_seen = 1;
-    }
-    while (pos < n) {
+    if (!L->header_seen && (pos = bc_header(L, p, n)) <= 0) return pos;
+    while ((size_t)pos < n && !L->split_ready) {
         if (L->ended) return bc_fail(L, "data after the end of the COPY stream");
-        if (n - pos < 2) break;
+        if (n - (size_t)pos < 2) break;
         int16_t columns = (int16_t)((p[pos] << 8) | p[pos + 1]);
         if (columns == -1) { L->ended = 1; pos += 2; continue; }
         if (columns != BC_COLUMNS)
             return bc_fail(L, "a claim row must have 7 columns (code, settlement id, line "
                               "number, institution, paid at, units used, pack size)");
-        size_t q = pos + 2;
         const uint8_t *col[BC_COLUMNS];
         int32_t len[BC_COLUMNS];
-        int complete = 1;
-        for (int c = 0; c < BC_COLUMNS; c++) {
-            if (n - q < 4) { complete = 0; break; }
-            len[c] = (int32_t)bc_be32(p + q);
-            q += 4;
-            col[c] = p + q;
-            if (len[c] < 0) {
-                if (c < 5) return bc_fail(L, "a claim row has a NULL column before units used");
-                continue;
-            }
-            if (n - q < (size_t)len[c]) { complete = 0; break; }
-            q += (size_t)len[c];
-        }
-        if (!complete) break;
-        if (len[2] != 4 || len[4] != 8 || (len[5] >= 0 && len[5] != 4) ||
-            (len[6] >= 0 && len[6] != 4))
-            return bc_fail(L, "a claim row's line number, units used and pack size must be "
-                              "int4 and its paid-at a timestamptz");
-        pos = q;
-        int64_t number;
-        if (!bc_institution_number(L, col[3], (size_t)len[3], &number)) {
-            L->unknown++;
-            continue;
-        }
-        if (len[5] >= 0) {
-            memcpy(L->split_col, col, sizeof col);
-            memcpy(L->split_len, len, sizeof len);
-            L->split_number = number;
-            L->split_ready = 1;
-            break;
-        }
-        bc_pack pack = {col[0], col[1], (size_t)len[0], (size_t)len[1],
-                        (int32_t)bc_be32(col[2]), number, (int64_t)bc_be64(col[4])};
-        if (bc_take(L, held, holding, &pack) < 0) return -1;
-        (*rows)++;
+        long long size = bc_row(L, p + pos, n - (size_t)pos, col, len);
+        if (size <= 0) return size < 0 ? -1 : pos;
+        pos += size;
+        if (bc_dispatch(L, col, len, held, holding, rows) < 0) return -1;
     }
-    return (long long)pos;
+    return pos;
 }
 
 static long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows) {
