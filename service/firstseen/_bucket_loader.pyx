@@ -39,6 +39,7 @@ cdef extern from "bucket_core.h":
     void bc_loader_free(bc_loader *L)
     void bc_group_free(bc_group *g)
     long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows)
+    int bc_absorb(bc_loader *L, bc_loader *other)
     long long bc_prepare(bc_loader *L, uint32_t group)
     size_t bc_largest_bucket(bc_loader *L, uint32_t group)
     size_t bc_commands(uint8_t *dst, bc_loader *L, uint32_t group, int restore,
@@ -166,6 +167,12 @@ cdef class BucketLoader:
                 (<const char *>col[1])[:size[1]].decode(), _be32(col[2]),
                 self.loader.split_number, seconds + _PG_EPOCH, _be32(col[5]),
                 _be32(col[6]) if size[6] >= 0 else None)
+
+    def absorb(self, BucketLoader other) -> None:
+        """Takes over what `other` holds (it stays open for more of its own stream)."""
+        if bc_absorb(&self.loader, &other.loader) < 0:
+            raise ValueError(self.loader.error.decode())
+        self._split += other.take_split()
 
     def take_split(self) -> list:
         split, self._split = self._split, []

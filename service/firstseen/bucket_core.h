@@ -774,6 +774,30 @@ static long long bc_feed(bc_loader *L, const uint8_t *p, size_t n, size_t *rows)
     return used;
 }
 
+/* Moves every pack `other` holds behind this loader's own, group by group: after the sort
+   they follow this loader's in each bucket (a field in both keeps `other`'s value). */
+static int bc_absorb(bc_loader *L, bc_loader *other) {
+    if (other->slot_groups != L->slot_groups || other->bucket_bits != L->bucket_bits)
+        return bc_fail(L, "loaders of two layouts cannot be merged");
+    for (uint32_t gi = 0; gi < L->slot_groups; gi++) {
+        bc_group *g = &L->groups[gi], *o = &other->groups[gi];
+        if (o->len == 0) continue;
+        if (g->len + o->len > g->cap) {
+            bc_rec *grown = realloc(g->recs, (g->len + o->len) * sizeof(bc_rec));
+            if (grown == NULL) return bc_fail(L, "out of memory merging loaders");
+            g->recs = grown;
+            g->cap = g->len + o->len;
+        }
+        memcpy(g->recs + g->len, o->recs, o->len * sizeof(bc_rec));
+        g->len += o->len;
+        bc_group_free(o);
+    }
+    L->buffered += other->buffered;
+    L->unknown += other->unknown;
+    other->buffered = other->unknown = 0;
+    return 0;
+}
+
 /* Stable LSD radix sort of a group's codes by bucket (arrival order kept within a bucket). */
 static int bc_sort(bc_loader *L, bc_group *g) {
     uint32_t bits = L->bucket_bits;

@@ -78,6 +78,23 @@ class BucketLoader:
         self._rest = chunk[position:]
         return rows
 
+    def absorb(self, other: BucketLoader) -> None:
+        """Takes over what `other` holds, behind this loader's own in each bucket (a field in
+        both keeps `other`'s value); `other` stays open for more of its own stream. The
+        rebuild reads the record over several connections, one loader each."""
+        if (other.bucket_bits, other.slot_groups) != (self.bucket_bits, self.slot_groups):
+            raise ValueError("loaders of two layouts cannot be merged")
+        for group, buckets in enumerate(other._groups):
+            for bucket, fields in buckets.items():
+                self._groups[group].setdefault(bucket, {}).update(fields)
+            self._rows_in[group] += other._rows_in[group]
+        other._groups = [{} for _ in range(other.slot_groups)]
+        other._rows_in = [0] * other.slot_groups
+        self.buffered, other.buffered = self.buffered + other.buffered, 0
+        self.unknown_institutions += other.unknown_institutions
+        other.unknown_institutions = 0
+        self._split += other.take_split()
+
     def take_split(self) -> list[SplitClaim]:
         split, self._split = self._split, []
         return split

@@ -22,7 +22,8 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -46,6 +47,9 @@ from service.kit.redis_dump import hash_payload
 from service.records import claims_export
 
 CHUNK = 50_000  # split-pack claims whose sellers are read at a time
+# Connections reading code_claims' partitions at once, in one snapshot: sending the rows is most
+# of PostgreSQL's work, and one backend was the rebuild's critical path.
+READERS = 2
 # Whole-pack codes the loader holds before it writes them: ~25 B a code at the peak, commands
 # for Redis included (measured: +50 MB for 2 M codes), so ~500 MB. Buckets are written whole
 # by RESTORE only the first time; a set larger than this is written in several rounds, the
@@ -154,24 +158,34 @@ async def rebuild(
     dsn: str, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None = None
 ) -> int:
     """Stream the claims and write them; returns how many codes were written."""
-    connection = await asyncpg.connect(dsn)
+    connections = [await asyncpg.connect(dsn) for _ in range(READERS)]
     writer: _Writer | None = None
     try:
-        async with claims_export.snapshot(connection):
-            numbers = await claims_export.institution_numbers(connection)
-            writer = _Writer(redis, layout, numbers, progress)
+        async with claims_export.snapshot(connections[0], connections[1:]):
+            numbers = await claims_export.institution_numbers(connections[0])
+            tables = await claims_export.claim_tables(connections[0])
+            shares = [tables[n :: READERS] for n in range(min(READERS, len(tables)))]
+            writer = _Writer(redis, layout, numbers, len(shares), progress)
             await writer.check_restore()
-            await claims_export.copy_claims(connection, writer.feed)
+            async with asyncio.TaskGroup() as reads:  # one failing stops the others
+                for n, share in enumerate(shares):
+                    reads.create_task(claims_export.copy_claims(
+                        connections[n], writer.sink(n), share))
             await writer.write_buckets(finished=True)
-            split = writer.split_claims()
-            for start in range(0, len(split), CHUNK):
-                chunk = split[start : start + CHUNK]
-                await writer.write_split(await _split_values(connection, layout, chunk))
+            await _write_split(connections[0], layout, writer)
         return writer.written
     finally:
         if writer is not None:
             await writer.aclose()
-        await connection.close()
+        for connection in connections:
+            await connection.close()
+
+
+async def _write_split(connection: Any, layout: Layout, writer: _Writer) -> None:
+    split = writer.split_claims()
+    for start in range(0, len(split), CHUNK):
+        chunk = split[start : start + CHUNK]
+        await writer.write_split(await _split_values(connection, layout, chunk))
 
 
 async def _split_values(
@@ -193,19 +207,22 @@ async def _split_values(
 
 
 class _Writer:
-    """Feeds the COPY stream to the loader and writes what it holds: every bucket whole by
-    RESTORE once the stream ends (or the loader holds BUFFER_CODES: a later round HSETs into
-    buckets already written), one round of commands in flight while the next is built."""
+    """Feeds each COPY stream to a loader of its own and writes what they hold: every bucket
+    whole by RESTORE once the streams end (or the loaders hold BUFFER_CODES: a later round
+    HSETs into buckets already written), one round of commands in flight while the next is
+    built."""
 
     def __init__(
-        self, redis: RedisClient, layout: Layout, institutions: dict[str, int],
+        self, redis: RedisClient, layout: Layout, institutions: dict[str, int], streams: int,
         progress: Callable[[int], None] | None,
     ) -> None:
         self._layout, self._progress, self._bulk = layout, progress, BulkWriter(redis)
         self._redis = redis
-        self._loader = BucketLoader(layout.bucket_bits, layout.slot_groups, institutions)
+        self._loaders = [BucketLoader(layout.bucket_bits, layout.slot_groups, institutions)
+                         for _ in range(streams)]
         self._restore, self.written = True, 0
         self._in_flight: asyncio.Future[Any] | None = None
+        self._round = asyncio.Lock()  # one round of writes at a time, whichever stream fills
 
     async def check_restore(self) -> None:
         """RESTORE can be refused (renamed away, denied by an ACL, left out by a managed
@@ -221,31 +238,36 @@ class _Writer:
         finally:
             await self._redis.delete(*[probe.key for probe in probes])
 
-    async def feed(self, data: bytes) -> None:
+    def sink(self, stream: int) -> Callable[[bytes], Awaitable[None]]:
+        """What COPY stream number `stream` hands its chunks to."""
+        return partial(self._feed, self._loaders[stream])
+
+    async def _feed(self, loader: BucketLoader, data: bytes) -> None:
         if len(data) < SMALL_CHUNK:
             await asyncio.sleep(CHUNK_PAUSE_S)
-        rows = self._loader.feed(data)
+        rows = loader.feed(data)
         self.written += rows
         if self._progress is not None:
             self._progress(rows)
-        if self._loader.buffered >= BUFFER_CODES:
-            await self.write_buckets(finished=False)
+        if self._buffered() >= BUFFER_CODES:
+            async with self._round:
+                if self._buffered() >= BUFFER_CODES:  # not written by the round just waited
+                    await self.write_buckets(finished=False)
+
+    def _buffered(self) -> int:
+        return sum(loader.buffered for loader in self._loaders)
 
     def split_claims(self) -> list[SplitClaim]:
-        """The split packs the loader kept aside, for `write_split`."""
-        return self._loader.take_split()
+        """The split packs the loaders kept aside, for `write_split` (after the last round)."""
+        return self._loaders[0].take_split()
 
     async def write_buckets(self, finished: bool) -> None:
-        """Every bucket the loader holds, slot group by slot group."""
-        if finished:
-            self._loader.finish()
-            if self._loader.unknown_institutions:
-                _log.warning("rebuild: %d claims name no known institution; not reloaded",
-                             self._loader.unknown_institutions)
+        """Every bucket the loaders hold, slot group by slot group."""
+        main = self._gathered(finished)
         batch: list[PackedCommand] = []
         size = 0
         for group in range(self._layout.slot_groups):
-            resp, count = self._loader.commands(group, self._restore)
+            resp, count = main.commands(group, self._restore)
             if count:
                 batch.append(PackedCommand(self._layout.bucket_key(group, 0), resp, count))
                 size += len(resp)
@@ -255,6 +277,19 @@ class _Writer:
         await self._send(batch)
         await self._drain()
         self._restore = False
+
+    def _gathered(self, finished: bool) -> BucketLoader:
+        """The first loader, holding what every loader held (streams go on into their own)."""
+        main = self._loaders[0]
+        for loader in self._loaders:
+            if finished:
+                loader.finish()
+            if loader is not main:
+                main.absorb(loader)
+        if finished and main.unknown_institutions:
+            _log.warning("rebuild: %d claims name no known institution; not reloaded",
+                         main.unknown_institutions)
+        return main
 
     async def write_split(self, rows: list[tuple[int, int, bytes]]) -> None:
         """Split packs: one HSET per bucket, on top of what RESTORE wrote."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -98,13 +99,16 @@ async def test_restored_buckets_read_back_as_hset_writes_them(
 async def test_a_set_larger_than_the_buffer_is_written_in_rounds(
     databases: tuple[Redis, Redis], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past BUFFER_CODES the rebuild writes what it holds and goes on: RESTORE the first
-    round, HSET into the buckets the later ones meet again. The set comes out the same."""
+    """Past BUFFER_CODES the rebuild writes what its loaders hold (two streams here, as two
+    connections read the record) and goes on: RESTORE the first round, HSET into the buckets
+    the later ones meet again. The set comes out the same."""
     monkeypatch.setattr(rebuild, "BUFFER_CODES", 150)
     rounds, hset = databases
-    stream = copy_stream(generated_rows(random.Random(10), 800))
-    layout = Layout(3, 2)
-    writer = rebuild._Writer(rounds, layout, INSTITUTIONS, None)
+    rows = generated_rows(random.Random(10), 800)
+    # a code in one stream only (its second sale too), so no round decides which sale wins
+    streams = [copy_stream([row for row in rows if zlib.crc32(row[0].encode()) % 2 == n])
+               for n in range(2)]
+    writer = rebuild._Writer(rounds, Layout(3, 2), INSTITUTIONS, 2, None)
     sent: list[bool] = []
     real_send = writer._send
 
@@ -113,14 +117,15 @@ async def test_a_set_larger_than_the_buffer_is_written_in_rounds(
         await real_send(commands)
 
     monkeypatch.setattr(writer, "_send", send)
-    position = 0
-    while position < len(stream):
-        await writer.feed(stream[position : position + 5000])
-        position += 5000
+    for position in range(0, max(map(len, streams)), 5000):
+        for n, stream in enumerate(streams):
+            if position < len(stream):
+                await writer.sink(n)(stream[position : position + 5000])
     await writer.write_buckets(finished=True)
     await writer.aclose()
     assert set(sent) == {True, False}  # RESTORE rounds and HSET rounds both happened
-    await _written(hset, reference.BucketLoader(3, 2, INSTITUTIONS), stream, restore=False)
+    await _written(hset, reference.BucketLoader(3, 2, INSTITUTIONS), copy_stream(rows),
+                   restore=False)
     await _same_buckets(rounds, hset, ordered=False)  # later rounds append to a bucket
 
 
@@ -136,11 +141,11 @@ async def test_a_redis_that_refuses_restore_is_written_by_hset(
     limited = Redis.from_url(_url(settings, RESTORED), username=user, password=password)
     try:
         stream = copy_stream(generated_rows(random.Random(12), 300))
-        writer = rebuild._Writer(limited, Layout(3, 2), INSTITUTIONS, None)
+        writer = rebuild._Writer(limited, Layout(3, 2), INSTITUTIONS, 1, None)
         await writer.check_restore()
         assert not writer._restore  # the probe was refused
         for start in range(0, len(stream), 4096):
-            await writer.feed(stream[start : start + 4096])
+            await writer.sink(0)(stream[start : start + 4096])
         await writer.write_buckets(finished=True)
         await writer.aclose()
     finally:

@@ -163,6 +163,31 @@ def test_compiled_loader_equals_the_reference(layout: tuple[int, int]) -> None:
     assert mine.take_split() == []
 
 
+@pytest.mark.parametrize("layout", [(11, 16), (0, 3)], ids=str)
+def test_merged_loaders_equal_the_reference(layout: tuple[int, int]) -> None:
+    """Two streams (the rebuild reads the record over two connections), one loader each,
+    merged: the second's packs follow the first's in each bucket, a code in both keeps the
+    second's value; what each still has to read goes on into its own loader."""
+    rows = generated_rows(random.Random(14), 1200)
+    first, second = copy_stream(rows[::2]), copy_stream(rows[1::2])
+    ours = [compiled.BucketLoader(*layout, INSTITUTIONS) for _ in range(2)]
+    theirs = [reference.BucketLoader(*layout, INSTITUTIONS) for _ in range(2)]
+    half = len(second) // 2
+    for loaders in (ours, theirs):
+        fed(loaders[0], first, random.Random(15))
+        loaders[1].feed(second[:half])
+        loaders[0].absorb(loaders[1])
+        loaders[1].feed(second[half:])  # the second stream goes on after the merge
+        loaders[1].finish()
+        loaders[0].absorb(loaders[1])
+    assert ours[0].buffered == theirs[0].buffered > 0
+    assert ours[1].buffered == 0
+    assert ours[0].unknown_institutions == theirs[0].unknown_institutions > 0
+    assert ours[0].take_split() == theirs[0].take_split()
+    for group in range(layout[1]):
+        assert ours[0].commands(group, True) == theirs[0].commands(group, True), group
+
+
 def test_split_packs_are_kept_aside_as_the_record_has_them() -> None:
     """What the rebuild encodes with the pack's other lines: paid-at in epoch seconds."""
     rows: list[Row] = [("8" * 20, "S-1", 2, "P31000000002", DAY_2020_US + 1_500_000, 3, 10),
