@@ -131,3 +131,28 @@ def _hsets(resp: bytes) -> Iterator[tuple[str, dict[bytes, bytes]]]:
             position = end + 4 + size
         assert arguments[0] == b"HSET"
         yield arguments[1].decode(), dict(zip(arguments[2::2], arguments[3::2], strict=True))
+
+
+async def test_the_rebuilds_connections_share_one_snapshot(settings: Settings) -> None:
+    """The rebuild reads the partitions over several connections: a claim committed once it
+    has begun is seen by none of them, one committed before by all, or a code could be
+    written from one half and missed from the other."""
+    before, after = f.cn20(), f.cn20()
+    writer, *readers = [await asyncpg.connect(settings.asyncpg_dsn) for _ in range(3)]
+    institution = f.institution_id("S")
+    paid = dt.datetime(2025, 7, 1, tzinfo=UTC)
+    try:
+        await _institution(writer, institution, 2**30 + secrets.randbelow(2**29))
+        await _claim(writer, institution, before, f.settlement_id(), 1, paid)
+        async with claims_export.snapshot(readers[0], readers[1:]):
+            await _claim(writer, institution, after, f.settlement_id(), 1, paid)
+            for reader in readers:
+                seen = await reader.fetch("SELECT code FROM code_claims WHERE code = ANY($1)",
+                                          [before, after])
+                assert [row[0] for row in seen] == [before]
+        assert len(await claims_export.claim_tables(readers[0])) > 1  # partitions to share
+    finally:
+        await writer.execute("DELETE FROM code_claims WHERE code = ANY($1)", [before, after])
+        await writer.execute("DELETE FROM institutions WHERE institution_id = $1", institution)
+        for connection in (writer, *readers):
+            await connection.close()
