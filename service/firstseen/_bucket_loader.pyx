@@ -182,6 +182,11 @@ cdef class BucketLoader:
         if not self.loader.ended or self._rest:
             raise ValueError("the COPY stream of whole-pack claims ended early")
 
+    def next_stream(self) -> None:
+        """The stream ended (checked); the next feed begins another (its header first)."""
+        self.finish()
+        self.loader.header_seen = self.loader.ended = 0
+
     def commands(self, int group, bint restore) -> tuple[bytes, int]:
         if group < 0 or <uint32_t>group >= self.loader.slot_groups:
             raise ValueError(f"no slot group {group}")

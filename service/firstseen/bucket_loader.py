@@ -103,6 +103,12 @@ class BucketLoader:
         if not self._ended or self._rest:
             raise ValueError("the COPY stream of whole-pack claims ended early")
 
+    def next_stream(self) -> None:
+        """The stream ended (checked); the next feed begins another (its header first): one
+        connection reads several partitions, one COPY each."""
+        self.finish()
+        self._header_seen = self._ended = False
+
     def commands(self, group: int, restore: bool) -> tuple[bytes, int]:
         """Every buffered bucket of `group` as one command each (RESP), and their count."""
         buckets, self._groups[group] = self._groups[group], {}

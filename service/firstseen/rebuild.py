@@ -47,8 +47,8 @@ from service.kit.redis_dump import hash_payload
 from service.records import claims_export
 
 CHUNK = 50_000  # split-pack claims whose sellers are read at a time
-# Connections reading code_claims' partitions at once, in one snapshot: sending the rows is most
-# of PostgreSQL's work, and one backend was the rebuild's critical path.
+# Connections reading code_claims' partitions at once: sending the rows is most of PostgreSQL's
+# work, and one backend was the rebuild's critical path.
 READERS = 2
 # Whole-pack codes the loader holds before it writes them: ~25 B a code at the peak, commands
 # for Redis included (measured: +50 MB for 2 M codes), so ~500 MB. Buckets are written whole
@@ -161,17 +161,18 @@ async def rebuild(
     connections = [await asyncpg.connect(dsn) for _ in range(READERS)]
     writer: _Writer | None = None
     try:
-        async with claims_export.snapshot(connections[0], connections[1:]):
-            numbers = await claims_export.institution_numbers(connections[0])
-            tables = await claims_export.claim_tables(connections[0])
-            shares = [tables[n :: READERS] for n in range(min(READERS, len(tables)))]
+        async with claims_export.snapshots(connections[0], connections[1:]):
+            numbers = await claims_export.institution_numbers(connections[0])  # the newest
+            partitions = await claims_export.claim_partitions(connections[0])
+            shares: list[list[claims_export.Partition | None]] = [
+                [*partitions[n :: READERS]] for n in range(min(READERS, len(partitions)))
+            ] or [[None]]  # not partitioned: one connection reads it whole
             writer = _Writer(redis, layout, numbers, len(shares), progress)
             await writer.check_restore()
             async with asyncio.TaskGroup() as reads:  # one failing stops the others
                 for n, share in enumerate(shares):
-                    reads.create_task(claims_export.copy_claims(
-                        connections[n], writer.sink(n), share))
-            await writer.write_buckets(finished=True)
+                    reads.create_task(_read(connections[n], share, writer, n))
+            await writer.write_buckets()
             await _write_split(connections[0], layout, writer)
         return writer.written
     finally:
@@ -179,6 +180,14 @@ async def rebuild(
             await writer.aclose()
         for connection in connections:
             await connection.close()
+
+
+async def _read(connection: Any, share: list[claims_export.Partition | None], writer: _Writer,
+                stream: int) -> None:
+    """One connection's partitions, one COPY each, into loader number `stream`."""
+    for partition in share:
+        await claims_export.copy_claims(connection, writer.sink(stream), partition)
+        writer.stream_ended(stream)
 
 
 async def _write_split(connection: Any, layout: Layout, writer: _Writer) -> None:
@@ -252,18 +261,26 @@ class _Writer:
         if self._buffered() >= BUFFER_CODES:
             async with self._round:
                 if self._buffered() >= BUFFER_CODES:  # not written by the round just waited
-                    await self.write_buckets(finished=False)
+                    await self.write_buckets()
+
+    def stream_ended(self, stream: int) -> None:
+        """COPY stream number `stream` is whole (else this raises); another may follow."""
+        self._loaders[stream].next_stream()
 
     def _buffered(self) -> int:
         return sum(loader.buffered for loader in self._loaders)
 
     def split_claims(self) -> list[SplitClaim]:
         """The split packs the loaders kept aside, for `write_split` (after the last round)."""
-        return self._loaders[0].take_split()
+        main = self._gathered()
+        if main.unknown_institutions:
+            _log.warning("rebuild: %d claims name no known institution; not reloaded",
+                         main.unknown_institutions)
+        return main.take_split()
 
-    async def write_buckets(self, finished: bool) -> None:
+    async def write_buckets(self) -> None:
         """Every bucket the loaders hold, slot group by slot group."""
-        main = self._gathered(finished)
+        main = self._gathered()
         batch: list[PackedCommand] = []
         size = 0
         for group in range(self._layout.slot_groups):
@@ -278,17 +295,11 @@ class _Writer:
         await self._drain()
         self._restore = False
 
-    def _gathered(self, finished: bool) -> BucketLoader:
+    def _gathered(self) -> BucketLoader:
         """The first loader, holding what every loader held (streams go on into their own)."""
         main = self._loaders[0]
-        for loader in self._loaders:
-            if finished:
-                loader.finish()
-            if loader is not main:
-                main.absorb(loader)
-        if finished and main.unknown_institutions:
-            _log.warning("rebuild: %d claims name no known institution; not reloaded",
-                         main.unknown_institutions)
+        for loader in self._loaders[1:]:
+            main.absorb(loader)
         return main
 
     async def write_split(self, rows: list[tuple[int, int, bytes]]) -> None:

@@ -3,31 +3,29 @@ every code paid now, in one snapshot, as fast as PostgreSQL can stream it.
 
 Every claim comes in one scan, as plain columns over COPY (FORMAT binary): no join and no
 per-row function or concatenation in SQL, so PostgreSQL only scans and sends. Sending is most
-of its work, so the partitions can be read by several connections at once, all in one
-snapshot (as `pg_dump --jobs` does). The rebuilder resolves institution numbers, addresses and
-encodes each code in compiled code (service/firstseen/bucket_loader.py); split packs (few) add
-the lines that sold from them."""
+of its work, so the partitions can be read by several connections at once. The rebuilder
+resolves institution numbers, addresses and encodes each code in compiled code
+(service/firstseen/bucket_loader.py); split packs (few) add the lines that sold from them."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 # These columns, in this order and these types, are what service/firstseen/bucket_loader.py
 # parses.
-_CLAIMS = """
-SELECT code, settlement_id, line_no, institution_id, paid_at, units_used, pack_size FROM {}
-"""
-# Names as PostgreSQL prints a regclass: quoted where they need it, so safe to put in SQL.
+_COLUMNS = ["code", "settlement_id", "line_no", "institution_id", "paid_at", "units_used",
+            "pack_size"]
+_CLAIMS = ("SELECT code, settlement_id, line_no, institution_id, paid_at, units_used, pack_size "
+           "FROM code_claims")
 _PARTITIONS = """
-SELECT inhrelid::regclass::text FROM pg_inherits
-WHERE inhparent = 'code_claims'::regclass ORDER BY inhrelid
+SELECT n.nspname, c.relname FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.inhparent = 'code_claims'::regclass ORDER BY c.relname
 """
-_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]+")
 _INSTITUTION_NUMBERS = "SELECT institution_id, number FROM institutions"
 # The lines that sold units from each open split pack, minus those reversed since, in a
 # stable order (so two rebuilds write the same bytes).
@@ -41,31 +39,33 @@ ORDER BY e.event_at, e.recorded_at, e.settlement_id, e.line_no
 """
 
 
+class Partition(NamedTuple):
+    schema: str
+    name: str
+
+
 @asynccontextmanager
-async def snapshot(
-    connection: asyncpg.Connection, others: Sequence[asyncpg.Connection] = ()
+async def snapshots(
+    first: asyncpg.Connection, others: Sequence[asyncpg.Connection] = ()
 ) -> AsyncIterator[None]:
-    """One read-only snapshot for every read of a rebuild, on `connection` and `others`
-    alike: a claim that moves between whole and split while it reads is seen once, on one
-    side, whichever connection reads it."""
+    """A read-only snapshot on each connection, `first`'s taken last: read institutions there
+    first and they include every institution a claim the others read can name. Each claim is
+    read once, by the connection given its partition (partitioned by code), so a claim that
+    moves between whole and split while the rebuild reads is seen on one side only. (One
+    snapshot shared by all would need SET TRANSACTION SNAPSHOT, which takes no parameter.)"""
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(
-            connection.transaction(isolation="repeatable_read", readonly=True))
-        if others:
-            name = await connection.fetchval("SELECT pg_export_snapshot()")
-            if not _SNAPSHOT_ID.fullmatch(name):  # it goes into SQL as a literal
-                raise RuntimeError(f"PostgreSQL exported an unexpected snapshot id {name!r}")
-        for other in others:
+        for connection in (*others, first):
             await stack.enter_async_context(
-                other.transaction(isolation="repeatable_read", readonly=True))
-            await other.execute(f"SET TRANSACTION SNAPSHOT '{name}'")
+                connection.transaction(isolation="repeatable_read", readonly=True))
+            if connection is not first:
+                await connection.execute("SELECT 1")  # its snapshot is taken here
         yield
 
 
-async def claim_tables(connection: asyncpg.Connection) -> list[str]:
-    """The partitions of code_claims (code_claims itself if it has none), to share out
-    between connections."""
-    return [row[0] for row in await connection.fetch(_PARTITIONS)] or ["code_claims"]
+async def claim_partitions(connection: asyncpg.Connection) -> list[Partition]:
+    """The partitions of code_claims, to share out between connections (none: read it
+    whole with one)."""
+    return [Partition(*row) for row in await connection.fetch(_PARTITIONS)]
 
 
 async def institution_numbers(connection: asyncpg.Connection) -> dict[str, int]:
@@ -74,12 +74,15 @@ async def institution_numbers(connection: asyncpg.Connection) -> dict[str, int]:
 
 async def copy_claims(
     connection: asyncpg.Connection, sink: Callable[[bytes], Awaitable[None]],
-    tables: Sequence[str] = ("code_claims",),
+    partition: Partition | None = None,
 ) -> None:
-    """Every claim of `tables` (from `claim_tables`) as one COPY (FORMAT binary) stream,
-    handed to `sink` in chunks cut anywhere (rows may straddle two chunks)."""
-    query = " UNION ALL ".join(_CLAIMS.format(table) for table in tables)
-    await connection.copy_from_query(query, output=sink, format="binary")
+    """Every claim (of one partition) as one COPY (FORMAT binary) stream, handed to `sink` in
+    chunks cut anywhere (rows may straddle two chunks)."""
+    if partition is None:
+        await connection.copy_from_query(_CLAIMS, output=sink, format="binary")
+    else:  # asyncpg quotes the names
+        await connection.copy_from_table(partition.name, schema_name=partition.schema,
+                                         columns=_COLUMNS, output=sink, format="binary")
 
 
 async def split_sellers(connection: asyncpg.Connection, codes: list[str]) -> list[Any]:

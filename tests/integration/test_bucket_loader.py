@@ -121,7 +121,9 @@ async def test_a_set_larger_than_the_buffer_is_written_in_rounds(
         for n, stream in enumerate(streams):
             if position < len(stream):
                 await writer.sink(n)(stream[position : position + 5000])
-    await writer.write_buckets(finished=True)
+    for n in range(2):
+        writer.stream_ended(n)
+    await writer.write_buckets()
     await writer.aclose()
     assert set(sent) == {True, False}  # RESTORE rounds and HSET rounds both happened
     await _written(hset, reference.BucketLoader(3, 2, INSTITUTIONS), copy_stream(rows),
@@ -146,7 +148,8 @@ async def test_a_redis_that_refuses_restore_is_written_by_hset(
         assert not writer._restore  # the probe was refused
         for start in range(0, len(stream), 4096):
             await writer.sink(0)(stream[start : start + 4096])
-        await writer.write_buckets(finished=True)
+        writer.stream_ended(0)
+        await writer.write_buckets()
         await writer.aclose()
     finally:
         await limited.aclose()

@@ -133,26 +133,45 @@ def _hsets(resp: bytes) -> Iterator[tuple[str, dict[bytes, bytes]]]:
         yield arguments[1].decode(), dict(zip(arguments[2::2], arguments[3::2], strict=True))
 
 
-async def test_the_rebuilds_connections_share_one_snapshot(settings: Settings) -> None:
-    """The rebuild reads the partitions over several connections: a claim committed once it
-    has begun is seen by none of them, one committed before by all, or a code could be
-    written from one half and missed from the other."""
+async def test_the_rebuild_reads_each_partition_once_in_a_snapshot(settings: Settings) -> None:
+    """The rebuild reads the partitions over several connections, each in a snapshot of its
+    own, the first's taken last (where it reads institutions): a claim another connection
+    sees names an institution the first knows. A claim committed once the others' snapshots
+    are taken is not seen by them; between them the partitions are every claim, each once."""
     before, after = f.cn20(), f.cn20()
     writer, *readers = [await asyncpg.connect(settings.asyncpg_dsn) for _ in range(3)]
-    institution = f.institution_id("S")
+    institution, late = f.institution_id("S"), f.institution_id("L")
     paid = dt.datetime(2025, 7, 1, tzinfo=UTC)
     try:
         await _institution(writer, institution, 2**30 + secrets.randbelow(2**29))
         await _claim(writer, institution, before, f.settlement_id(), 1, paid)
-        async with claims_export.snapshot(readers[0], readers[1:]):
-            await _claim(writer, institution, after, f.settlement_id(), 1, paid)
-            for reader in readers:
-                seen = await reader.fetch("SELECT code FROM code_claims WHERE code = ANY($1)",
+        async with claims_export.snapshots(readers[0], readers[1:]):
+            await _institution(writer, late, 2**30 + secrets.randbelow(2**29))
+            await _claim(writer, late, after, f.settlement_id(), 1, paid)
+            numbers = await claims_export.institution_numbers(readers[0])  # its snapshot now
+            assert {institution, late} <= set(numbers)
+            seen = await readers[1].fetch("SELECT code FROM code_claims WHERE code = ANY($1)",
                                           [before, after])
-                assert [row[0] for row in seen] == [before]
-        assert len(await claims_export.claim_tables(readers[0])) > 1  # partitions to share
+            assert [row[0] for row in seen] == [before]
+            partitions = await claims_export.claim_partitions(readers[0])
+            assert len(partitions) > 1  # to share out
+            assert sum([await _count(readers[0], partition) for partition in partitions]) == (
+                await readers[0].fetchval("SELECT count(*) FROM code_claims"))
     finally:
         await writer.execute("DELETE FROM code_claims WHERE code = ANY($1)", [before, after])
-        await writer.execute("DELETE FROM institutions WHERE institution_id = $1", institution)
+        await writer.execute("DELETE FROM institutions WHERE institution_id = ANY($1)",
+                             [institution, late])
         for connection in (writer, *readers):
             await connection.close()
+
+
+async def _count(connection: asyncpg.Connection, partition: claims_export.Partition) -> int:
+    """Rows in one partition's COPY stream, as the rebuild reads it."""
+    loader = BucketLoader(0, 1, await claims_export.institution_numbers(connection))
+
+    async def sink(data: bytes) -> None:
+        loader.feed(data)
+
+    await claims_export.copy_claims(connection, sink, partition)
+    loader.finish()
+    return loader.buffered + len(loader.take_split()) + loader.unknown_institutions

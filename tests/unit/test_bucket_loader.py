@@ -188,6 +188,23 @@ def test_merged_loaders_equal_the_reference(layout: tuple[int, int]) -> None:
         assert ours[0].commands(group, True) == theirs[0].commands(group, True), group
 
 
+def test_one_loader_takes_stream_after_stream() -> None:
+    """A connection reads its partitions one COPY after another into one loader."""
+    rows = generated_rows(random.Random(16), 900)
+    streams = [copy_stream(rows[n::3]) for n in range(3)]
+    ours = compiled.BucketLoader(5, 4, INSTITUTIONS)
+    theirs = reference.BucketLoader(5, 4, INSTITUTIONS)
+    for loader in (ours, theirs):
+        for stream in streams:
+            fed(loader, stream, random.Random(17))
+            loader.next_stream()
+        with pytest.raises(ValueError, match="ended early"):
+            loader.next_stream()  # a stream that has not ended cannot be followed
+    assert ours.buffered == theirs.buffered > 0
+    for group in range(4):
+        assert ours.commands(group, True) == theirs.commands(group, True), group
+
+
 def test_split_packs_are_kept_aside_as_the_record_has_them() -> None:
     """What the rebuild encodes with the pack's other lines: paid-at in epoch seconds."""
     rows: list[Row] = [("8" * 20, "S-1", 2, "P31000000002", DAY_2020_US + 1_500_000, 3, 10),
