@@ -1,11 +1,11 @@
 """Rebuild the first-seen set from the record (`tracegate rebuild-hot-set`, or by itself when
 Redis lost it).
 
-PostgreSQL's `code_claims` holds every code that is paid now. It streams in one scan as plain
-columns over COPY (service/records/claims_export.py) into a compiled loader that addresses and
-encodes each whole pack (nearly all) and files it under its bucket
-(service/firstseen/bucket_loader.py says what it does; bucket_core.h does it); once the
-stream ends, each bucket is written whole, one RESTORE of a DUMP payload per bucket, so Redis
+PostgreSQL's `code_claims` holds every code that is paid now. Its partitions stream as plain
+columns over COPY (service/records/claims_export.py), READERS connections at once, into
+compiled loaders that address and encode each whole pack (nearly all) and file it under its
+bucket (service/firstseen/bucket_loader.py says what they do; bucket_core.h does it); once
+the streams end, each bucket is written whole, one RESTORE of a DUMP payload per bucket, so Redis
 neither parses nor inserts fields one by one. Split packs (few) are encoded here, with the
 lines that sold from them, and HSET on top. Each slot group has a generation marker that
 cas.lua insists on: it is removed first and set last, so while the set is incomplete the gate
