@@ -6,23 +6,31 @@ uses a database of its own, away from the live set in database 0."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import random
 import secrets
+import time
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from cli.migrate import upgrade_to_head
+from service.claims.schemas import CodeState
+from service.claims.service import owner_token
 from service.firstseen import _bucket_loader as compiled
 from service.firstseen import bucket_loader as reference
 from service.firstseen import rebuild
-from service.firstseen.encoding import Layout
+from service.firstseen.encoding import Layout, encode_state
 from service.kit import redis_dump
 from service.kit.redis_bulk import BulkWriter, PackedCommand
 from service.settings import Settings
+from tests.harness import scratch_database
 from tests.unit.test_bucket_loader import (
     INSTITUTIONS,
     INTEGERISH,
@@ -159,6 +167,38 @@ async def test_a_redis_that_refuses_restore_is_written_by_hset(
     assert not await admin.keys("tg:rebuild-probe*")
     await _written(hset, reference.BucketLoader(3, 2, INSTITUTIONS), stream, restore=False)
     await _same_buckets(admin, hset, ordered=True)
+
+
+async def test_a_rebuild_from_an_empty_record_records_no_time(
+    settings: Settings, databases: tuple[Redis, Redis]
+) -> None:
+    """An empty record lost nothing (a new stack): the set is marked whole with rebuilt-at 0,
+    so the gate need not look its first settlements up in the record. Once the record holds a
+    claim, the rebuild loads it and records when it ran."""
+    redis, _ = databases
+    layout = Layout(2, 2)
+    async with scratch_database(settings) as own:
+        await asyncio.to_thread(upgrade_to_head, own.database_url)
+        assert await rebuild.rebuild_exclusively(own.asyncpg_dsn, redis, layout)
+        assert await rebuild.complete(redis, layout)
+        assert await redis.get(rebuild.REBUILT_AT_KEY) == b"0"
+        paid = dt.datetime(2025, 6, 1, 8, tzinfo=dt.UTC)
+        connection = await asyncpg.connect(own.asyncpg_dsn)
+        try:
+            number = await connection.fetchval(
+                "INSERT INTO institutions (institution_id, name, kind, region) "
+                "VALUES ('P31000000009', 'p', 'retail_pharmacy', 'r') RETURNING number")
+            await connection.execute(
+                "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
+                "first_seen_at) VALUES ($1, 'S-1', 1, 'P31000000009', $2, $2)", "8" * 20, paid)
+        finally:
+            await connection.close()
+        began_ms = time.time() * 1000
+        assert await rebuild.rebuild_exclusively(own.asyncpg_dsn, redis, layout)
+    assert int(await redis.get(rebuild.REBUILT_AT_KEY) or 0) >= began_ms
+    group, bucket, field = layout.locate("8" * 20)
+    state = CodeState(owner_token("S-1", 1), number, int(paid.timestamp()))
+    assert await redis.hget(layout.bucket_key(group, bucket), field) == encode_state(state)
 
 
 async def _written(redis: Redis, loader: Any, stream: bytes, restore: bool) -> None:
