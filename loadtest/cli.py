@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(md_path.read_text() + f"\nwrote {json_path} and {md_path}\n")
         if report.show_in_readme(results, README):
             sys.stdout.write(f"and the tables in {README}\n")
-        return 0 if results["stream"]["correct"] and results["gate"]["correct"] else 1
+        return 0 if report.correct(results) else 1
     sys.stdout.write(json.dumps(_single(args.command, plan), indent=2, default=str) + "\n")
     return 0
 

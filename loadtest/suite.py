@@ -149,7 +149,8 @@ def store_sections(stack: Stack, workload: Workload, plan: Plan) -> dict[str, An
 
 def rebuild_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
     return _with_bar("rebuild (codes)", plan.rebuild_codes * plan.repeats, lambda bar: run_rebuild(
-        stack.dsn, stack.redis_url, workload.institutions, plan.rebuild_codes, plan.repeats, bar))
+        stack.dsn, stack.redis_url, stack.postgres.pid, workload.institutions,
+        plan.rebuild_codes, plan.repeats, bar))
 
 
 def _with_bar(desc: str, total: int, run: Callable[[Callable[[int], None]], dict[str, Any]]

@@ -244,6 +244,39 @@ def cpu_seconds(pid: int) -> float:
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, its descendants and every child it has waited for:
+    PostgreSQL's postmaster reaps each backend that disconnects, so a backend that ended
+    inside a measured window still counts (by `cpu_seconds` of live pids it would not). A
+    child that exits is counted as a zombie until it is reaped, then in its parent's total;
+    read again if a reap fell between the two."""
+    while True:
+        reaped = _reaped_seconds(pid)
+        if reaped is None:
+            return 0.0
+        descendants = sum(cpu_seconds(child) for child in _all_descendants(pid))
+        if _reaped_seconds(pid) == reaped:
+            return cpu_seconds(pid) + reaped + descendants
+
+
+def _reaped_seconds(pid: int) -> float | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[13]) + int(fields[14])) / _TICKS
+
+
+def _all_descendants(root: int) -> list[int]:
+    """Zombies included, unlike `_descendant_stamps`."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parents().items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 def _start_ticks(pid: int) -> int | None:
     fields = _stat_fields(pid)
     return None if fields is None or fields[0] == "Z" else int(fields[19])

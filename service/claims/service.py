@@ -15,8 +15,8 @@ from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, Effect, 
 def owner_token(settlement_id: str, line_no: int) -> int:
     """4 bytes that name a (settlement, line) in the first-seen set: enough to tell a replay
     from a duplicate; PostgreSQL, not this token, is the final word. CRC-32 because the
-    rebuild computes it inside PostgreSQL (`crc32()`, PostgreSQL 18) and must agree with this;
-    the line number after the last ':' keeps the text unambiguous."""
+    rebuild's compiled loader computes it too (service/firstseen/bucket_core.h) and must agree
+    with this; the line number after the last ':' keeps the text unambiguous."""
     return zlib.crc32(f"{settlement_id}:{line_no}".encode())
 
 

@@ -11,9 +11,10 @@ a listpack (ziplist in 6.2; up to 512 fields, so a set may outgrow its sizing 8x
 ~21.5 B per code. Redis finds a field by scanning the listpack, so fuller buckets cost CPU on
 every read and claim (see settings.py). Identity is 48 field bits plus the group and bucket
 bits (65 with the default layout); a collision would show as a duplicate whose first payment the
-record does not know, and PostgreSQL stays the arbiter of first payments. SHA-256 because
-PostgreSQL has it too: a rebuild has it address every code in SQL (service/firstseen/rebuild.py
-does the same arithmetic; tests/integration/test_rebuild_encoding.py holds the two equal).
+record does not know, and PostgreSQL stays the arbiter of first payments. The rebuild does the
+same arithmetic in compiled code (service/firstseen/bucket_core.h; its reference,
+bucket_loader.py, is built on this module, and tests/integration/test_rebuild_encoding.py
+holds the record's stream through it equal to this).
 """
 
 from __future__ import annotations

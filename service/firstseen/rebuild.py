@@ -1,10 +1,13 @@
 """Rebuild the first-seen set from the record (`tracegate rebuild-hot-set`, or by itself when
 Redis lost it).
 
-PostgreSQL's `code_claims` holds every code that is paid now; this streams it with a
-server-side cursor (PostgreSQL addresses each code and encodes whole-pack values itself),
-files each under its bucket, and writes each bucket's share of a flush with one HSET, packed
-here and sent raw (service/kit/redis_bulk.py). Each slot group has a generation marker that
+PostgreSQL's `code_claims` holds every code that is paid now. Its partitions stream as plain
+columns over COPY (service/records/claims_export.py), READERS connections at once, into
+compiled loaders that address and encode each whole pack (nearly all) and file it under its
+bucket (service/firstseen/bucket_loader.py says what they do; bucket_core.h does it); once
+the streams end, each bucket is written whole, one RESTORE of a DUMP payload per bucket, so Redis
+neither parses nor inserts fields one by one. Split packs (few) are encoded here, with the
+lines that sold from them, and HSET on top. Each slot group has a generation marker that
 the scripts insist on: it is removed first and set last, so while the set is incomplete the
 gate answers 503 HOT_SET_REBUILDING and the consumers wait, instead of taking a missing claim
 for "unpaid". Consumers change Redis only after their commit, and wait while the markers are
@@ -15,62 +18,53 @@ consumers as they record the gate's settlements."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
+from redis.exceptions import ResponseError
 
 from service.claims.schemas import CodeState
 from service.claims.service import owner_token
+from service.firstseen._bucket_loader import BucketLoader
+from service.firstseen.bucket_loader import SplitClaim
 from service.firstseen.encoding import Layout, encode_state
-from service.kit.redis_bulk import BulkWriter, hset_arguments, hset_command
+from service.kit.redis_bulk import (
+    BulkWriter,
+    PackedCommand,
+    hset_arguments,
+    hset_command,
+    restore_command,
+)
 from service.kit.redis_client import RedisClient
+from service.kit.redis_dump import hash_payload
+from service.records import claims_export
 
-CHUNK = 50_000
-# Codes buffered before they are written (~60 MB). Smaller flushes cost more commands (fewer
-# fields in each HSET); larger ones leave Redis loading the last flush alone at the end.
-FLUSH_EVERY = 1_000_000
-
-# Whole packs, nearly all of the set: PostgreSQL addresses each code and encodes its value
-# exactly as `Layout.locate` and `encode_state` do, so Python only files each row under its
-# bucket. Address: SHA-256 of the code; group = its first 4 bytes (31 bits) mod $1, bucket =
-# the next 4 bytes masked by $2, field = the 6 after. Value: owner token = CRC-32 of
-# "settlement_id:line_no", institution number as u32, days since 2020-01-01 as u16. Field and
-# value come as HSET arguments in RESP (`$6\r\n` field `\r\n$10\r\n` value `\r\n`). OFFSET 0
-# keeps the digest computed once per row, not once per use.
-# tests/integration/test_rebuild_encoding.py holds SQL and Python equal.
-_WHOLE_CLAIMS = """
-SELECT (substr(h, 1, 4)::int4 & 2147483647) % $1, substr(h, 5, 4)::int4 & $2,
-       '\\x24360d0a'::bytea || substr(h, 9, 6) || '\\x0d0a2431300d0a'::bytea || v
-       || '\\x0d0a'::bytea
-FROM (SELECT sha256(convert_to(c.code, 'UTF8')) AS h,
-             int4send(crc32(convert_to(c.settlement_id || ':' || c.line_no, 'UTF8'))
-                      ::bit(32)::int4)
-             || int4send(i.number::bit(32)::int4)
-             || substr(int4send(greatest(0, least(65535,
-                    (c.paid_at AT TIME ZONE 'UTC')::date - date '2020-01-01'))), 3, 2) AS v
-      FROM code_claims c JOIN institutions i USING (institution_id)
-      WHERE c.units_used IS NULL OFFSET 0) AS claims
-"""
-_SPLIT_CLAIMS = """
-SELECT c.code, c.settlement_id, c.line_no, i.number, floor(extract(epoch FROM c.paid_at))::bigint,
-       c.units_used, c.pack_size
-FROM code_claims c JOIN institutions i USING (institution_id)
-WHERE c.units_used IS NOT NULL
-"""
-# The lines that sold units from each open split pack, minus those reversed since, in a
-# stable order (so two rebuilds write the same bytes).
-_SPLIT_SELLERS = """
-SELECT e.code, e.settlement_id, e.line_no FROM code_events e
-WHERE e.code = ANY($1::text[]) AND e.type = 'payment' AND e.units IS NOT NULL
-  AND NOT e.duplicate
-  AND NOT EXISTS (SELECT 1 FROM code_events r WHERE r.code = e.code AND r.type = 'reversal'
-                  AND r.settlement_id = e.settlement_id AND r.line_no = e.line_no)
-ORDER BY e.event_at, e.recorded_at, e.settlement_id, e.line_no
-"""
+CHUNK = 50_000  # split-pack claims whose sellers are read at a time
+# Connections reading code_claims' partitions at once: sending the rows is most of PostgreSQL's
+# work, and one backend was the rebuild's critical path.
+READERS = 2
+# Whole-pack codes the loader holds before it writes them: ~25 B a code at the peak, commands
+# for Redis included (measured: +50 MB for 2 M codes), so ~500 MB. Buckets are written whole
+# by RESTORE only the first time; a set larger than this is written in several rounds, the
+# later ones by HSET into buckets that already hold fields (several times slower).
+BUFFER_CODES = 20_000_000
+# Commands gathered before they go out: one round of them is in flight while the next slot
+# groups are built.
+SEND_BYTES = 8 << 20
+# asyncpg hands the COPY stream over in whatever each socket read returned (~20 KB when this
+# process keeps up), at a fixed cost in Python per chunk; after a small one, a millisecond's
+# pause lets PostgreSQL fill the socket (asyncpg does not read while the sink runs), so the
+# rest comes in ~170 KB chunks: measured, a quarter less of this process's CPU a code and
+# PostgreSQL never waits (here it writes ~170 KB a millisecond, within the socket's buffer).
+SMALL_CHUNK = 128 << 10
+CHUNK_PAUSE_S = 0.001
+_log = logging.getLogger(__name__)
 
 
 LOCK_KEY = "tg:rebuild-lock"
@@ -160,48 +154,54 @@ CLEAR_EVERY = 1000
 async def rebuild(
     dsn: str, redis: RedisClient, layout: Layout, progress: Callable[[int], None] | None = None
 ) -> int:
-    """Stream the claims and write them; PostgreSQL computes the next chunk and Redis stores
-    the last one while this process addresses the current one."""
-    writer = _Writer(redis, layout)
-    connection = await asyncpg.connect(dsn)
+    """Stream the claims and write them; returns how many codes were written."""
+    connections = [await asyncpg.connect(dsn) for _ in range(READERS)]
+    writer: _Writer | None = None
     try:
-        mask = (1 << layout.bucket_bits) - 1
-        async for chunk in _chunks(connection, _WHOLE_CLAIMS, layout.slot_groups, mask):
-            await writer.add(chunk)
-            _report(progress, len(chunk))
-        async for chunk in _chunks(connection, _SPLIT_CLAIMS):
-            await writer.add(await _split_values(connection, layout, chunk))
-            _report(progress, len(chunk))
-        return await writer.finish()
+        async with claims_export.snapshots(connections[0], connections[1:]):
+            numbers = await claims_export.institution_numbers(connections[0])  # the newest
+            partitions = await claims_export.claim_partitions(connections[0])
+            shares: list[list[claims_export.Partition | None]] = [
+                [*partitions[n :: READERS]] for n in range(min(READERS, len(partitions)))
+            ] or [[None]]  # not partitioned: one connection reads it whole
+            writer = _Writer(redis, layout, numbers, len(shares), progress)
+            await writer.check_restore()
+            async with asyncio.TaskGroup() as reads:  # one failing stops the others
+                for n, share in enumerate(shares):
+                    reads.create_task(_read(connections[n], share, writer, n))
+            await writer.write_buckets()
+            await _write_split(connections[0], layout, writer)
+        return writer.written
     finally:
-        await writer.aclose()
-        await connection.close()
+        if writer is not None:
+            await writer.aclose()
+        for connection in connections:
+            await connection.close()
 
 
-def _report(progress: Callable[[int], None] | None, count: int) -> None:
-    if progress is not None:
-        progress(count)
+async def _read(connection: Any, share: list[claims_export.Partition | None], writer: _Writer,
+                stream: int) -> None:
+    """One connection's partitions, one COPY each, into loader number `stream`."""
+    for partition in share:
+        await claims_export.copy_claims(connection, writer.sink(stream), partition)
+        writer.stream_ended(stream)
 
 
-async def _chunks(connection: Any, query: str, *args: Any) -> AsyncIterator[list[Any]]:
-    """Rows in chunks, the next one already asked for while the caller works on this one."""
-    async with connection.transaction():
-        cursor = await connection.cursor(query, *args)
-        ahead = asyncio.ensure_future(cursor.fetch(CHUNK))
-        try:
-            while chunk := await ahead:
-                ahead = asyncio.ensure_future(cursor.fetch(CHUNK))
-                await asyncio.sleep(0)  # let the request go out before the caller's CPU work
-                yield chunk
-        finally:
-            ahead.cancel()
+async def _write_split(connection: Any, layout: Layout, writer: _Writer) -> None:
+    split = writer.split_claims()
+    for start in range(0, len(split), CHUNK):
+        chunk = split[start : start + CHUNK]
+        await writer.write_split(await _split_values(connection, layout, chunk))
 
 
 async def _split_values(
-    connection: Any, layout: Layout, rows: list[Any]
+    connection: Any, layout: Layout, rows: list[SplitClaim]
 ) -> list[tuple[int, int, bytes]]:
     """Split packs (few): their value lists every line that sold units, from code_events."""
-    sellers = await _sellers(connection, [row[0] for row in rows])
+    sellers: dict[str, list[int]] = defaultdict(list)
+    for code, sid, line_no in await claims_export.split_sellers(connection,
+                                                                [row[0] for row in rows]):
+        sellers[code].append(owner_token(sid, line_no))
     entries: list[tuple[int, int, bytes]] = []
     for code, sid, line_no, number, paid_at, used, pack_size in rows:
         token = owner_token(sid, line_no)
@@ -212,57 +212,117 @@ async def _split_values(
     return entries
 
 
-async def _sellers(connection: Any, codes: list[str]) -> dict[str, list[int]]:
-    sellers: dict[str, list[int]] = defaultdict(list)
-    for code, sid, line_no in await connection.fetch(_SPLIT_SELLERS, codes):
-        sellers[code].append(owner_token(sid, line_no))
-    return sellers
-
-
 class _Writer:
-    """Buffers each bucket's HSET arguments and, every FLUSH_EVERY codes, writes one HSET per
-    bucket: memory stays bounded whatever the set's size. One flush is in flight while the
-    next chunks are filed."""
+    """Feeds each COPY stream to a loader of its own and writes what they hold: every bucket
+    whole by RESTORE once the streams end (or the loaders hold BUFFER_CODES: a later round
+    HSETs into buckets already written), one round of commands in flight while the next is
+    built."""
 
-    def __init__(self, redis: RedisClient, layout: Layout) -> None:
-        self._layout, self._bulk = layout, BulkWriter(redis)
-        self._buckets = self._empty()
-        self._buffered = self.written = 0
+    def __init__(
+        self, redis: RedisClient, layout: Layout, institutions: dict[str, int], streams: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self._layout, self._progress, self._bulk = layout, progress, BulkWriter(redis)
+        self._redis = redis
+        self._loaders = [BucketLoader(layout.bucket_bits, layout.slot_groups, institutions)
+                         for _ in range(streams)]
+        self._restore, self.written = True, 0
         self._in_flight: asyncio.Future[Any] | None = None
+        self._round = asyncio.Lock()  # one round of writes at a time, whichever stream fills
 
-    def _empty(self) -> list[defaultdict[int, list[bytes]]]:
-        return [defaultdict(list) for _ in range(self._layout.slot_groups)]
+    async def check_restore(self) -> None:
+        """RESTORE can be refused (renamed away, denied by an ACL, left out by a managed
+        Redis): one probe per slot group finds out before any bucket depends on it, and
+        then every bucket goes by HSET, as before, slower."""
+        probes = [restore_command(f"tg:rebuild-probe{{{group}}}", hash_payload([(b"f", b"v")]))
+                  for group in range(self._layout.slot_groups)]
+        try:
+            await self._bulk.send(probes)
+        except ResponseError as error:
+            _log.warning("rebuild: Redis refused RESTORE (%s); writing buckets by HSET", error)
+            self._restore = False
+        finally:
+            await self._redis.delete(*[probe.key for probe in probes])
 
-    async def add(self, rows: list[tuple[int, int, bytes]]) -> None:
-        """`rows` are (group, bucket, `hset_arguments(field, value)`)."""
-        buckets = self._buckets
+    def sink(self, stream: int) -> Callable[[bytes], Awaitable[None]]:
+        """What COPY stream number `stream` hands its chunks to."""
+        return partial(self._feed, self._loaders[stream])
+
+    async def _feed(self, loader: BucketLoader, data: bytes) -> None:
+        if len(data) < SMALL_CHUNK:
+            await asyncio.sleep(CHUNK_PAUSE_S)
+        rows = loader.feed(data)
+        self.written += rows
+        if self._progress is not None:
+            self._progress(rows)
+        if self._buffered() >= BUFFER_CODES:
+            async with self._round:
+                if self._buffered() >= BUFFER_CODES:  # not written by the round just waited
+                    await self.write_buckets()
+
+    def stream_ended(self, stream: int) -> None:
+        """COPY stream number `stream` is whole (else this raises); another may follow."""
+        self._loaders[stream].next_stream()
+
+    def _buffered(self) -> int:
+        return sum(loader.buffered for loader in self._loaders)
+
+    def split_claims(self) -> list[SplitClaim]:
+        """The split packs the loaders kept aside, for `write_split` (after the last round)."""
+        main = self._gathered()
+        if main.unknown_institutions:
+            _log.warning("rebuild: %d claims name no known institution; not reloaded",
+                         main.unknown_institutions)
+        return main.take_split()
+
+    async def write_buckets(self) -> None:
+        """Every bucket the loaders hold, slot group by slot group."""
+        main = self._gathered()
+        batch: list[PackedCommand] = []
+        size = 0
+        for group in range(self._layout.slot_groups):
+            resp, count = main.commands(group, self._restore)
+            if count:
+                batch.append(PackedCommand(self._layout.bucket_key(group, 0), resp, count))
+                size += len(resp)
+            if size >= SEND_BYTES:
+                await self._send(batch)
+                batch, size = [], 0
+        await self._send(batch)
+        await self._drain()
+        self._restore = False
+
+    def _gathered(self) -> BucketLoader:
+        """The first loader, holding what every loader held (streams go on into their own)."""
+        main = self._loaders[0]
+        for loader in self._loaders[1:]:
+            main.absorb(loader)
+        return main
+
+    async def write_split(self, rows: list[tuple[int, int, bytes]]) -> None:
+        """Split packs: one HSET per bucket, on top of what RESTORE wrote."""
+        buckets: defaultdict[tuple[int, int], list[bytes]] = defaultdict(list)
         for group, bucket, arguments in rows:
-            buckets[group][bucket].append(arguments)
-        self._buffered += len(rows)
-        if self._buffered >= FLUSH_EVERY:
-            await self._flush()
-
-    async def finish(self) -> int:
-        await self._flush()
-        if self._in_flight is not None:
-            await self._in_flight
-        return self.written
+            buckets[group, bucket].append(arguments)
+        await self._send([hset_command(self._layout.bucket_key(*where), arguments)
+                          for where, arguments in buckets.items()])
+        await self._drain()
+        self.written += len(rows)
+        if self._progress is not None:
+            self._progress(len(rows))
 
     async def aclose(self) -> None:
         if self._in_flight is not None and not self._in_flight.done():
             self._in_flight.cancel()
         await self._bulk.aclose()
 
-    async def _flush(self) -> None:
-        commands = [
-            hset_command(self._layout.bucket_key(group, bucket), arguments)
-            for group, buckets in enumerate(self._buckets)
-            for bucket, arguments in buckets.items()
-        ]
-        self.written += self._buffered
-        self._buckets, self._buffered = self._empty(), 0
-        if self._in_flight is not None:
-            await self._in_flight
-        self._in_flight = asyncio.ensure_future(self._bulk.send(commands))
-        await asyncio.sleep(0)  # let it go out
+    async def _send(self, commands: list[PackedCommand]) -> None:
+        await self._drain()
+        if commands:
+            self._in_flight = asyncio.ensure_future(self._bulk.send(commands))
+            await asyncio.sleep(0)  # let it go out
 
+    async def _drain(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight

@@ -24,7 +24,8 @@ from service.kit.redis_client import RedisClient
 @dataclass(frozen=True, slots=True)
 class PackedCommand:
     key: str  # what a cluster routes the command by
-    resp: bytes  # the whole command, in RESP
+    resp: bytes  # the whole command, in RESP (or several, all for keys of one slot)
+    replies: int = 1  # how many commands `resp` holds
 
 
 def hset_arguments(field: bytes, value: bytes) -> bytes:
@@ -39,6 +40,13 @@ def hset_command(key: str, arguments: list[bytes]) -> PackedCommand:
     return PackedCommand(key, head + b"".join(arguments))
 
 
+def restore_command(key: str, payload: bytes) -> PackedCommand:
+    """RESTORE of `key` from a DUMP payload, never expiring, replacing what the key held."""
+    name = key.encode()
+    return PackedCommand(key, b"*5\r\n$7\r\nRESTORE\r\n$%d\r\n%s\r\n$1\r\n0\r\n$%d\r\n%s\r\n"
+                         b"$7\r\nREPLACE\r\n" % (len(name), name, len(payload), payload))
+
+
 class BulkWriter:
     """Holds one connection per node for as long as a bulk load runs."""
 
@@ -51,19 +59,19 @@ class BulkWriter:
         """All of `commands`, every node's share in one write, the nodes at once."""
         if not commands:
             return
-        batches: dict[Any, list[bytes]] = {}
+        batches: dict[Any, list[PackedCommand]] = {}
         if self._cluster is not None:
             # a client that has sent nothing yet has no slot map to route by (a no-op after)
             await self._cluster.initialize()
         if self._single is not None:
-            batches[self._single.connection_pool] = [command.resp for command in commands]
+            batches[self._single.connection_pool] = list(commands)
         else:
             for command in commands:
-                batches.setdefault(self._node(command.key), []).append(command.resp)
+                batches.setdefault(self._node(command.key), []).append(command)
         connections = [await self._connection(target) for target in batches]
         await asyncio.gather(*(
-            _write(connection, pieces)
-            for connection, pieces in zip(connections, batches.values(), strict=True)
+            _write(connection, batch)
+            for connection, batch in zip(connections, batches.values(), strict=True)
         ))
 
     async def aclose(self) -> None:
@@ -89,9 +97,11 @@ class BulkWriter:
         return self._connections[name]
 
 
-async def _write(connection: Any, pieces: list[bytes]) -> None:
-    await connection.send_packed_command(pieces, check_health=False)
-    await _count_replies(connection._reader, len(pieces))  # noqa: SLF001 - see below
+async def _write(connection: Any, commands: list[PackedCommand]) -> None:
+    await connection.send_packed_command([command.resp for command in commands],
+                                         check_health=False)
+    replies = sum(command.replies for command in commands)
+    await _count_replies(connection._reader, replies)  # noqa: SLF001 - see below
 
 
 async def _count_replies(reader: asyncio.StreamReader, expected: int) -> None:

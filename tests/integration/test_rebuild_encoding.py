@@ -1,22 +1,24 @@
-"""The rebuild lets PostgreSQL address codes and encode whole-pack values (owner token,
-institution number, day) for speed; the consumers and the gate do both in Python. Both must
-put the same bytes in the same place, or a rebuilt set would miss every claim or take every
-replay for a duplicate."""
+"""The rebuild streams the record's plain columns over COPY and addresses codes and encodes
+whole-pack values (owner token, institution number, day) in compiled code; the consumers and
+the gate do both in Python. Both must put the same bytes in the same place, or a rebuilt set
+would miss every claim or take every replay for a duplicate. Here the record's own stream
+goes through the compiled loader (tests/unit/test_bucket_loader.py holds it equal to the
+pure-Python reference on generated streams)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from service.claims.schemas import CodeState
 from service.claims.service import owner_token
+from service.firstseen._bucket_loader import BucketLoader
 from service.firstseen.encoding import Layout, encode_state
-from service.firstseen.rebuild import _WHOLE_CLAIMS
-from service.kit.redis_bulk import hset_arguments
+from service.records import claims_export
 from service.settings import Settings
 from tests import factories as f
 
@@ -53,9 +55,10 @@ async def test_postgres_encodes_whole_packs_exactly_as_python(
         await _institution(connection, institution, number)
         await _claim(connection, institution, code, sid, line_no, paid_at)
         value = encode_state(CodeState(owner_token(sid, line_no), number, int(paid_at.timestamp())))
-        group, bucket, field = layout.locate(code)
-        expected.add((group, bucket, hset_arguments(field, value)))
-    assert expected <= await _rebuild_rows(connection, layout)
+        expected.add((*layout.locate(code), value))
+    buckets = await _rebuilt_buckets(connection, layout)
+    for group, bucket, field, value in expected:
+        assert buckets[layout.bucket_key(group, bucket)][field] == value
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=str)
@@ -71,10 +74,10 @@ async def test_postgres_addresses_codes_exactly_as_python(
     await _institution(connection, institution, number)
     for code in codes:
         await _claim(connection, institution, code, sid, 1, paid_at)
-    rows = await _rebuild_rows(connection, layout)
+    buckets = await _rebuilt_buckets(connection, layout)
     for code in codes:
         group, bucket, field = layout.locate(code)
-        assert (group, bucket, hset_arguments(field, value)) in rows, code
+        assert buckets[layout.bucket_key(group, bucket)][field] == value, code
 
 
 async def _institution(connection: asyncpg.Connection, institution: str, number: int) -> None:
@@ -94,10 +97,81 @@ async def _claim(
         paid_at)
 
 
-async def _rebuild_rows(
+async def _rebuilt_buckets(
     connection: asyncpg.Connection, layout: Layout
-) -> set[tuple[int, int, bytes]]:
-    """Every row the rebuild's query gives (other tests' claims among them)."""
-    mask = (1 << layout.bucket_bits) - 1
-    rows = await connection.fetch(_WHOLE_CLAIMS, layout.slot_groups, mask)
-    return {(group, bucket, bytes(entry)) for group, bucket, entry in rows}
+) -> dict[str, dict[bytes, bytes]]:
+    """Every bucket the rebuild would write from the record's whole claims as they stream
+    (other tests' claims among them), read back out of its HSET commands."""
+    numbers = await claims_export.institution_numbers(connection)
+    loader = BucketLoader(layout.bucket_bits, layout.slot_groups, numbers)
+
+    async def sink(data: bytes) -> None:
+        loader.feed(data)
+
+    await claims_export.copy_claims(connection, sink)
+    loader.finish()
+    buckets: dict[str, dict[bytes, bytes]] = {}
+    for group in range(layout.slot_groups):
+        for key, pairs in _hsets(loader.commands(group, restore=False)[0]):
+            buckets[key] = pairs
+    return buckets
+
+
+def _hsets(resp: bytes) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """(key, fields) of each `HSET key field value …` in RESP."""
+    position = 0
+    while position < len(resp):
+        end = resp.index(b"\r\n", position)
+        count, position = int(resp[position + 1 : end]), end + 2
+        arguments = []
+        for _ in range(count):
+            end = resp.index(b"\r\n", position)
+            size = int(resp[position + 1 : end])
+            arguments.append(resp[end + 2 : end + 2 + size])
+            position = end + 4 + size
+        assert arguments[0] == b"HSET"
+        yield arguments[1].decode(), dict(zip(arguments[2::2], arguments[3::2], strict=True))
+
+
+async def test_the_rebuild_reads_each_partition_once_in_a_snapshot(settings: Settings) -> None:
+    """The rebuild reads the partitions over several connections, each in a snapshot of its
+    own, the first's taken last (where it reads institutions): a claim another connection
+    sees names an institution the first knows. A claim committed once the others' snapshots
+    are taken is not seen by them; between them the partitions are every claim, each once."""
+    before, after = f.cn20(), f.cn20()
+    writer, *readers = [await asyncpg.connect(settings.asyncpg_dsn) for _ in range(3)]
+    institution, late = f.institution_id("S"), f.institution_id("L")
+    paid = dt.datetime(2025, 7, 1, tzinfo=UTC)
+    try:
+        await _institution(writer, institution, 2**30 + secrets.randbelow(2**29))
+        await _claim(writer, institution, before, f.settlement_id(), 1, paid)
+        async with claims_export.snapshots(readers[0], readers[1:]):
+            await _institution(writer, late, 2**30 + secrets.randbelow(2**29))
+            await _claim(writer, late, after, f.settlement_id(), 1, paid)
+            numbers = await claims_export.institution_numbers(readers[0])  # its snapshot now
+            assert {institution, late} <= set(numbers)
+            seen = await readers[1].fetch("SELECT code FROM code_claims WHERE code = ANY($1)",
+                                          [before, after])
+            assert [row[0] for row in seen] == [before]
+            partitions = await claims_export.claim_partitions(readers[0])
+            assert len(partitions) > 1  # to share out
+            assert sum([await _count(readers[0], partition) for partition in partitions]) == (
+                await readers[0].fetchval("SELECT count(*) FROM code_claims"))
+    finally:
+        await writer.execute("DELETE FROM code_claims WHERE code = ANY($1)", [before, after])
+        await writer.execute("DELETE FROM institutions WHERE institution_id = ANY($1)",
+                             [institution, late])
+        for connection in (writer, *readers):
+            await connection.close()
+
+
+async def _count(connection: asyncpg.Connection, partition: claims_export.Partition) -> int:
+    """Rows in one partition's COPY stream, as the rebuild reads it."""
+    loader = BucketLoader(0, 1, await claims_export.institution_numbers(connection))
+
+    async def sink(data: bytes) -> None:
+        loader.feed(data)
+
+    await claims_export.copy_claims(connection, sink, partition)
+    loader.finish()
+    return loader.buffered + len(loader.take_split()) + loader.unknown_institutions

@@ -187,8 +187,8 @@ def test_store_gate_and_baseline_paths_produce_figures(
         "gate": run_gate(stack, workload.institutions, [50], 1.0, "tg", mix=Mix(0.2, 0.1),
                          verify_rate=50),
         "memory": run_memory(stack.redis_url, 2000, lambda n: None),
-        "rebuild": run_rebuild(stack.dsn, stack.redis_url, workload.institutions, 2000, 2,
-                               lambda n: None),
+        "rebuild": run_rebuild(stack.dsn, stack.redis_url, stack.postgres.pid,
+                               workload.institutions, 2000, 2, lambda n: None),
         "baselines": {"redis_key_per_code": run_redis_key_per_code(stack.redis_url, codes,
                                                                    lambda n: None),
                       "postgres_only": run_postgres_only(stack.dsn, codes, lambda n: None),
@@ -219,6 +219,10 @@ def test_store_gate_and_baseline_paths_produce_figures(
     assert verify["cpu_us_per_call"]["api"] > 0, verify
     assert results["rebuild"]["codes"] == 2000
     assert [run["codes"] for run in results["rebuild"]["runs"]] == [2000, 2000]
+    assert results["rebuild"]["correct"] is True  # the set read back as Python encodes it
+    rebuild_cpu = results["rebuild"]["cpu_us_per_code"]
+    assert set(rebuild_cpu) == {"rebuilder", "postgres", "redis"}
+    assert rebuild_cpu["rebuilder"] > 0, rebuild_cpu
     json_path, md_path = report.write(results, tmp_path)
     text = md_path.read_text()
     assert "memory B/code" in text

@@ -54,7 +54,7 @@ def test_compose_runs_the_three_servers() -> None:
     images = {s.get("image", "") for s in _compose()["services"].values()}
     assert any(i.startswith("apache/kafka") for i in images)
     assert any(i.startswith("redis:7") for i in images)
-    # 18: the rebuild computes owner tokens with crc32(), new in PostgreSQL 18
+    # 18: the PostgreSQL the stack is run and tested on (the embedded server's)
     assert any(i.startswith("postgres:18") for i in images)
 
 
