@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from service.kit.redis_client import build_redis
 
 _DEADLINE_S = 600.0
 _POLL_S = 0.05
+CONSUME = ("-m", "cli.main", "consume")  # the consumer process; baseline (d) runs its own
 
 
 @dataclass
@@ -91,19 +93,18 @@ class StreamRun:
 
 def run_stream(
     stack: Stack, workload: Workload, consumers: int, rate: float, run: str,
-    profile_to: Path | None = None,
+    profile_to: Path | None = None, command: Sequence[str] = CONSUME,
 ) -> StreamRun:
-    return event_loop.run(_run(stack, workload, consumers, rate, run, profile_to))
+    return event_loop.run(_run(stack, workload, consumers, rate, run, profile_to, command))
 
 
 async def _run(
     stack: Stack, workload: Workload, consumers: int, rate: float, run: str,
-    profile_to: Path | None,
+    profile_to: Path | None, command: Sequence[str],
 ) -> StreamRun:
     await _reset(stack, run, workload.partitions)
     env = stack.env(run, TRACEGATE_SETTLEMENTS_PARTITIONS=str(workload.partitions))
-    children = [stack.spawn(f"{run}-consumer-{n}", ["-m", "cli.main", "consume"], env)
-                for n in range(consumers)]
+    children = [stack.spawn(f"{run}-consumer-{n}", command, env) for n in range(consumers)]
     await _warm_up(stack, workload, env)
     reader = FlagReader(stack.kafka_bootstrap, env["TRACEGATE_TOPIC_FLAGS"])
     stop = asyncio.Event()

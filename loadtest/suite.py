@@ -24,7 +24,7 @@ from loadtest.quixrun import run_quix
 from loadtest.rebuild import run_rebuild
 from loadtest.record import measure_record
 from loadtest.stack import Stack, open_stack, tool_version
-from loadtest.stats import median
+from loadtest.stats import median, median_by_role
 from loadtest.stream import StreamRun, run_stream
 from loadtest.workload import Workload, generate
 from service.kit import event_loop
@@ -115,7 +115,7 @@ def stream_section(
         "flag_latency_at_codes_per_s": LATENCY_RATE,
         "flag_latency_within_capacity": {"codes_per_s": half,
                                          "ms": within.to_json()["flag_latency_ms"]},
-        "cpu_us_per_code": _median_by_role([r.to_json()["cpu_us_per_code"] for r in one]),
+        "cpu_us_per_code": median_by_role([r.to_json()["cpu_us_per_code"] for r in one]),
         "correct": all(r.correct for r in [*one, *two, *paced, within]),
         "workload": {"settlements": plan.settlements, "events": len(workload.events),
                      "codes": workload.codes, **workload.truth.to_json()},
@@ -127,11 +127,6 @@ def stream_section(
         "event_bytes_per_code": round(
             sum(len(event.value()) for event in workload.events) / workload.codes, 1),
     }
-
-
-def _median_by_role(runs: list[dict[str, float]]) -> dict[str, float]:
-    roles = {role for run in runs for role in run}
-    return {role: median([run.get(role, 0.0) for run in runs]) for role in sorted(roles)}
 
 
 def _repeat(times: int, what: str, run: Callable[[int], StreamRun]) -> list[StreamRun]:
