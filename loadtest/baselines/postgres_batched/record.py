@@ -4,7 +4,9 @@ The first-seen decision is `FIRST_SEEN`: the batch's codes, COPYed into a tempor
 go into code_claims by one INSERT … ON CONFLICT DO NOTHING (the first payable row of each
 code, in Kafka order; the unique key says which codes were new, each routed to its hash
 partition), and the same statement returns, for every staged code that was not new, the
-claim that was there before (its snapshot precedes the insert)."""
+claim that was there before (its snapshot precedes the insert). That lookup is one probe
+of one partition's index per code (LIMIT 1 keeps the planner from turning the lateral
+subquery into a join that scans every partition)."""
 
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ old AS (
 SELECT old.code, old.payable, c.settlement_id, c.line_no, c.institution_id, c.paid_at,
        c.units_used, c.pack_size
 FROM old LEFT JOIN LATERAL (
-    SELECT * FROM code_claims WHERE code_claims.code = old.code) c ON true
+    SELECT * FROM code_claims WHERE code_claims.code = old.code LIMIT 1) c ON true
 """
 
 
