@@ -28,6 +28,7 @@ from loadtest.cpu import meter_for, per_unit_us
 from loadtest.producer import Row
 from loadtest.stack import Stack, create_topics, reset_record
 from loadtest.stats import summary_ms
+from loadtest.topics import end_offsets
 from loadtest.truth import FlagKey
 from loadtest.workload import Workload
 from service.kit import event_loop
@@ -214,13 +215,8 @@ async def _wait_committed(bootstrap: str, env: dict[str, str], target: dict[int,
 
 
 async def _catch_up(reader: FlagReader, bootstrap: str, topic: str) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(topic, 0)
-        end = (await consumer.end_offsets([partition]))[partition]
-    finally:
-        await consumer.stop()
+    partition = TopicPartition(topic, 0)
+    end = (await end_offsets(bootstrap, [partition]))[partition]  # Tansu: see topics.py
     deadline = time.monotonic() + 30
     while reader.position < end and time.monotonic() < deadline:  # noqa: ASYNC110 - polled
         await asyncio.sleep(0.02)
