@@ -15,10 +15,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
+from loadtest import report
+from loadtest.baselines.simple import run_postgres_only, run_redis_key_per_code, sample
 from loadtest.ceiling import run_ceiling
+from loadtest.cpu import meter_for, per_unit_us
 from loadtest.gate import API_WORKERS, RATES, run_gate
 from loadtest.memory import run_memory
+from loadtest.pgbatchrun import run_postgres_batched
 from loadtest.profile import summarise
 from loadtest.quixrun import run_quix
 from loadtest.rebuild import run_rebuild
@@ -154,19 +157,51 @@ def _with_bar(desc: str, total: int, run: Callable[[Callable[[int], None]], dict
 
 
 def baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
-    codes = codes_of(workload, plan.baseline_codes)
-    redis_runs = [_with_bar(f"baseline a: redis key/code #{n}", len(codes),
-                            lambda bar: run_redis_key_per_code(stack.redis_url, codes, bar))
+    """(a)-(c) and Quix with its changelog on, then (d) on the stream's whole workload."""
+    codes = sample(workload, plan.baseline_codes)
+    redis_runs = [_with_bar(f"baseline a: redis key/code #{n}", len(codes.sold),
+                            lambda bar: _metered(stack, "redis", lambda: run_redis_key_per_code(
+                                stack.redis_url, codes, bar)))
                   for n in range(plan.repeats)]
-    pg_runs = [_with_bar(f"baseline b: postgres only #{n}", len(codes),
-                         lambda bar: run_postgres_only(stack.dsn, codes, bar))
+    pg_runs = [_with_bar(f"baseline b: postgres only #{n}", len(codes.sold),
+                         lambda bar: _metered(stack, "postgres", lambda: run_postgres_only(
+                             stack.dsn, codes, bar)))
                for n in range(plan.repeats)]
+    quix = {name: run_quix(stack, workload, changelog) for name, changelog in QUIX_ROWS}
     return {"redis_key_per_code": _median_of(redis_runs), "postgres_only": _median_of(pg_runs),
-            "quixstreams": run_quix(stack, workload)}
+            **quix, "postgres_batched": run_postgres_batched(stack, workload, plan.repeats)}
+
+
+QUIX_ROWS = (("quixstreams", False), ("quixstreams_changelog", True))
+
+
+def _metered(stack: Stack, server: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """(a) and (b) run in this process, one round trip a code: its CPU is the client's, beside
+    the one server's."""
+    meter = meter_for([s for s in stack.servers if s.name == server])
+    meter.begin()
+    began = time.process_time()
+    result = run()
+    spent = {**meter.seconds(), "client": time.process_time() - began}
+    return {**result, "cpu_us_per_code": per_unit_us(spent, result["codes"])}
+
+
+def baselines_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
+    """`tracegate loadtest baselines`: the baselines and, for their ratios in the same run,
+    tracegate's stream with one consumer (median of plan.repeats runs)."""
+    one = _repeat(plan.repeats, "stream, 1 consumer",
+                  lambda n: run_stream(stack, workload, 1, 0.0, f"b1r{n}"))
+    figures = [run.to_json() for run in one]
+    stream = {"codes_per_s": round(median([run.codes_per_s for run in one])),
+              "cpu_us_per_code": median_by_role([f["cpu_us_per_code"] for f in figures]),
+              "correct": all(run.correct for run in one), "runs": figures}
+    section = {"stream": stream, "baselines": baselines(stack, workload, plan)}
+    return {**section, "ratios_vs_baselines": report.ratios({**section, "ceiling": {}})}
 
 
 def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**runs[0], "codes_per_s": round(median([r["codes_per_s"] for r in runs])),
+            "cpu_us_per_code": median_by_role([r["cpu_us_per_code"] for r in runs]),
             "runs": [r["codes_per_s"] for r in runs]}
 
 

@@ -3,40 +3,60 @@
 (a) one Redis key per code, SET NX, one round trip per code;
 (b) PostgreSQL only, INSERT ... ON CONFLICT DO NOTHING RETURNING per code (autocommit).
 Both only answer "first or duplicate" per code: no decision rules, no record, no flags topic,
-so they do less work than tracegate per code; the ratios are conservative for tracegate."""
+so they do less work than tracegate per code; the ratios are conservative for tracegate. Each
+says which codes it judged duplicates, scored against the code re-use the ground truth expects
+of the same events (a redelivery, a resale after a reversal or more units from an opened pack
+are duplicates to them, and false flags to the truth)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
+from loadtest.truth import REUSE_ONLY, SoldCode, reuse_flags, score, simulate
 from loadtest.workload import Workload
 from service.kit import event_loop
 
 
-def codes_of(workload: Workload, limit: int) -> list[str]:
-    """Trace codes in production order (redeliveries included), as the consumers see them."""
-    out: list[str] = []
-    for event in workload.events:
-        for line in event.body.get("lines", []):
-            out += line["trace_codes"]
-        if len(out) >= limit:
-            break
-    return out[:limit]
+@dataclass(frozen=True)
+class Sample:
+    """The workload's first events, whole, until `limit` codes, in production order
+    (redeliveries included), as the consumers see them: each code with where it was sold,
+    and the code re-use the ground truth expects among those events."""
+
+    sold: list[SoldCode]
+    expected: set[SoldCode]
+
+    @property
+    def codes(self) -> list[str]:
+        return [code for _, _, code in self.sold]
+
+
+def sample(workload: Workload, limit: int) -> Sample:
+    sold: list[SoldCode] = []
+    events = 0
+    while len(sold) < limit and events < len(workload.events):
+        body = workload.events[events].body
+        sold += [(body["settlement_id"], line["line_no"], code)
+                 for line in body.get("lines", []) for code in line["trace_codes"]]
+        events += 1
+    truth = simulate(workload.institutions, [e.body for e in workload.events[:events]])
+    return Sample(sold, reuse_flags(truth.flags))
 
 
 def run_redis_key_per_code(
-    redis_url: str, codes: Sequence[str], progress: Callable[[int], None]
+    redis_url: str, codes: Sample, progress: Callable[[int], None]
 ) -> dict[str, Any]:
     return event_loop.run(_redis(redis_url, codes, progress))
 
 
 async def _redis(
-    redis_url: str, codes: Sequence[str], progress: Callable[[int], None]
+    redis_url: str, codes: Sample, progress: Callable[[int], None]
 ) -> dict[str, Any]:
     client = Redis.from_url(redis_url)
     try:
@@ -44,7 +64,7 @@ async def _redis(
         async def first_seen(code: str) -> bool:
             return bool(await client.set(f"fs:{code}", b"1", nx=True))
 
-        seconds, duplicates = await _one_by_one(codes, first_seen, progress)
+        seconds, duplicates = await _one_by_one(codes.codes, first_seen, progress)
         used = int((await client.info("memory"))["used_memory"])
         await client.flushall()
     finally:
@@ -53,13 +73,13 @@ async def _redis(
 
 
 def run_postgres_only(
-    dsn: str, codes: Sequence[str], progress: Callable[[int], None]
+    dsn: str, codes: Sample, progress: Callable[[int], None]
 ) -> dict[str, Any]:
     return event_loop.run(_postgres(dsn, codes, progress))
 
 
 async def _postgres(
-    dsn: str, codes: Sequence[str], progress: Callable[[int], None]
+    dsn: str, codes: Sample, progress: Callable[[int], None]
 ) -> dict[str, Any]:
     connection = await asyncpg.connect(dsn)
     try:
@@ -70,7 +90,7 @@ async def _postgres(
         async def first_seen(code: str) -> bool:
             return await statement.fetchval(code) is not None
 
-        seconds, duplicates = await _one_by_one(codes, first_seen, progress)
+        seconds, duplicates = await _one_by_one(codes.codes, first_seen, progress)
         await connection.execute("DROP TABLE lt_first_seen")
     finally:
         await connection.close()
@@ -81,16 +101,21 @@ async def _postgres(
 async def _one_by_one(
     codes: Sequence[str], first_seen: Callable[[str], Awaitable[bool]],
     progress: Callable[[int], None],
-) -> tuple[float, int]:
-    """Ask about each code in turn, one round trip each: (seconds, duplicates seen)."""
-    began, duplicates = time.perf_counter(), 0
+) -> tuple[float, list[int]]:
+    """Ask about each code in turn, one round trip each: (seconds, where duplicates were)."""
+    began, duplicates = time.perf_counter(), []
     for index, code in enumerate(codes):
-        duplicates += not await first_seen(code)
+        if not await first_seen(code):
+            duplicates.append(index)
         if index % 1000 == 999:
             progress(1000)
     return time.perf_counter() - began, duplicates
 
 
-def _result(codes: Sequence[str], seconds: float, duplicates: int, **extra: Any) -> dict[str, Any]:
-    return {"codes": len(codes), "seconds": round(seconds, 3),
-            "codes_per_s": round(len(codes) / seconds), "duplicates_seen": duplicates, **extra}
+def _result(codes: Sample, seconds: float, duplicates: list[int], **extra: Any
+            ) -> dict[str, Any]:
+    found = [codes.sold[index] for index in duplicates]
+    flags = score(found, codes.expected, REUSE_ONLY)
+    return {"codes": len(codes.sold), "seconds": round(seconds, 3),
+            "codes_per_s": round(len(codes.sold) / seconds), "duplicates_seen": len(duplicates),
+            "flags": flags, "correct": flags["exact"], **extra}
