@@ -18,7 +18,6 @@ from tqdm import tqdm
 from loadtest import report
 from loadtest.baselines.simple import run_postgres_only, run_redis_key_per_code, sample
 from loadtest.ceiling import run_ceiling
-from loadtest.cpu import meter_for, per_unit_us
 from loadtest.gate import API_WORKERS, RATES, run_gate
 from loadtest.memory import run_memory
 from loadtest.pgbatchrun import run_postgres_batched
@@ -160,12 +159,10 @@ def baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
     """(a)-(c) and Quix with its changelog on, then (d) on the stream's whole workload."""
     codes = sample(workload, plan.baseline_codes)
     redis_runs = [_with_bar(f"baseline a: redis key/code #{n}", len(codes.sold),
-                            lambda bar: _metered(stack, "redis", lambda: run_redis_key_per_code(
-                                stack.redis_url, codes, bar)))
+                            lambda bar: run_redis_key_per_code(stack.redis_url, codes, bar))
                   for n in range(plan.repeats)]
     pg_runs = [_with_bar(f"baseline b: postgres only #{n}", len(codes.sold),
-                         lambda bar: _metered(stack, "postgres", lambda: run_postgres_only(
-                             stack.dsn, codes, bar)))
+                         lambda bar: run_postgres_only(stack.dsn, codes, bar))
                for n in range(plan.repeats)]
     quix = {name: run_quix(stack, workload, changelog) for name, changelog in QUIX_ROWS}
     return {"redis_key_per_code": _median_of(redis_runs), "postgres_only": _median_of(pg_runs),
@@ -173,17 +170,6 @@ def baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
 
 
 QUIX_ROWS = (("quixstreams", False), ("quixstreams_changelog", True))
-
-
-def _metered(stack: Stack, server: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """(a) and (b) run in this process, one round trip a code: its CPU is the client's, beside
-    the one server's."""
-    meter = meter_for([s for s in stack.servers if s.name == server])
-    meter.begin()
-    began = time.process_time()
-    result = run()
-    spent = {**meter.seconds(), "client": time.process_time() - began}
-    return {**result, "cpu_us_per_code": per_unit_us(spent, result["codes"])}
 
 
 def baselines_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:

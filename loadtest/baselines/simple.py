@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from cli.devstack.process import cpu_seconds
+from loadtest.cpu import per_unit_us
 from loadtest.truth import REUSE_ONLY, SoldCode, reuse_flags, score, simulate
 from loadtest.workload import Workload
 from service.kit import event_loop
@@ -64,12 +66,13 @@ async def _redis(
         async def first_seen(code: str) -> bool:
             return bool(await client.set(f"fs:{code}", b"1", nx=True))
 
-        seconds, duplicates = await _one_by_one(codes.codes, first_seen, progress)
+        server = ("redis", int((await client.info("server"))["process_id"]))
+        seconds, duplicates, cpu = await _one_by_one(codes.codes, first_seen, progress, server)
         used = int((await client.info("memory"))["used_memory"])
         await client.flushall()
     finally:
         await client.aclose()
-    return _result(codes, seconds, duplicates, used_memory=used)
+    return _result(codes, seconds, duplicates, cpu, used_memory=used)
 
 
 def run_postgres_only(
@@ -90,32 +93,39 @@ async def _postgres(
         async def first_seen(code: str) -> bool:
             return await statement.fetchval(code) is not None
 
-        seconds, duplicates = await _one_by_one(codes.codes, first_seen, progress)
+        server = ("postgres", int(await connection.fetchval("SELECT pg_backend_pid()")))
+        seconds, duplicates, cpu = await _one_by_one(codes.codes, first_seen, progress, server)
         await connection.execute("DROP TABLE lt_first_seen")
     finally:
         await connection.close()
-    return _result(codes, seconds, duplicates,
+    return _result(codes, seconds, duplicates, cpu,
                    table="logged; the ephemeral server has fsync off, as for tracegate")
 
 
 async def _one_by_one(
     codes: Sequence[str], first_seen: Callable[[str], Awaitable[bool]],
-    progress: Callable[[int], None],
-) -> tuple[float, list[int]]:
-    """Ask about each code in turn, one round trip each: (seconds, where duplicates were)."""
+    progress: Callable[[int], None], server: tuple[str, int],
+) -> tuple[float, list[int], dict[str, float]]:
+    """Ask about each code in turn, one round trip each: (seconds, where duplicates were, CPU
+    seconds of this client and of the server process that answered, `server`: role, pid)."""
+    role, pid = server
     began, duplicates = time.perf_counter(), []
+    cpu = {"client": -time.process_time(), role: -cpu_seconds(pid)}
     for index, code in enumerate(codes):
         if not await first_seen(code):
             duplicates.append(index)
         if index % 1000 == 999:
             progress(1000)
-    return time.perf_counter() - began, duplicates
+    cpu["client"] += time.process_time()
+    cpu[role] += cpu_seconds(pid)
+    return time.perf_counter() - began, duplicates, cpu
 
 
-def _result(codes: Sample, seconds: float, duplicates: list[int], **extra: Any
-            ) -> dict[str, Any]:
+def _result(codes: Sample, seconds: float, duplicates: list[int], cpu: dict[str, float],
+            **extra: Any) -> dict[str, Any]:
     found = [codes.sold[index] for index in duplicates]
     flags = score(found, codes.expected, REUSE_ONLY)
     return {"codes": len(codes.sold), "seconds": round(seconds, 3),
             "codes_per_s": round(len(codes.sold) / seconds), "duplicates_seen": len(duplicates),
-            "flags": flags, "correct": flags["exact"], **extra}
+            "cpu_us_per_code": per_unit_us(cpu, len(codes.sold)), "flags": flags,
+            "correct": flags["exact"], **extra}

@@ -211,6 +211,7 @@ def test_store_gate_and_baseline_paths_produce_figures(
         assert flags["expected"] == len(codes.expected) > 0, flags
         assert (flags["matched"], flags["missed"]) == (flags["expected"], 0), flags
         assert flags["found"] == results["baselines"][name]["duplicates_seen"]
+        assert results["baselines"][name]["cpu_us_per_code"]["client"] > 0
     assert results["rebuild"]["codes"] == 2000
     assert [run["codes"] for run in results["rebuild"]["runs"]] == [2000, 2000]
     json_path, md_path = report.write(results, tmp_path)
