@@ -20,6 +20,7 @@ from service.flags.schemas import FlagRecord
 from service.kit.clock import utcnow
 from service.policy.schemas import InstitutionPolicy, PolicyConfig
 from service.policy.service import is_enforced
+from service.records.repository import add_payment_counts
 from service.settings import InstitutionKind, Settings
 from service.settlements.events import DeadLetter, Incoming, ReversalEvent, SettlementEvent, decode
 
@@ -48,7 +49,7 @@ async def process(records: Sequence[ConsumerRecord[bytes, bytes]], ports: Ports)
         await record.correct_claims(connection, *corrections(staged, before, outcome.claims))
         await record.write(connection, outcome.settlements, outcome.events, outcome.flags)
         await record.write_reversals(connection, outcome.reversals)
-        await record.count_payments(connection, outcome.payments)
+        await add_payment_counts(connection, outcome.payments)  # tracegate's statement
     flags = again + outcome.flags
     await _publish(ports, flags, dead)
     await record.mark_published(connection, [flag.flag_id for flag in flags])

@@ -10,7 +10,6 @@ subquery into a join that scans every partition)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -164,16 +163,6 @@ async def write_reversals(connection: asyncpg.Connection, rows: list[tuple[Any, 
             "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[]) "
             "ON CONFLICT DO NOTHING", list(ids), list(sids), list(at), list(answers))
 
-
-async def count_payments(connection: asyncpg.Connection, counts: Counter[str]) -> None:
-    """Last in the transaction, in a fixed order (hot rows locked only just before commit)."""
-    if counts:
-        ids = sorted(counts)
-        await connection.execute(
-            "INSERT INTO institution_stats (institution_id, payments) SELECT * FROM "
-            "unnest($1::text[], $2::bigint[]) ON CONFLICT (institution_id) DO UPDATE "
-            "SET payments = institution_stats.payments + excluded.payments",
-            ids, [counts[i] for i in ids])
 
 
 async def unpublished(connection: asyncpg.Connection, settlement_ids: Sequence[str]
