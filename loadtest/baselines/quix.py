@@ -5,9 +5,10 @@ store (RocksDB), run as its own process (`python -m loadtest.baselines.quix`); w
 
 Settlements are re-keyed by trace code (group_by: a repartition topic), so each code's state
 lives in one partition's store; a code already in the store is a duplicate and goes to the
-output topic as {settlement_id, line_no, trace_code}. Processing is at-least-once (Tansu has
-no idempotent or transactional producer, which exactly-once needs): a redelivered
-settlement's codes are flagged again, as the workload's redeliveries show.
+output topic as {settlement_id, line_no, trace_code}. Processing is at-least-once (exactly-once
+needs Kafka transactions, which Tansu lacks): a redelivered settlement's codes are flagged
+again, as the workload's redeliveries show. Quix's own producer stays idempotent (its default,
+enable.idempotence): Tansu 0.6.0 answers InitProducerId, and the runs complete with it.
 
 Throughput: codes / (first settlement consumed -> the final checkpoint committed: offsets,
 output and changelog flushed), startup excluded; also to the last code decided. CPU: this
