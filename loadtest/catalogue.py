@@ -21,9 +21,15 @@ BENCHMARKS = {
               "store and Lua script (used_memory delta / codes)",
     "rebuild": "codes per second rebuilding the first-seen set from PostgreSQL's code_claims "
                "with the production rebuild",
-    "baselines": "the same codes the naive ways, for comparison: (a) a Redis key per code with "
-                 "SET NX, (b) PostgreSQL only with INSERT ... ON CONFLICT, (c) Quix Streams "
-                 "with its RocksDB state store",
+    "baselines": "the same workload other ways, with tracegate's one consumer beside them for "
+                 "the ratios: (a) a Redis key per code with SET NX, (b) PostgreSQL only with "
+                 "INSERT ... ON CONFLICT per code, (c) Quix Streams with its RocksDB state "
+                 "store, (c') the same with its changelog topic (at-least-once), (d) a batched "
+                 "consumer doing the stream's durable work with PostgreSQL alone (COPY-staged "
+                 "batches, first-seen by INSERT ... ON CONFLICT, the same record rows, flags "
+                 "published, offsets after the commit); each scored against the ground truth "
+                 "(flags expected, found, matched, missed, false, doubled), with the CPU a code "
+                 "cost its processes",
     "all": "every benchmark above (and the redis-benchmark ceiling) on one set of servers; "
            "writes loadtest/results/latest.json and latest.md and the README's tables",
     "nhsa-import": "`tracegate import nhsa` of a generated platform export (3505/3505A "

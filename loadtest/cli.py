@@ -41,7 +41,10 @@ def main(argv: list[str]) -> int:
         if report.show_in_readme(results, README):
             sys.stdout.write(f"and the tables in {README}\n")
         return 0 if report.correct(results) else 1
-    sys.stdout.write(json.dumps(_single(args.command, plan), indent=2, default=str) + "\n")
+    result = _single(args.command, plan)
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    if args.command == "baselines":
+        sys.stdout.write("\n" + report.baselines_markdown(result["baselines"]))
     return 0
 
 
@@ -82,7 +85,7 @@ def _single(command: str, plan: Plan) -> dict[str, Any]:
         "gate": lambda s, w: run_gate(s, w.institutions, RATES, plan.gate_seconds, "gate"),
         "memory": lambda s, w: suite.store_sections(s, w, plan)["memory"],
         "rebuild": lambda s, w: suite.rebuild_section(s, w, plan),
-        "baselines": lambda s, w: suite.baselines(s, w, plan),
+        "baselines": lambda s, w: suite.baselines_section(s, w, plan),
     }
     stack = open_stack(workload.institutions)
     try:

@@ -6,10 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loadtest.truth import EVERY_FLAG, REUSE_ONLY, score_of_checks
+
 GATE_P99 = "gate p99 ms @2000/s"
 GATE_OVERLOAD = "gate answered p99 ms @4000/s"
+VS_QUIX = "stream codes/s ÷ (c) Quix Streams"
+VS_BATCHED = "stream codes/s ÷ (d) PostgreSQL batched"
 TARGETS = {
     "stream codes/s (1 consumer)": (50_000, ">="),
+    VS_QUIX: (3, ">="),
+    VS_BATCHED: (0.9, ">="),
     "flag latency p99 ms @20k codes/s": (250, "<="),
     GATE_P99: (10, "<="),
     GATE_OVERLOAD: (1000, "<="),
@@ -25,6 +31,8 @@ def figures(results: dict[str, Any]) -> dict[str, float | None]:
     verify = results["gate"].get("verify") or {}
     return {
         "stream codes/s (1 consumer)": results["stream"]["codes_per_s"],
+        VS_QUIX: _stream_over(results, "quixstreams"),
+        VS_BATCHED: _stream_over(results, "postgres_batched"),
         "flag latency p99 ms @20k codes/s": results["stream"]["flag_latency_ms"]["p99"],
         GATE_P99: gate.get(2000, {}).get("p99_ms"),
         GATE_OVERLOAD: gate.get(4000, {}).get("answered_p99_ms"),
@@ -33,6 +41,13 @@ def figures(results: dict[str, Any]) -> dict[str, float | None]:
         "memory B/code": results["memory"]["bytes_per_code"],
         "rebuild codes/s": results["rebuild"]["codes_per_s"],
     }
+
+
+def _stream_over(results: dict[str, Any], baseline: str) -> float | None:
+    """One consumer's codes/s over a baseline's, measured in the same run."""
+    ours = results["stream"]["codes_per_s"]
+    theirs = results.get("baselines", {}).get(baseline, {}).get("codes_per_s")
+    return round(ours / theirs, 3) if ours and theirs else None
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -59,13 +74,21 @@ def _served(row: dict[str, Any]) -> dict[str, Any]:
             "correct": row.get("correct", True)}
 
 
+# The baselines' rows: (key in results["baselines"], label in the tables).
+BASELINES = (
+    ("redis_key_per_code", "(a) Redis key per code, SET NX"),
+    ("postgres_only", "(b) PostgreSQL only, INSERT … ON CONFLICT"),
+    ("quixstreams", "(c) Quix Streams + RocksDB"),
+    ("quixstreams_changelog", "(c′) Quix Streams + RocksDB + changelog"),
+    ("postgres_batched", "(d) PostgreSQL batched consumer"),
+)
+
+
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     ours = results["stream"]["codes_per_s"]
     base = results["baselines"]
-    refs = {"redis_key_per_code": base["redis_key_per_code"].get("codes_per_s"),
-            "postgres_only": base["postgres_only"].get("codes_per_s"),
-            "quixstreams": base["quixstreams"].get("codes_per_s"),
-            "ceiling_lua_server": results["ceiling"].get("lua_server_codes_per_s")}
+    refs = {name: base.get(name, {}).get("codes_per_s") for name, _ in BASELINES}
+    refs["ceiling_lua_server"] = results["ceiling"].get("lua_server_codes_per_s")
     return {name: round(ours / ref, 3) if ref else None for name, ref in refs.items()}
 
 
@@ -112,7 +135,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{'yes' if v['met'] else 'no'} | {off} |")
     cpus = meta["machine"]["cpus"]
     gate = results["gate"]
-    lines += ["", *_throughput_table(results), "", *_cpu_line(stream, cpus),
+    lines += ["", *_throughput_table(results), "", *baselines_table(results), "",
+              *_cpu_line(stream, cpus),
               *_latency_within(stream), "", *_rebuild_cpu_line(results["rebuild"], cpus),
               *_gate_table(results), "", *_gate_cpu_line(gate["rates"], cpus),
               *_verify_line(gate.get("verify"), cpus),
@@ -132,12 +156,8 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     base, ratio = results["baselines"], results["ratios_vs_baselines"]
     rows = [("tracegate, 1 consumer", results["stream"]["codes_per_s"], 1.0),
             ("tracegate, 2 consumers", results["stream"]["codes_per_s_2_consumers"], None),
-            ("(a) Redis key per code, SET NX", base["redis_key_per_code"].get("codes_per_s"),
-             ratio["redis_key_per_code"]),
-            ("(b) PostgreSQL only, INSERT … ON CONFLICT", base["postgres_only"].get(
-                "codes_per_s"), ratio["postgres_only"]),
-            ("(c) Quix Streams + RocksDB", base["quixstreams"].get("codes_per_s"),
-             ratio["quixstreams"]),
+            *[(label, base[name].get("codes_per_s"), ratio.get(name))
+              for name, label in BASELINES if name in base],
             ("ceiling: CAS script, Redis server time", results["ceiling"].get(
                 "lua_server_codes_per_s"), ratio["ceiling_lua_server"])]
     out = ["| codes/s | value | tracegate (1 consumer) ÷ this |", "|---|---|---|"]
@@ -145,6 +165,49 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     out.append(f"| redis-benchmark SET, -P 64 (ops/s) | "
                f"{results['ceiling'].get('redis_ops_per_s')} | |")
     return out
+
+
+def baselines_table(results: dict[str, Any]) -> list[str]:
+    """Each row's CPU a code and its flags against the ground truth: expected, found, matched,
+    missed, false (raised, not expected), doubled (raised again)."""
+    stream, base = results.get("stream", {}), results["baselines"]
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if stream.get("runs"):
+        rows.append(("tracegate, 1 consumer", {
+            "cpu_us_per_code": stream.get("cpu_us_per_code"),
+            "flags": score_of_checks(stream["runs"][0]["checks"])}))
+    rows += [(label, base[name]) for name, label in BASELINES if name in base]
+    out = ["| row | CPU µs/code (all processes) | flags scope | expected | found | matched | "
+           "missed | false | doubled |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, row in rows:
+        flags = row.get("flags") or {}
+        counts = " | ".join(str(flags.get(k, "")) for k in
+                            ("expected", "found", "matched", "missed", "false", "doubled"))
+        out.append(f"| {label} | {_cpu_cell(row.get('cpu_us_per_code'))} | "
+                   f"{_SCOPES.get(flags.get('scope', ''), '')} | {counts} |")
+    return out
+
+
+_SCOPES = {EVERY_FLAG: "every flag", REUSE_ONLY: "code re-use"}
+
+
+def baselines_markdown(section: dict[str, Any]) -> str:
+    """`tracegate loadtest baselines`: tracegate's one consumer against each baseline, then
+    each row's CPU and flags."""
+    base, ratio = section["baselines"], section["ratios_vs_baselines"]
+    lines = ["| codes/s | value | tracegate (1 consumer) ÷ this |", "|---|---|---|",
+             f"| tracegate, 1 consumer | {section['stream']['codes_per_s']} | 1.0 |"]
+    lines += [f"| {label} | {base[name].get('codes_per_s')} | {ratio.get(name) or ''} |"
+              for name, label in BASELINES if name in base]
+    return "\n".join([*lines, "", *baselines_table(section), ""])
+
+
+def _cpu_cell(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return ""
+    by_role = ", ".join(f"{role} {us}" for role, us in sorted(cpu.items(), key=lambda i: -i[1])
+                        if us)
+    return f"{sum(cpu.values()):,.1f} ({by_role})"
 
 
 def _cpu_line(stream: dict[str, Any], cpus: int) -> list[str]:

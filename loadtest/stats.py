@@ -25,3 +25,9 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
+
+
+def median_by_role(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each role's median over runs (CPU µs a code by process); a role a run lacks counts 0."""
+    roles = {role for run in runs for role in run}
+    return {role: median([run.get(role, 0.0) for run in runs]) for role in sorted(roles)}

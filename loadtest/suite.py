@@ -15,16 +15,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
+from loadtest import report
+from loadtest.baselines.simple import run_postgres_only, run_redis_key_per_code, sample
 from loadtest.ceiling import run_ceiling
 from loadtest.gate import API_WORKERS, RATES, run_gate
 from loadtest.memory import run_memory
+from loadtest.pgbatchrun import run_postgres_batched
 from loadtest.profile import summarise
 from loadtest.quixrun import run_quix
 from loadtest.rebuild import run_rebuild
 from loadtest.record import measure_record
 from loadtest.stack import Stack, open_stack, tool_version
-from loadtest.stats import median
+from loadtest.stats import median, median_by_role
 from loadtest.stream import StreamRun, run_stream
 from loadtest.workload import Workload, generate
 from service.kit import event_loop
@@ -115,7 +117,7 @@ def stream_section(
         "flag_latency_at_codes_per_s": LATENCY_RATE,
         "flag_latency_within_capacity": {"codes_per_s": half,
                                          "ms": within.to_json()["flag_latency_ms"]},
-        "cpu_us_per_code": _median_by_role([r.to_json()["cpu_us_per_code"] for r in one]),
+        "cpu_us_per_code": median_by_role([r.to_json()["cpu_us_per_code"] for r in one]),
         "correct": all(r.correct for r in [*one, *two, *paced, within]),
         "workload": {"settlements": plan.settlements, "events": len(workload.events),
                      "codes": workload.codes, **workload.truth.to_json()},
@@ -127,11 +129,6 @@ def stream_section(
         "event_bytes_per_code": round(
             sum(len(event.value()) for event in workload.events) / workload.codes, 1),
     }
-
-
-def _median_by_role(runs: list[dict[str, float]]) -> dict[str, float]:
-    roles = {role for run in runs for role in run}
-    return {role: median([run.get(role, 0.0) for run in runs]) for role in sorted(roles)}
 
 
 def _repeat(times: int, what: str, run: Callable[[int], StreamRun]) -> list[StreamRun]:
@@ -160,19 +157,38 @@ def _with_bar(desc: str, total: int, run: Callable[[Callable[[int], None]], dict
 
 
 def baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
-    codes = codes_of(workload, plan.baseline_codes)
-    redis_runs = [_with_bar(f"baseline a: redis key/code #{n}", len(codes),
+    """(a)-(c) and Quix with its changelog on, then (d) on the stream's whole workload."""
+    codes = sample(workload, plan.baseline_codes)
+    redis_runs = [_with_bar(f"baseline a: redis key/code #{n}", len(codes.sold),
                             lambda bar: run_redis_key_per_code(stack.redis_url, codes, bar))
                   for n in range(plan.repeats)]
-    pg_runs = [_with_bar(f"baseline b: postgres only #{n}", len(codes),
+    pg_runs = [_with_bar(f"baseline b: postgres only #{n}", len(codes.sold),
                          lambda bar: run_postgres_only(stack.dsn, codes, bar))
                for n in range(plan.repeats)]
+    quix = {name: run_quix(stack, workload, changelog) for name, changelog in QUIX_ROWS}
     return {"redis_key_per_code": _median_of(redis_runs), "postgres_only": _median_of(pg_runs),
-            "quixstreams": run_quix(stack, workload)}
+            **quix, "postgres_batched": run_postgres_batched(stack, workload, plan.repeats)}
+
+
+QUIX_ROWS = (("quixstreams", False), ("quixstreams_changelog", True))
+
+
+def baselines_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
+    """`tracegate loadtest baselines`: the baselines and, for their ratios in the same run,
+    tracegate's stream with one consumer (median of plan.repeats runs)."""
+    one = _repeat(plan.repeats, "stream, 1 consumer",
+                  lambda n: run_stream(stack, workload, 1, 0.0, f"b1r{n}"))
+    figures = [run.to_json() for run in one]
+    stream = {"codes_per_s": round(median([run.codes_per_s for run in one])),
+              "cpu_us_per_code": median_by_role([f["cpu_us_per_code"] for f in figures]),
+              "correct": all(run.correct for run in one), "runs": figures}
+    section = {"stream": stream, "baselines": baselines(stack, workload, plan)}
+    return {**section, "ratios_vs_baselines": report.ratios({**section, "ceiling": {}})}
 
 
 def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**runs[0], "codes_per_s": round(median([r["codes_per_s"] for r in runs])),
+            "cpu_us_per_code": median_by_role([r["cpu_us_per_code"] for r in runs]),
             "runs": [r["codes_per_s"] for r in runs]}
 
 

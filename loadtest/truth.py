@@ -219,3 +219,43 @@ def _release(sim: _Sim, code: str, owner: tuple[str, int]) -> None:
         claim.units.pop(owner)
         if not claim.units:
             del sim.claims[code]
+
+
+# --- scoring a system's flags against the truth ---------------------------------------------
+
+REUSE_KINDS = frozenset({"duplicate_payment", "split_overuse", "split_cross_institution"})
+SoldCode = tuple[str, int, str]  # settlement_id, line_no, trace_code: where a code was sold
+EVERY_FLAG = "every flag, by kind, settlement, line and code"
+REUSE_ONLY = ("code re-use only (duplicate_payment, split_overuse, split_cross_institution), "
+              "by settlement, line and code")
+
+
+def reuse_flags(flags: Iterable[FlagKey]) -> set[SoldCode]:
+    """The flags a code-level first-seen check can raise, without their kind (it cannot
+    tell a duplicate from a split finding); refusals (missing, invalid, miscounted codes)
+    are outside its scope."""
+    return {(sid, line_no, code) for kind, sid, line_no, code in flags
+            if kind in REUSE_KINDS and code is not None}
+
+
+def score(found: Sequence[Any], expected: set[Any], scope: str) -> dict[str, Any]:
+    """`found`: every flag raised, repeats included (an at-least-once system may raise one
+    twice); `expected`: the truth's, in the same key."""
+    got = set(found)
+    return scored(scope, len(expected), len(found), len(got), len(expected - got),
+                  len(got - expected))
+
+
+def scored(scope: str, expected: int, found: int, distinct: int, missed: int,
+           false: int) -> dict[str, Any]:
+    """matched: raised and expected; missed: expected, never raised; false: raised, never
+    expected; doubled: raised more than once (each repeat counted)."""
+    return {"scope": scope, "expected": expected, "found": found, "matched": distinct - false,
+            "missed": missed, "false": false, "doubled": found - distinct,
+            "exact": missed == 0 and false == 0 and found == distinct}
+
+
+def score_of_checks(checks: dict[str, Any]) -> dict[str, Any]:
+    """The same fields from a stream run's checks (loadtest/stream.py)."""
+    return scored(EVERY_FLAG, checks["expected"]["flags"], checks["flags_on_topic"],
+                  checks["flags_distinct"], checks["missing_flags"], checks["unexpected_flags"])

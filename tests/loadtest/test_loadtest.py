@@ -5,7 +5,6 @@ targets live in loadtest/results, never in the suite."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import orjson
 import pytest
 
 from loadtest import report
-from loadtest.baselines.simple import codes_of, run_postgres_only, run_redis_key_per_code
+from loadtest.baselines.simple import run_postgres_only, run_redis_key_per_code, sample
 from loadtest.gate import SERVER_ROLES, run_gate
 from loadtest.gatetruth import (
     FRESH,
@@ -28,7 +27,7 @@ from loadtest.gatetruth import (
 )
 from loadtest.memory import run_memory
 from loadtest.rebuild import run_rebuild
-from loadtest.stack import Stack, open_stack
+from loadtest.stack import Stack
 from loadtest.stream import run_stream
 from loadtest.truth import simulate
 from loadtest.workload import Institution, Workload, generate
@@ -151,16 +150,6 @@ def test_verify_truth_catches_a_wrong_status() -> None:
     assert check_answer(_truth([FRESH]).request(0, FRESH)[1], b"[]") is not None
 
 
-@pytest.fixture(scope="module")
-def tiny() -> Iterator[tuple[Stack, Workload]]:
-    workload = generate(300, seed=3)
-    stack = open_stack(workload.institutions)
-    try:
-        yield stack, workload
-    finally:
-        stack.close()
-
-
 def test_stream_run_matches_the_ground_truth(tiny: tuple[Stack, Workload]) -> None:
     stack, workload = tiny
     run = run_stream(stack, workload, 1, 0.0, "t1")
@@ -179,7 +168,7 @@ def test_store_gate_and_baseline_paths_produce_figures(
     tiny: tuple[Stack, Workload], tmp_path: Path
 ) -> None:
     stack, workload = tiny
-    codes = codes_of(workload, 500)
+    codes = sample(workload, 500)
     results: dict[str, Any] = {
         "stream": {"codes_per_s": 1, "codes_per_s_2_consumers": 1, "correct": True,
                    "flag_latency_ms": {"p50": 1, "p95": 1, "p99": 1}},
@@ -217,6 +206,12 @@ def test_store_gate_and_baseline_paths_produce_figures(
     assert verify["paid_codes_asked_of"] > 0
     assert verify["errors"] == 0
     assert verify["cpu_us_per_call"]["api"] > 0, verify
+    for name in ("redis_key_per_code", "postgres_only"):  # every re-use caught, and more
+        flags = results["baselines"][name]["flags"]
+        assert flags["expected"] == len(codes.expected) > 0, flags
+        assert (flags["matched"], flags["missed"]) == (flags["expected"], 0), flags
+        assert flags["found"] == results["baselines"][name]["duplicates_seen"]
+        assert results["baselines"][name]["cpu_us_per_code"]["client"] > 0
     assert results["rebuild"]["codes"] == 2000
     assert [run["codes"] for run in results["rebuild"]["runs"]] == [2000, 2000]
     assert results["rebuild"]["correct"] is True  # the set read back as Python encodes it
@@ -251,7 +246,9 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
                  "correct": True},
         "memory": {"bytes_per_code": 20.8}, "rebuild": {"codes_per_s": 5},
         "baselines": {"redis_key_per_code": {"codes_per_s": 1},
-                      "postgres_only": {"codes_per_s": 1}, "quixstreams": {"codes_per_s": 1}},
+                      "postgres_only": {"codes_per_s": 1}, "quixstreams": {"codes_per_s": 1},
+                      "quixstreams_changelog": {"codes_per_s": 2},
+                      "postgres_batched": {"codes_per_s": 10}},
         "ceiling": {"redis_ops_per_s": None},
         "meta": {"quick": True, "command": "tracegate loadtest all",
                  "machine": {"cpus": 2, "memory_gb": 1}, "notes": []},
@@ -282,6 +279,10 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
     assert "Verify (`POST /v1/codes/verify`, 3 codes a call, paid earlier or never settled) " \
         "at 500/s: p50 1 ms, p95 2 ms, p99 3 ms (answered 3 ms), 0 sheds, 0 errors, " \
         "correct: True." in text
+    assert "| stream codes/s ÷ (c) Quix Streams | 7.0 | >= 3 | yes |" in text
+    assert "| stream codes/s ÷ (d) PostgreSQL batched | 0.7 | >= 0.9 | no | 1.29× |" in text
+    assert "| (c′) Quix Streams + RocksDB + changelog | 2 | 3.5 |" in text
+    assert "| (d) PostgreSQL batched consumer | 10 | 0.7 |" in text
     assert text.startswith("# x\nbefore\n")
     assert text.endswith(f"{report.README_END}\nafter\n")
     assert "# tracegate load test" not in text
