@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 
 from loadtest.gatetruth import settled_now
 from service.api.clients import Clients
+from service.firstseen.rebuild import REBUILT_AT_KEY
 from service.firstseen.store import FirstSeenStore, GateRead
 from tests import factories as f
 
@@ -245,6 +248,19 @@ async def test_an_institution_changed_reaches_the_gate_at_once(
     assert warned["decision"] == "pay"
 
 
+@pytest.fixture
+async def rebuilt_long_ago(app: FastAPI) -> AsyncIterator[None]:
+    """The last rebuild an hour past, as in service. Other tests of this session rebuild the
+    first-seen set, and a settlement settled within minutes of a rebuild may have been decided
+    before it: the gate asks the record of those (see gate._may_be_recorded)."""
+    redis = app.state.clients.redis
+    before = await redis.get(REBUILT_AT_KEY)
+    await redis.set(REBUILT_AT_KEY, int((time.time() - 3600) * 1000))
+    yield
+    await redis.set(REBUILT_AT_KEY, before if before is not None else 0)
+
+
+@pytest.mark.usefixtures("rebuilt_long_ago")
 async def test_a_new_settlement_of_unpaid_codes_is_one_round_trip_to_redis(
     api: httpx.AsyncClient, app: FastAPI, admin_headers: dict[str, str], pos: dict[str, str],
     pharmacy: str, monkeypatch: pytest.MonkeyPatch,
