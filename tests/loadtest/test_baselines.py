@@ -157,6 +157,7 @@ def test_quix_catches_every_reuse_and_counts_what_it_gets_wrong(
 ) -> None:
     stack, workload = tiny
     result = run_quix(stack, workload, changelog)
+    assert "error" not in result, result["error"]
     flags = result["flags"]
     assert flags["scope"] == REUSE_ONLY
     assert flags["expected"] == len(reuse_flags(workload.truth.flags)) > 0
