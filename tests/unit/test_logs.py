@@ -123,3 +123,26 @@ async def test_probes_are_logged_below_info(captured: io.StringIO) -> None:
         await client.get("/v1/flags")
     assert [line.get("path") for line in ours(captured) if line["event"] == "request"] == [
         "/v1/flags"]
+
+
+@pytest.mark.usefixtures("logging_restored")
+@pytest.mark.parametrize("level", [None, "INFO"])
+def test_the_load_test_keeps_library_chatter_off_its_progress_bars(
+    level: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tracegate loadtest` logs at WARNING unless TRACEGATE_LOG_LEVEL says otherwise: its own
+    Kafka clients' INFO lines (a group joined, a coordinator found) drowned its progress."""
+    import loadtest.cli
+    from cli.main import main
+
+    def harness(args: list[str]) -> int:
+        logging.getLogger("aiokafka.consumer.group_coordinator").info("Discovered coordinator")
+        return 0
+
+    if level is None:
+        monkeypatch.delenv("TRACEGATE_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("TRACEGATE_LOG_LEVEL", level)
+    monkeypatch.setattr(loadtest.cli, "main", harness)
+    assert main(["loadtest", "stream"]) == 0
+    assert ("Discovered coordinator" in capsys.readouterr().err) == (level is not None)
