@@ -248,18 +248,21 @@ async def _add_split_units(connection: asyncpg.Connection, ledger: ClaimLedger) 
     deltas = list(ledger.split.values())
     if not deltas:
         return
-    codes = [d.code for d in deltas]
-    await connection.execute(
+    totals = await connection.fetch(
         "INSERT INTO code_claims (code, settlement_id, line_no, institution_id, paid_at, "
         "first_seen_at, units_used, pack_size) SELECT c, s, l, i, p, p, u, k FROM "
         "unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], "
         "$7::int[]) AS t(c, s, l, i, p, u, k) ON CONFLICT (code) DO UPDATE "
-        "SET units_used = code_claims.units_used + excluded.units_used",
-        codes, [d.settlement_id for d in deltas], [d.line_no for d in deltas],
-        [d.institution_id for d in deltas], [d.paid_at for d in deltas],
-        [d.units for d in deltas], [d.pack_size for d in deltas])
-    await connection.execute(
-        "DELETE FROM code_claims WHERE code = ANY($1::text[]) AND units_used <= 0", codes)
+        "SET units_used = code_claims.units_used + excluded.units_used "
+        "RETURNING code, units_used",
+        [d.code for d in deltas], [d.settlement_id for d in deltas],
+        [d.line_no for d in deltas], [d.institution_id for d in deltas],
+        [d.paid_at for d in deltas], [d.units for d in deltas], [d.pack_size for d in deltas])
+    # Only a pack whose units all came back has a row to drop: most batches have none.
+    emptied = [code for code, units_used in totals if units_used <= 0]
+    if emptied:
+        await connection.execute(
+            "DELETE FROM code_claims WHERE code = ANY($1::text[]) AND units_used <= 0", emptied)
 
 
 async def mark_duplicate_payments(

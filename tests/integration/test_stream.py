@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -152,6 +153,32 @@ async def test_a_settlement_redelivered_after_its_reversal_claims_nothing(
         ("payment", paid["settlement_id"]), ("reversal", paid["settlement_id"]),
         ("payment", resold["settlement_id"])])
     assert await _flags(api, admin_headers, institution) == []
+
+
+async def test_an_opened_pack_is_unclaimed_in_the_record_once_all_its_units_come_back(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    """Split units add up as deltas in code_claims; the row goes when the total reaches
+    zero, and only then (a rebuild reads this table, so a leftover row would claim the pack
+    again)."""
+    institution, code = await f.register(api, admin_headers), f.cn20()
+    sales = [_stream(f.settlement(institution, [f.line(1, [code], split=True, quantity=units,
+                                                        pack_size=10)])) for units in (7, 3)]
+    connection = await asyncpg.connect(settings.asyncpg_dsn)
+
+    async def units_used() -> int | None:
+        found = await connection.fetchval(
+            "SELECT units_used FROM code_claims WHERE code = $1", code)
+        return None if found is None else int(found)
+
+    try:
+        await _produce(producer, settings.topic_settlements, [*sales, f.stream_reversal(sales[0])])
+        assert await eventually(units_used, lambda u: u == 3) == 3
+        await _produce(producer, settings.topic_settlements, [f.stream_reversal(sales[1])])
+        assert await eventually(units_used, lambda u: u is None) is None
+    finally:
+        await connection.close()
 
 
 async def test_flags_reach_the_topic_exactly_once(
