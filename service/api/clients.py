@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.auth.schemas import Caller
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
-from service.institutions.schemas import InstitutionRef
 from service.kit.database import build_engine, build_reader, build_sessionmaker, open_lookup_pool
 from service.kit.kafka import build_producer
 from service.kit.metrics import GateMetrics
@@ -43,10 +42,6 @@ class Clients:
     callers: TtlCache[bytes, Caller] = field(default_factory=lambda: TtlCache(10.0))
     # Pack sizes by med_list_codg (NHSA split rows): a catalogue change reaches them that soon.
     drugs: TtlCache[str, int] = field(default_factory=lambda: TtlCache(5.0))
-
-    @property
-    def institutions(self) -> VersionedCache[str, InstitutionRef]:
-        return self.gate.institutions
 
 
 @asynccontextmanager

@@ -64,14 +64,12 @@ class InFlightLimit:
         self.app = app
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self.shed = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _counted(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            self.shed += 1
             message = "this process is at capacity; retry shortly"
             response = error_response(503, "OVERLOADED", message, {"Retry-After": "1"})
             await response(scope, receive, send)

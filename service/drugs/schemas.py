@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
-# The national list's codes are ASCII (e.g. XC09AAL012A001010100543); a name may be Chinese.
-MedListCode = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
-]
 PACK_SIZE_MAX = 1_000_000  # as the settlement's pack_size (CONTRACT §3)
 
 

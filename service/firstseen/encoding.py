@@ -52,7 +52,9 @@ class Layout:
     slot_groups: int
 
     def address(self, canonical: str) -> CodeAddress:
-        return _address(self.bucket_bits, self.slot_groups, canonical)
+        """A code's key and field, spelled out (tests and tools; the hot path uses `place`)."""
+        group, bucket, field = self.place(canonical)
+        return CodeAddress(group, _bucket_key(group, bucket), field)
 
     def locate(self, canonical: str) -> tuple[int, int, bytes]:
         """(group, bucket, field) without the memo or the key text: for bulk loads, which
@@ -111,13 +113,6 @@ def decode_state(raw: bytes) -> CodeState:
     tail = raw[_SPLIT_HEAD.size :]
     tokens = tuple(token for (token,) in _TOKEN.iter_unpack(tail))
     return CodeState(owner, institution_no, _EPOCH + day * _DAY, used, pack_size, tokens)
-
-
-# A batch addresses each code up to three times (read, change, forget the pending detail).
-@lru_cache(maxsize=1 << 17)
-def _address(bucket_bits: int, slot_groups: int, canonical: str) -> CodeAddress:
-    group, bucket, field = _locate(bucket_bits, slot_groups, canonical)
-    return CodeAddress(group, _bucket_key(group, bucket), field)
 
 
 @lru_cache(maxsize=1 << 17)

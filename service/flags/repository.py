@@ -20,8 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from service.flags.models import Flag, FlagHistory
-from service.kit.bulk_insert import insert_rows
-from service.kit.database import any_of, core_table
 
 
 async def count_by_kind(session: AsyncSession, institution_id: str) -> dict[str, int]:
@@ -31,42 +29,6 @@ async def count_by_kind(session: AsyncSession, institution_id: str) -> dict[str,
         .group_by(Flag.kind)
     )
     return {kind: count for kind, count in (await session.execute(query)).all()}
-
-
-async def insert_flags(
-    session: AsyncSession, flags: Sequence[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Insert what is new; returns only the flags recorded now (a redelivery returns none)."""
-    if not flags:
-        return []
-    rows = [_row(flag) for flag in flags]
-    new_ids = set(await insert_rows(session, core_table(Flag), rows, "flag_id"))
-    return [flag for flag in flags if flag["flag_id"] in new_ids]
-
-
-def _row(flag: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **flag,
-        "settled_at": dt.datetime.fromisoformat(flag["settled_at"]),
-        "detected_at": dt.datetime.fromisoformat(flag["detected_at"]),
-    }
-
-
-async def unpublished_flags(
-    session: AsyncSession, settlement_ids: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Flags of these settlements that were recorded but never reached the flags topic."""
-    query = select(Flag).where(
-        any_of(Flag.settlement_id, settlement_ids), Flag.published.is_(False)
-    )
-    return [flag_json(row) for row in (await session.execute(query)).scalars()]
-
-
-async def mark_published(session: AsyncSession, flag_ids: Sequence[str]) -> None:
-    if flag_ids:
-        await session.execute(
-            update(Flag).where(any_of(Flag.flag_id, flag_ids)).values(published=True)
-        )
 
 
 def flag_json(row: Flag) -> dict[str, Any]:

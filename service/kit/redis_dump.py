@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 RDB_TYPE_HASH_ZIPLIST = 13
 RDB_VERSION = 9
-_ZIPLIST_END = 0xFF
+_ZIPLIST_END = b"\xff"
 _INTEGER = re.compile(rb"0|-?[1-9][0-9]*")
 # zipTryEncoding's integer encodings, smallest first: (low, high, encoding byte, bytes)
 _INTEGERS = [(-(2**7), 2**7 - 1, 0xFE, 1), (-(2**15), 2**15 - 1, 0xC0, 2),
@@ -64,7 +64,7 @@ def _ziplist(entries: list[bytes]) -> bytes:
         previous = len(piece)
         size += previous
     count = min(len(entries), 0xFFFF)  # 0xFFFF: Redis counts them itself
-    return struct.pack("<IIH", size + 1, tail, count) + b"".join(encoded) + b"\xff"
+    return struct.pack("<IIH", size + 1, tail, count) + b"".join(encoded) + _ZIPLIST_END
 
 
 def _prevlen(size: int) -> bytes:
