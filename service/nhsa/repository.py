@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.records.models import CodeEvent, Settlement
+from service.records.models import CodeEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +46,6 @@ async def code_events(
     if institution_id is not None:
         query = query.where(CodeEvent.institution_id == institution_id)
     return list((await session.execute(query)).scalars())
-
-
-async def sale_time(session: AsyncSession, settlement_id: str) -> dt.datetime | None:
-    """When a recorded sale was settled; None while only the gate's recent answer has it."""
-    query = select(Settlement.settled_at).where(Settlement.settlement_id == settlement_id)
-    settled_at: dt.datetime | None = (await session.execute(query)).scalar_one_or_none()
-    return settled_at
 
 
 # Each paid code of each line of the institution's settlements in the range (`paid_codes`:

@@ -183,7 +183,7 @@ async def _return(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Outpu
         missing = f"未找到原销售记录 {' 或 '.join(request.sale_ids)} [SETTLEMENT_NOT_FOUND]"
         return {"result": wording.return_refused([missing]), "reversal": None}
     lines = mapping.returned_lines(sale.lines, request.codes)
-    problems = lines.problems + await _time_problems(ports, sale.settlement_id, request)
+    problems = lines.problems + _time_problems(sale, request)
     if problems:
         return {"result": wording.return_refused(problems), "reversal": None}
     try:
@@ -196,17 +196,12 @@ async def _return(envelope: Envelope, caller: Caller, ports: NhsaPorts) -> Outpu
     return {"result": wording.return_result(reversal), "reversal": reversal}
 
 
-async def _time_problems(
-    ports: NhsaPorts, settlement_id: str, request: ReturnRequest
-) -> list[str]:
-    """The return is recorded at its sel_retn_time, which cannot be before its sale (checked
-    once the record has the sale: in the second or so before, the gate's answer has no time)."""
-    async with ports.reads() as session:
-        sold_at = await repository.sale_time(session, settlement_id)
-    if sold_at is None or request.returned_at >= sold_at:
+def _time_problems(sale: SettlementView, request: ReturnRequest) -> list[str]:
+    """The return is recorded at its sel_retn_time, which cannot be before its sale."""
+    if request.returned_at >= sale.settled_at:
         return []
-    return [f"退货时间 {local_text(request.returned_at)} 早于原销售时间 {local_text(sold_at)}"
-            "（北京时间） [RETURN_BEFORE_SALE]"]
+    return [f"退货时间 {local_text(request.returned_at)} 早于原销售时间 "
+            f"{local_text(sale.settled_at)}（北京时间） [RETURN_BEFORE_SALE]"]
 
 
 async def _recorded_sale(ports: GatePorts, sale_ids: Sequence[str]) -> SettlementView | None:

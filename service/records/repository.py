@@ -74,8 +74,8 @@ async def recorded(
 
 async def settlement_views(
     querier: Querier, settlement_ids: Sequence[str]
-) -> dict[str, tuple[SettlementView, dt.datetime, list[list[int] | None]]]:
-    """Recorded settlements with their settled_at and the line sets reversed so far."""
+) -> dict[str, tuple[SettlementView, list[list[int] | None]]]:
+    """Recorded settlements with the line sets reversed so far."""
     if not settlement_ids:
         return {}
     rows = await querier.fetch(
@@ -83,19 +83,18 @@ async def settlement_views(
         "s.answer, s.settled_at, coalesce((SELECT array_agg(coalesce(r.line_nos::text, 'null')) "
         "FROM reversals r WHERE r.settlement_id = s.settlement_id), '{}') "
         "FROM settlements s WHERE s.settlement_id = ANY($1::text[])", list(settlement_ids))
-    return {row[0]: (_view(row), row[6], [msgspec.json.decode(x) for x in row[7]])
-            for row in rows}
+    return {row[0]: (_view(row), [msgspec.json.decode(x) for x in row[7]]) for row in rows}
 
 
 def _view(row: Any) -> SettlementView:
     return SettlementView(row[0], row[1], row[2], bytes(row[3]), _LINES.decode(row[4]),
-                          bytes(row[5]))
+                          bytes(row[5]), row[6])
 
 
 async def get_settlement(querier: Querier, settlement_id: str) -> SettlementView | None:
     row = await querier.fetchrow(
-        "SELECT settlement_id, institution_id, patient_ref, body_hash, lines, answer "
-        "FROM settlements WHERE settlement_id = $1", settlement_id)
+        "SELECT settlement_id, institution_id, patient_ref, body_hash, lines, answer, "
+        "settled_at FROM settlements WHERE settlement_id = $1", settlement_id)
     return None if row is None else _view(row)
 
 
@@ -283,17 +282,14 @@ FLAG_COLUMNS = ("flag_id", "kind", "severity", "trace_code", "institution_id", "
                 "line_no", "settled_at", "detected_at", "patient_ref", "first_payment")
 
 
-async def insert_flags(
-    connection: asyncpg.Connection, flags: Sequence[FlagRecord]
-) -> list[FlagRecord]:
+async def insert_flags(connection: asyncpg.Connection, flags: Sequence[FlagRecord]) -> None:
     """The flags of settlements new to the record, so new themselves (their ids name the
-    settlement): by COPY. Returns the flags recorded (to publish)."""
+    settlement): by COPY, every one of them."""
     if flags:
         rows = [(f.flag_id, f.kind, f.severity, f.trace_code, f.institution_id,
                  f.settlement_id, f.line_no, f.settled_at, f.detected_at, f.patient_ref,
                  _json_bytes(f.first_payment)) for f in flags]
         await connection.copy_records_to_table("flags", records=rows, columns=FLAG_COLUMNS)
-    return list(flags)
 
 
 def _json_bytes(first: FirstPayment | None) -> bytes | None:

@@ -77,6 +77,7 @@ class SettlementView(msgspec.Struct, frozen=True, gc=False):
     body_hash: bytes
     lines: list[RecordedLine]
     answer: bytes
+    settled_at: dt.datetime
 
     def payments(self) -> list[Payment]:
         return [Payment(code, line.line_no, units, duplicate)

@@ -244,14 +244,16 @@ async def _unconfirmed(
 def _stored(entry: RecentSettlement) -> SettlementRecord:
     """The effects of a recent entry, as the event carries them."""
     lines = _LINES.decode(entry.lines)
-    view = SettlementView("", entry.institution_id, entry.patient_ref, b"", lines, b"")
+    settled_at = parse_settled_at(entry.settled_at)
+    view = SettlementView("", entry.institution_id, entry.patient_ref, b"", lines, b"",
+                          settled_at)
     payments = view.payments()
     claims = [ClaimRow(p.canonical, p.line_no, p.units,
                                  _pack_size(lines, p.line_no) if p.units else None)
               for p in payments if not p.duplicate]
     answer = orjson.loads(bytes(entry.answer))  # orjson takes no msgspec.Raw
-    return SettlementRecord("", entry.institution_id, parse_settled_at(entry.settled_at),
-                            entry.patient_ref, Source.GATE.value, bytes.fromhex(entry.body_hash),
+    return SettlementRecord("", entry.institution_id, settled_at, entry.patient_ref,
+                            Source.GATE.value, bytes.fromhex(entry.body_hash),
                             answer["enforced"], answer["decision"], bytes(entry.lines),
                             bytes(entry.answer), payments, claims, [])
 
@@ -442,7 +444,7 @@ async def find_settlement(ports: GatePorts, settlement_id: str) -> SettlementVie
         if given:
             return SettlementView(settlement_id, entry.institution_id, entry.patient_ref,
                                   bytes.fromhex(entry.body_hash), _LINES.decode(entry.lines),
-                                  bytes(entry.answer))
+                                  bytes(entry.answer), parse_settled_at(entry.settled_at))
     return await record.get_settlement(ports.lookups, settlement_id)
 
 

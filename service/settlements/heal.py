@@ -26,7 +26,7 @@ from service.settlements.events import (
 class Recorded(msgspec.Struct, frozen=True, gc=False):
     """What the record holds of the batch's settlements (and its reversals' targets)."""
 
-    views: dict[str, tuple[SettlementView, int]]  # by settlement: view, settled_at (epoch s)
+    views: dict[str, SettlementView]  # by settlement
     owners: dict[str, ClaimOwner]  # the record's claims of their codes
     institutions: dict[str, InstitutionRef]
 
@@ -50,7 +50,8 @@ def heal(events: list[tuple[Incoming, TopicEvent]], recorded: Recorded) -> Heali
 def _settled(
     record: Incoming, event: SettlementEvent, recorded: Recorded, out: Healing
 ) -> None:
-    view, paid_at = recorded.views[event.settlement_id]
+    view = recorded.views[event.settlement_id]
+    paid_at = int(view.settled_at.timestamp())
     if event.from_gate and event.effects is not None:
         if bytes.fromhex(event.effects.body_hash) != view.body_hash:
             _conflicting_gate(record, event, view, out)
@@ -90,10 +91,9 @@ def _conflicting_gate(
 
 
 def _reversed(event: ReversalEvent, recorded: Recorded, out: Healing) -> None:
-    found = recorded.views.get(event.settlement_id)
-    if found is None:
+    view = recorded.views.get(event.settlement_id)
+    if view is None:
         return
-    view, _ = found
     lines = None if event.line_nos is None else set(event.line_nos)
     for payment in view.payments():
         if payment.duplicate or (lines is not None and payment.line_no not in lines):

@@ -49,6 +49,7 @@ from service.policy.schemas import PolicyConfig
 from service.records import repository as record
 from service.records.ledger import ClaimInsert
 from service.records.repository import ClaimOwner
+from service.records.schemas import SettlementView
 from service.settings import Settings
 from service.settlements.batch import BatchOutcome, Known, Target, decide_batch
 from service.settlements.events import (
@@ -222,12 +223,11 @@ async def _heal(
 ) -> None:
     ids = {e.settlement_id for _, e in old}
     views = await record.settlement_views(connection, list(ids))
-    codes = [p.canonical for view, _, _ in views.values() for p in view.payments()]
+    codes = [p.canonical for view, _ in views.values() for p in view.payments()]
     owners = await record.claim_owners(connection, codes)
-    needed = {view.institution_id for view, _, _ in views.values()}
+    needed = {view.institution_id for view, _ in views.values()}
     known = {**batch.institutions, **await institutions.refs(connection, needed)}
-    recorded = Recorded({sid: (view, int(at.timestamp())) for sid, (view, at, _) in
-                         views.items()}, owners, known)
+    recorded = Recorded({sid: view for sid, (view, _) in views.items()}, owners, known)
     healing = heal(old, recorded)
     log.info("healing %d redelivered events the record holds (%d effects)", len(old),
              len(healing.effects))
@@ -261,16 +261,15 @@ async def _targets(connection: asyncpg.Connection, events: Events) -> dict[str, 
     wanted = [e.settlement_id for _, e in events
               if isinstance(e, ReversalEvent) and e.settlement_id not in in_batch]
     views = await record.settlement_views(connection, wanted)
-    return {sid: _target(view, settled_at, reversed_sets)
-            for sid, (view, settled_at, reversed_sets) in views.items()}
+    return {sid: _target(view, reversed_sets) for sid, (view, reversed_sets) in views.items()}
 
 
-def _target(view: Any, settled_at: Any, reversed_sets: list[list[int] | None]) -> Target:
+def _target(view: SettlementView, reversed_sets: list[list[int] | None]) -> Target:
     lines = {line.line_no for line in view.lines}
     done: set[int] = set()
     for line_nos in reversed_sets:
         done |= lines if line_nos is None else set(line_nos)
-    return Target(view.settlement_id, view.institution_id, view.patient_ref, settled_at,
+    return Target(view.settlement_id, view.institution_id, view.patient_ref, view.settled_at,
                   lines, view.payments(), done)
 
 
@@ -300,7 +299,8 @@ async def _write(connection: asyncpg.Connection, batch: _Batch, outcome: BatchOu
     losers += outcome.claims.contested
     arbiter = await _arbitrate(connection, batch, outcome, losers)
     flags = [flag for r in outcome.settlements for flag in r.flags] + arbiter
-    batch.flags += await record.insert_flags(connection, flags)
+    await record.insert_flags(connection, flags)
+    batch.flags += flags  # to publish once committed
     await record.insert_reversals(connection, outcome.reversals)
     await record.add_payment_counts(connection, Counter(
         r.institution_id for r in outcome.settlements for _ in r.payments))

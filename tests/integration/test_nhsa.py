@@ -281,6 +281,19 @@ async def test_a_return_is_recorded_at_its_own_time_which_cannot_precede_its_sal
     assert [r["reversed_at"].isoformat() for r in rows] == ["2025-08-02T10:00:00+00:00"]
 
 
+async def test_a_return_dated_before_its_sale_is_refused_before_the_record_has_the_sale(
+    api: httpx.AsyncClient, shop: str, pos: Headers
+) -> None:
+    """At once after the 3505: the gate's recent answer knows the sale's time too."""
+    code = f.cn20()
+    row = f.nhsa_row([code], sold_at="2025-08-02 09:30:00")
+    await f.nhsa(api, pos, f.nhsa_sale(shop, row))
+    early = await f.nhsa(api, pos, _return(shop, [code], bchno=row["fixmedins_bchno"],
+                                          at="2025-08-02 09:29:59"))
+    assert early["output"]["reversal"] is None
+    assert early["output"]["result"]["msgRslt"].endswith("[RETURN_BEFORE_SALE]")
+
+
 def _query(institution: str, **fields: Any) -> dict[str, Any]:
     return f.nhsa_message("3513", institution, {key: value for key, value in fields.items()})
 
