@@ -17,11 +17,13 @@ router = APIRouter(prefix="/v1/drugs", tags=["drugs"], responses=ERROR_RESPONSES
 
 @router.put("/{med_list_codg}")
 async def put_drug(
-    med_list_codg: str, body: DrugIn, caller: CallerDep, session: SessionDep,
-    clients: ClientsDep,
+    med_list_codg: str, body: DrugIn, caller: CallerDep, clients: ClientsDep,
 ) -> DrugOut:
+    """Its own unit of work, committed before the cache forgets the entry: forgotten first, a
+    concurrent NHSA call could load the old pack size again and keep it for the cache's TTL."""
     auth.require_role(caller, Role.ADMIN)
-    row = await drugs.put(session, med_list_codg, body)
+    async with clients.sessionmaker() as session, session.begin():
+        row = await drugs.put(session, med_list_codg, body)
     clients.drugs.forget(med_list_codg)  # this process at once, the others within the TTL
     return _out(row)
 
