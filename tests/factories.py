@@ -138,32 +138,12 @@ async def history(api: httpx.AsyncClient, headers: dict[str, str], code: str) ->
 
 
 async def topic_records(settings: Any, topic: str, key: bytes) -> list[Incoming]:
-    """The records of `topic` with `key`, as a consumer would fetch them (read from the start
-    to the end offsets of every partition)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """The records of `topic` with `key`, read from the start to the topic's real end (on
+    Tansu too: see tests/faults/stream.last_offsets)."""
+    from tests.faults.stream import read_topic
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)
-                      or await _partitions(consumer, topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[Incoming] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            found += [Incoming(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value or b"")
-                      for records in batch.values() for r in records if r.key == key]
-        return found
-    finally:
-        await consumer.stop()
-
-
-async def _partitions(consumer: Any, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh consumer knows none
-    return set(consumer.partitions_for_topic(topic) or ())
+    return [Incoming(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value or b"")
+            for r in await read_topic(settings.kafka_bootstrap, topic) if r.key == key]
 
 
 # --- NHSA messages (CONTRACT §8), as a vendor's POS or HIS sends them ----------------------

@@ -22,8 +22,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from cli.devstack.process import spawn
+from loadtest.stack import register
 from loadtest.truth import HistoryEvent, Truth, simulate
-from loadtest.workload import generate
+from loadtest.workload import Institution, generate
 from service.claims.service import owner_token
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore
@@ -37,13 +38,6 @@ from tests.faults.stream import read_topic, wait_group_caught_up
 SETTLED = "2025-07-15T12:00:00+08:00"  # after every go-live: everything is enforced
 
 
-@dataclass(frozen=True, slots=True)
-class RunInstitution:
-    institution_id: str
-    kind: str
-    go_live_override: None = None
-
-
 @dataclass
 class CrashOutcome:
     point: str
@@ -55,7 +49,7 @@ class CrashOutcome:
 @dataclass
 class _Workload:
     prefix: str
-    institutions: list[RunInstitution]
+    institutions: list[Institution]
     bodies: list[dict[str, Any]]
     truth: Truth
 
@@ -72,7 +66,7 @@ def workload(settlements: int) -> _Workload:
     generated = generate(settlements, seed=secrets.randbelow(10**6), partitions=1)
     rename = _Renamer(prefix)
     bodies = [rename.body(event.body) for event in generated.events]
-    institutions = [RunInstitution(rename.institution(i.institution_id), i.kind)
+    institutions = [Institution(rename.institution(i.institution_id), i.kind, None)
                     for i in generated.institutions if i.institution_id in rename.institutions]
     chains, extra = _chains(prefix, rename)
     institutions += extra
@@ -111,12 +105,12 @@ class _Renamer:
         return renamed
 
 
-def _chains(prefix: str, rename: _Renamer) -> tuple[list[dict[str, Any]], list[RunInstitution]]:
-    one, two, three = (RunInstitution(f.institution_id(), "retail_pharmacy") for _ in range(3))
+def _chains(prefix: str, rename: _Renamer) -> tuple[list[dict[str, Any]], list[Institution]]:
+    one, two, three = (Institution(f.institution_id(), "retail_pharmacy", None) for _ in range(3))
     x, y, pack = f.cn20(), f.cn20(), f.cn20()
     counter = iter(range(1, 100))
 
-    def sale(institution: RunInstitution, line: dict[str, Any]) -> dict[str, Any]:
+    def sale(institution: Institution, line: dict[str, Any]) -> dict[str, Any]:
         return {"type": "settlement", "source": "stream",
                 "settlement_id": f"{prefix}-CH-{next(counter):02d}",
                 "institution_id": institution.institution_id, "settled_at": SETTLED,
@@ -141,18 +135,6 @@ def _chains(prefix: str, rename: _Renamer) -> tuple[list[dict[str, Any]], list[R
              opened, more, reversal(opened), to_end, beyond, elsewhere,  # a pack's life
              twice, twice, reversal(twice), reversal(twice), after]  # copies of each
     return chain, [one, two, three]
-
-
-async def register(dsn: str, institutions: list[RunInstitution]) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.executemany(
-            "INSERT INTO institutions (institution_id, name, kind, region) "
-            "VALUES ($1, $2, $3, '110105')",
-            [(i.institution_id, f"crash point {i.institution_id}", i.kind)
-             for i in institutions])
-    finally:
-        await connection.close()
 
 
 async def produce(settings: Settings, bodies: list[dict[str, Any]]) -> None:

@@ -201,15 +201,19 @@ class _Scenario:
         self.stream.revive()
         await self.after_recovery(paid, institution, attempt)
 
-    async def gate_refuses_while_missing(self, paid: _Paid, context: str) -> tuple[str, str]:
-        """A fresh code settled at another institution while the set is missing: the gate
-        must answer 503 HOT_SET_REBUILDING with a Retry-After. Returns (institution, code)
-        for `after_recovery` to check that the refused attempt claimed nothing."""
-        attempt = self.workload.code(next(self.ids))
+    async def gate_refuses_while_missing(
+        self, paid: _Paid, context: str, attempt: str | None = None,
+        check: str = "gate_503_while_set_missing",
+    ) -> tuple[str, str]:
+        """A fresh code (`attempt`, else a new one) settled at another institution while the
+        set, or the part of it holding that code, is missing: the gate must answer 503
+        HOT_SET_REBUILDING with a Retry-After. Returns (institution, code) for
+        `after_recovery` to check that the refused attempt claimed nothing."""
+        attempt = attempt or self.workload.code(next(self.ids))
         institution = self.institution_other_than(paid.institution)
         refused = await self.settle(institution, attempt)
         self.report.check(
-            "gate_503_while_set_missing",
+            check,
             refused.status_code == 503 and error_code(refused) == "HOT_SET_REBUILDING"
             and int(refused.headers.get("Retry-After", "0")) > 0,
             f"gate answered {refused.status_code} {refused.text[:200]} with the set "

@@ -16,7 +16,6 @@ from redis.asyncio.cluster import RedisCluster
 from service.firstseen.encoding import Layout
 from service.firstseen.rebuild import LOCK_KEY
 from service.settings import Settings
-from tests.faults.gate import error_code
 from tests.faults.processes import ConsumerProcess, OwnServers
 from tests.faults.redis_loss import TEST_LOCK, _Scenario
 from tests.faults.scale import Scale
@@ -127,7 +126,6 @@ async def _lose_a_node(stream: StreamRun, scenario: _Scenario, settings: Setting
     attempt = scenario.workload.code(next(scenario.ids))
     while await nodes.of(attempt) != victim:
         attempt = scenario.workload.code(next(scenario.ids))
-    institution = scenario.institution_other_than(paid.institution)
     client = redis_client(settings)
     try:
         await client.set(LOCK_KEY, TEST_LOCK, ex=60)
@@ -137,12 +135,8 @@ async def _lose_a_node(stream: StreamRun, scenario: _Scenario, settings: Setting
         stream.report.fault(f"FLUSHALL of the Redis primary on port {victim[1]} (of "
                             f"{len(await nodes.ports())}) at {stream.recorded.last} settlements "
                             "recorded")
-        refused = await scenario.settle(institution, attempt)
-        stream.report.check(
-            "gate_503_while_node_lost",
-            refused.status_code == 503 and error_code(refused) == "HOT_SET_REBUILDING",
-            f"gate answered {refused.status_code} {refused.text[:200]} for a code of the "
-            "node that lost its data")
+        institution, attempt = await scenario.gate_refuses_while_missing(
+            paid, " on the node that lost its data", attempt, check="gate_503_while_node_lost")
         await client.delete(LOCK_KEY)
     finally:
         await client.aclose()

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from loadtest.topics import end_offsets
 from tests.faults.workload import StreamEvent
 
 
@@ -93,24 +94,15 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> lis
 
 
 async def last_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    """Per partition, the offset after its last record. Read, not asked: Tansu's ListOffsets
-    answers the last batch's base offset + 1, short of the end when that batch holds several
-    records; reading on from one before that point finds the real end on either broker."""
+    """Per partition, the offset after its last record, on Tansu too (loadtest/topics.py)."""
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                               enable_auto_commit=False)
     await reader.start()
     try:
         partitions = await _partitions(reader, topic)
-        reader.assign(partitions)
-        ends: dict[TopicPartition, int] = dict(await reader.end_offsets(partitions))
-        for tp in partitions:
-            reader.seek(tp, max(ends[tp] - 1, 0))
-        while batch := await reader.getmany(*partitions, timeout_ms=500):
-            for tp, records in batch.items():
-                ends[tp] = max(ends[tp], records[-1].offset + 1)
-        return ends
     finally:
         await reader.stop()
+    return await end_offsets(bootstrap, partitions)
 
 
 async def _partitions(reader: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

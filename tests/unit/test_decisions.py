@@ -195,6 +195,21 @@ def test_whole_sale_of_an_opened_pack_is_overuse() -> None:
     assert _codes(decision, 1) == [("SPLIT_OVERUSE", "error")]
 
 
+def test_whole_sale_of_an_opened_pack_at_another_institution_is_cross_institution() -> None:
+    elsewhere = CodeState(1, 2, 0, 2, 10, (1,))
+    decision = _decide(_settlement(_line(1, [A])), states={A: elsewhere})
+    assert _codes(decision, 1) == [("SPLIT_CROSS_INSTITUTION", "error")]
+
+
+def test_a_paid_whole_sale_of_an_opened_pack_never_takes_over_its_claim() -> None:
+    """Before go-live the line is paid with its reason, but the pack stays opened."""
+    opened = CodeState(1, 1, 0, 2, 10, (1,))
+    decision = _decide(_settlement(_line(1, [A])), states={A: opened}, enforced=False)
+    assert decision.outcome == "pay"
+    assert _codes(decision, 1) == [("SPLIT_OVERUSE", "warning")]  # not enforced: a warning
+    assert decision.changes == []
+
+
 def test_split_sale_of_a_whole_paid_pack_is_a_duplicate() -> None:
     decision = _decide(_settlement(_split(1, A, 1)), states={A: _paid_elsewhere()})
     assert _codes(decision, 1) == [("DUPLICATE_PAYMENT", "error")]
