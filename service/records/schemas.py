@@ -83,6 +83,14 @@ class SettlementView(msgspec.Struct, frozen=True, gc=False):
         return [Payment(code, line.line_no, units, duplicate)
                 for line in self.lines for code, units, duplicate in line.paid_codes]
 
+    def reversed_lines(self, line_sets: list[list[int] | None]) -> set[int]:
+        """The lines its reversals so far gave back (a set of None: every line)."""
+        every = {line.line_no for line in self.lines}
+        done: set[int] = set()
+        for line_nos in line_sets:
+            done |= every if line_nos is None else set(line_nos)
+        return done
+
 
 class ReversalRecord(msgspec.Struct, gc=False):
     """A reversal as the record keeps it; `released` are [code, line_no, units]."""

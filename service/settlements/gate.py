@@ -480,9 +480,7 @@ async def _lines_to_reverse(
         raise UnknownLine(f"settlement {view.settlement_id} has no line {sorted(unknown)}")
     sets = await record.reversal_line_sets(ports.lookups, view.settlement_id)
     sets += await ports.recent.reversed_line_sets(view.settlement_id)
-    done: set[int] = set()
-    for line_nos in sets:
-        done |= known if line_nos is None else set(line_nos)
+    done = view.reversed_lines(sets)
     paid = {line.line_no for line in view.lines if line.paid}
     return (set(requested) if requested is not None else known) & paid - done
 

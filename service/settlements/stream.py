@@ -265,12 +265,9 @@ async def _targets(connection: asyncpg.Connection, events: Events) -> dict[str, 
 
 
 def _target(view: SettlementView, reversed_sets: list[list[int] | None]) -> Target:
-    lines = {line.line_no for line in view.lines}
-    done: set[int] = set()
-    for line_nos in reversed_sets:
-        done |= lines if line_nos is None else set(line_nos)
     return Target(view.settlement_id, view.institution_id, view.patient_ref, view.settled_at,
-                  lines, view.payments(), done)
+                  {line.line_no for line in view.lines}, view.payments(),
+                  view.reversed_lines(reversed_sets))
 
 
 def _batch_codes(events: Events, targets: dict[str, Target]) -> list[str]:
