@@ -152,8 +152,7 @@ def _one_code(
     seen: set[str],
 ) -> None:
     if code in seen:  # the same pack twice in one settlement: flagged, not paid twice
-        _reuse(work, "duplicate_payment", owner, code)
-        work.paid.pop()
+        _reuse(work, "duplicate_payment", owner, code, paid=False)
         return
     seen.add(code)
     claim = sim.claims.get(code)
@@ -192,10 +191,13 @@ def _split(
     work.paid.append((code, False))
 
 
-def _reuse(work: _Line, kind: str, owner: tuple[str, int], code: str) -> None:
+def _reuse(
+    work: _Line, kind: str, owner: tuple[str, int], code: str, *, paid: bool = True
+) -> None:
     work.errors = True
     work.flags.append((kind, owner[0], owner[1], code))
-    work.paid.append((code, True))  # paid anyway only where nothing is enforced
+    if paid:  # paid anyway only where nothing is enforced
+        work.paid.append((code, True))
 
 
 def _reverse(sim: _Sim, sid: str, reversal_id: str) -> None:
