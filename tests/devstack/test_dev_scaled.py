@@ -91,9 +91,15 @@ def _settle_and_see_it_recorded(api: str, key: str) -> None:
         time.sleep(0.2)
 
 
-def test_a_cluster_of_two_is_refused() -> None:
-    result = subprocess.run([sys.executable, "-m", "cli.main", "dev", "--redis-cluster", "2"],
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--redis-cluster", "2"], "at least 3"),
+    (["--partitions", "0"], "--partitions must be at least 1"),
+], ids=["cluster-of-two", "no-partitions"])
+def test_a_shape_that_cannot_run_is_refused_before_anything_starts(
+    argv: list[str], said: str,
+) -> None:
+    result = subprocess.run([sys.executable, "-m", "cli.main", "dev", *argv],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 2
-    assert "at least 3" in result.stderr
+    assert said in result.stderr
