@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.claims.schemas import FirstPayment
 from service.flags.schemas import FlagRecord
+from service.kit.pg_copy import CopyTable, copy_rows
 from service.records.ledger import ClaimInsert, ClaimLedger
 from service.records.models import CodeEvent, InstitutionStats
 from service.records.schemas import (
@@ -41,10 +42,18 @@ class Querier(Protocol):
     async def execute(self, query: str, *args: Any) -> str: ...
 
 
-SETTLEMENT_COLUMNS = ("settlement_id", "institution_id", "settled_at", "patient_ref", "source",
-                      "body_hash", "decision", "enforced", "lines", "answer")
-EVENT_COLUMNS = ("code", "event_at", "type", "settlement_id", "line_no", "institution_id",
-                 "patient_ref", "units", "duplicate", "reversal_id")
+# The append-only rows as COPY writes them: columns and their kinds (service/kit/pg_copy.py).
+SETTLEMENTS = CopyTable("settlements", (
+    "settlement_id", "institution_id", "settled_at", "patient_ref", "source", "body_hash",
+    "decision", "enforced", "lines", "answer"), "ttzttytbjj")
+EVENTS = CopyTable("code_events", (
+    "code", "event_at", "type", "settlement_id", "line_no", "institution_id", "patient_ref",
+    "units", "duplicate", "reversal_id"), "tzttittibt")
+CLAIMS = CopyTable("code_claims", (
+    "code", "settlement_id", "line_no", "institution_id", "paid_at", "first_seen_at"), "ttitzz")
+FLAGS = CopyTable("flags", (
+    "flag_id", "kind", "severity", "trace_code", "institution_id", "settlement_id", "line_no",
+    "settled_at", "detected_at", "patient_ref", "first_payment"), "ttttttizztj")
 _LINES = msgspec.json.Decoder(list[RecordedLine])
 
 
@@ -175,18 +184,14 @@ async def insert_settlements(
 ) -> None:
     """COPY: the batch holds only settlements the record did not (a copy another consumer
     wrote meanwhile fails the transaction, and the batch is decided again without it)."""
-    rows = [(r.settlement_id, r.institution_id, r.settled_at, r.patient_ref, r.source,
-             r.body_hash, r.outcome, r.enforced, r.lines, r.answer) for r in records]
-    if rows:
-        await connection.copy_records_to_table("settlements", records=rows,
-                                               columns=SETTLEMENT_COLUMNS)
+    await copy_rows(connection, SETTLEMENTS, [
+        (r.settlement_id, r.institution_id, r.settled_at, r.patient_ref, r.source, r.body_hash,
+         r.outcome, r.enforced, r.lines, r.answer) for r in records])
 
 
 async def insert_events(connection: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Every payment and reversal of a code (rows in EVENT_COLUMNS order)."""
-    if rows:
-        await connection.copy_records_to_table("code_events", records=rows,
-                                               columns=EVENT_COLUMNS)
+    """Every payment and reversal of a code (rows in EVENTS' column order)."""
+    await copy_rows(connection, EVENTS, rows)
 
 
 async def write_claims(connection: asyncpg.Connection, ledger: ClaimLedger) -> set[str]:
@@ -206,10 +211,6 @@ async def _delete_claims(connection: asyncpg.Connection, deletes: list[tuple[str
             "WHERE c.code = d.code AND c.settlement_id = d.sid", list(codes), list(settlements))
 
 
-CLAIM_COLUMNS = ("code", "settlement_id", "line_no", "institution_id", "paid_at",
-                 "first_seen_at")
-
-
 async def _insert_claims(connection: asyncpg.Connection, claims: list[ClaimInsert]) -> set[str]:
     """By COPY, nearly always: a first payment nobody else holds. If one is held (Redis had
     lost it, two consumers raced) the COPY fails as a whole, back to its savepoint, and the
@@ -220,8 +221,7 @@ async def _insert_claims(connection: asyncpg.Connection, claims: list[ClaimInser
             for c in claims]
     try:
         async with connection.transaction():  # a savepoint inside the batch's transaction
-            await connection.copy_records_to_table("code_claims", records=rows,
-                                                   columns=CLAIM_COLUMNS)
+            await copy_rows(connection, CLAIMS, rows)
         return set()
     except asyncpg.UniqueViolationError:
         return await _insert_claims_contested(connection, claims)
@@ -278,18 +278,13 @@ async def mark_duplicate_payments(
             [c.settlement_id for c in losers], [c.line_no for c in losers])
 
 
-FLAG_COLUMNS = ("flag_id", "kind", "severity", "trace_code", "institution_id", "settlement_id",
-                "line_no", "settled_at", "detected_at", "patient_ref", "first_payment")
-
-
 async def insert_flags(connection: asyncpg.Connection, flags: Sequence[FlagRecord]) -> None:
     """The flags of settlements new to the record, so new themselves (their ids name the
     settlement): by COPY, every one of them."""
-    if flags:
-        rows = [(f.flag_id, f.kind, f.severity, f.trace_code, f.institution_id,
-                 f.settlement_id, f.line_no, f.settled_at, f.detected_at, f.patient_ref,
-                 _json_bytes(f.first_payment)) for f in flags]
-        await connection.copy_records_to_table("flags", records=rows, columns=FLAG_COLUMNS)
+    await copy_rows(connection, FLAGS, [
+        (f.flag_id, f.kind, f.severity, f.trace_code, f.institution_id, f.settlement_id,
+         f.line_no, f.settled_at, f.detected_at, f.patient_ref, _json_bytes(f.first_payment))
+        for f in flags])
 
 
 def _json_bytes(first: FirstPayment | None) -> bytes | None:

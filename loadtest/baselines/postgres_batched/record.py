@@ -19,17 +19,14 @@ import msgspec
 from loadtest.baselines.postgres_batched.rules import Claim, Recorded
 from service.claims.schemas import FirstPayment
 from service.flags.schemas import FlagRecord
+from service.kit.pg_copy import CopyTable, copy_rows
+from service.records.repository import EVENTS, FLAGS, SETTLEMENTS
 from service.records.schemas import RecordedLine
 
 STAGE = "lt_claim_stage"
-STAGE_COLUMNS = ("seq", "code", "settlement_id", "line_no", "institution_id", "paid_at",
-                 "units", "pack_size", "payable")
-SETTLEMENT_COLUMNS = ("settlement_id", "institution_id", "settled_at", "patient_ref", "source",
-                      "body_hash", "decision", "enforced", "lines", "answer")
-EVENT_COLUMNS = ("code", "event_at", "type", "settlement_id", "line_no", "institution_id",
-                 "patient_ref", "units", "duplicate", "reversal_id")
-FLAG_COLUMNS = ("flag_id", "kind", "severity", "trace_code", "institution_id", "settlement_id",
-                "line_no", "settled_at", "detected_at", "patient_ref", "first_payment")
+# The record's own tables as tracegate writes them (the same rows, the same binary COPY).
+STAGED = CopyTable(STAGE, ("seq", "code", "settlement_id", "line_no", "institution_id",
+                           "paid_at", "units", "pack_size", "payable"), "ittitziib")
 _LINES = msgspec.json.Decoder(list[RecordedLine])
 
 FIRST_SEEN = f"""
@@ -100,7 +97,7 @@ async def first_seen(connection: asyncpg.Connection, staged: list[tuple[Any, ...
     batch of the codes that were not new."""
     if not staged:
         return {}
-    await connection.copy_records_to_table(STAGE, records=staged, columns=STAGE_COLUMNS)
+    await copy_rows(connection, STAGED, staged)
     before: dict[str, Claim] = {}
     for code, payable, *claim in await connection.fetch(FIRST_SEEN):
         if claim[0] is not None:
@@ -137,15 +134,9 @@ async def correct_claims(connection: asyncpg.Connection, deletes: list[str],
 async def write(connection: asyncpg.Connection, settlements: list[tuple[Any, ...]],
                 events: list[tuple[Any, ...]], flags: list[FlagRecord]) -> None:
     """The append-only rows, by COPY."""
-    if settlements:
-        await connection.copy_records_to_table("settlements", records=settlements,
-                                               columns=SETTLEMENT_COLUMNS)
-    if events:
-        await connection.copy_records_to_table("code_events", records=events,
-                                               columns=EVENT_COLUMNS)
-    if flags:
-        await connection.copy_records_to_table("flags", records=[_flag_row(f) for f in flags],
-                                               columns=FLAG_COLUMNS)
+    await copy_rows(connection, SETTLEMENTS, settlements)
+    await copy_rows(connection, EVENTS, events)
+    await copy_rows(connection, FLAGS, [_flag_row(f) for f in flags])
 
 
 def _flag_row(flag: FlagRecord) -> tuple[Any, ...]:
