@@ -24,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, FirstPayment
+from service.firstseen import _packing as packing
 from service.firstseen.encoding import Layout, decode_state, encode_state, paid_day
 from service.kit.errors import Unavailable
 from service.kit.redis_client import LuaScript, RedisClient, run_script
@@ -128,6 +129,14 @@ class _Call:
         self.parts: list[bytes] = []
         self.origins: list[int] = []  # position of each op in the caller's list
 
+    @classmethod
+    def packed(cls, groups: list[int], ops: bytes, count: int) -> _Call:
+        """A call whose ops were packed whole (service/firstseen/_packing.pyx)."""
+        call = cls()
+        call.groups, call.parts, call.origins = groups, [ops], list(range(count))
+        call.index = {group: slot for slot, group in enumerate(groups, 1)}
+        return call
+
     def slot(self, group: int) -> int:
         found = self.index.get(group)
         if found is None:
@@ -156,6 +165,7 @@ class FirstSeenStore:
         self._scripts: RedisClient | RedisPipe = pipe if pipe is not None else redis
         self.layout = layout
         self._cluster = isinstance(redis, RedisCluster)
+        self._shape = (layout.bucket_bits, layout.slot_groups)
 
     @property
     def takes_guards(self) -> bool:
@@ -187,6 +197,17 @@ class FirstSeenStore:
         return GateRead(values, _seen_codes(unique, calls, [reply[at:]]))
 
     def _pack_codes(self, codes: Sequence[str]) -> list[_Call]:
+        """One call on a single server, packed by compiled code; on a cluster, a call per
+        slot group."""
+        if self._cluster:
+            return self._pack_each(codes)
+        if not codes:
+            return []
+        groups, packed = packing.pack_codes(codes, *self._shape)
+        return [_Call.packed(groups, packed, len(codes))]
+
+    def _pack_each(self, codes: Sequence[str]) -> list[_Call]:
+        """Code by code in Python: a cluster's calls, and the reference of `packing`."""
         calls: dict[int, _Call] = {}
         place = self.layout.place
         for position, code in enumerate(codes):
@@ -313,13 +334,28 @@ class FirstSeenStore:
         """Apply effects in order, then forget the pending details of `forget`. Raises
         HotSetRebuilding (nothing applied where a group's marker is missing): the caller,
         whose record is committed, tries again until the set is whole."""
+        calls = self._pack_effects(effects, list(dict.fromkeys(forget)))
+        if calls:
+            await self._run(APPLY_SCRIPT, [self._script_call(c) for c in calls])
+
+    def _pack_effects(self, effects: Sequence[ClaimEffect], forget: list[str]) -> list[_Call]:
+        if self._cluster:
+            return self._pack_effects_each(effects, forget)
+        if not effects and not forget:
+            return []
+        groups, packed = packing.pack_effects(effects, forget, *self._shape)
+        return [_Call.packed(groups, packed, 0)]  # apply's replies name no op
+
+    def _pack_effects_each(
+        self, effects: Sequence[ClaimEffect], forget: list[str]
+    ) -> list[_Call]:
+        """Effect by effect in Python: a cluster's calls, and the reference of `packing`."""
         calls: dict[int, _Call] = {}
         for effect in effects:
             self._pack_effect(calls, effect.kind, effect.canonical, effect)
-        for code in dict.fromkeys(forget):
+        for code in forget:
             self._pack_effect(calls, _FORGET, code, None)
-        if calls:
-            await self._run(APPLY_SCRIPT, [self._script_call(c) for c in calls.values()])
+        return list(calls.values())
 
     def _pack_effect(
         self, calls: dict[int, _Call], kind: int, code: str, effect: ClaimEffect | None
