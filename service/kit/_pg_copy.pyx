@@ -194,12 +194,14 @@ cdef int _field(Buffer* buf, Py_UCS4 kind, object value, _Offsets last) except -
         return _bool(buf, value)
     if kind == u"y":
         return _bytes(buf, value, 0, "bytea")
+    if kind == u"j":
+        return _bytes(buf, value, 0, "json")
     return _bytes(buf, value, 1, "jsonb")
 
 
 def encode_rows(rows, str kinds):
     """The COPY ... (FORMAT binary) payload of `rows`, one kind letter a column."""
-    unknown = sorted(set(kinds) - set("tzibyj"))
+    unknown = sorted(set(kinds) - set("tzibyjJ"))
     if unknown:
         raise ValueError(f"unknown column kind(s) {', '.join(map(repr, unknown))}")
     cdef Py_ssize_t width = len(kinds)

@@ -13,7 +13,8 @@ Column kinds, one letter a column (None is NULL for every kind):
     i  int4         an int that fits 32 bits
     b  bool         True or False
     y  bytea        bytes
-    j  jsonb        bytes of JSON text (sent with jsonb's version byte; PostgreSQL parses it)
+    j  json         bytes of JSON text (PostgreSQL checks it and keeps it as it came)
+    J  jsonb        bytes of JSON text (sent with jsonb's version byte; PostgreSQL parses it)
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import asyncpg
 
 from service.kit._pg_copy import encode_rows as _compiled_encode_rows
 
-KINDS = "tzibyj"
+KINDS = "tzibyjJ"
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
 TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
+_BYTES_KINDS = {"y": "bytea", "j": "json", "J": "jsonb"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +102,8 @@ def encode_field(kind: str, value: Any) -> bytes:
         return struct.pack(">ii", 4, _int4(value))
     if kind == "b":
         return struct.pack(">i?", 1, _expect_exact(value, bool, "bool", "True or False"))
-    data = _expect_exact(value, bytes, "bytea" if kind == "y" else "jsonb", "bytes")
-    return _sized(b"\x01" + data if kind == "j" else data)
+    data = _expect_exact(value, bytes, _BYTES_KINDS[kind], "bytes")
+    return _sized(b"\x01" + data if kind == "J" else data)
 
 
 def _sized(data: bytes) -> bytes:

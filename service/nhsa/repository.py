@@ -56,8 +56,8 @@ WITH sales AS (
     SELECT s.settlement_id, s.settled_at, (l.value->>'line_no')::int AS line_no,
            p.value->>0 AS code, (p.value->>1)::int AS units
     FROM settlements s
-    CROSS JOIN LATERAL jsonb_array_elements(s.lines) AS l
-    CROSS JOIN LATERAL jsonb_array_elements(l.value->'paid_codes') AS p
+    CROSS JOIN LATERAL json_array_elements(s.lines) AS l
+    CROSS JOIN LATERAL json_array_elements(l.value->'paid_codes') AS p
     WHERE s.institution_id = :institution_id
       AND s.settled_at >= :since AND s.settled_at < :until
 )

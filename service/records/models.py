@@ -24,14 +24,14 @@ from sqlalchemy import (
     String,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.kit.database import Base
 
 
 class Settlement(Base):
-    """One settlement as recorded, with every line and its decision (`lines`, JSONB: a line
+    """One settlement as recorded, with every line and its decision (`lines`, JSON: a line
     is only ever read with its settlement, so a row per line would double the write load)."""
 
     __tablename__ = "settlements"
@@ -51,8 +51,9 @@ class Settlement(Base):
     body_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     decision: Mapped[str] = mapped_column(String(10))
     enforced: Mapped[bool] = mapped_column(Boolean)
-    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
-    answer: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # json, not jsonb: stored as encoded and handed back as it came (migration 0020).
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
     recorded_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

@@ -45,7 +45,7 @@ class Querier(Protocol):
 # The append-only rows as COPY writes them: columns and their kinds (service/kit/pg_copy.py).
 SETTLEMENTS = CopyTable("settlements", (
     "settlement_id", "institution_id", "settled_at", "patient_ref", "source", "body_hash",
-    "decision", "enforced", "lines", "answer"), "ttzttytbjj")
+    "decision", "enforced", "lines", "answer"), "ttzttytbjj")  # lines, answer: json
 EVENTS = CopyTable("code_events", (
     "code", "event_at", "type", "settlement_id", "line_no", "institution_id", "patient_ref",
     "units", "duplicate", "reversal_id"), "tzttittibt")
@@ -53,7 +53,7 @@ CLAIMS = CopyTable("code_claims", (
     "code", "settlement_id", "line_no", "institution_id", "paid_at", "first_seen_at"), "ttitzz")
 FLAGS = CopyTable("flags", (
     "flag_id", "kind", "severity", "trace_code", "institution_id", "settlement_id", "line_no",
-    "settled_at", "detected_at", "patient_ref", "first_payment"), "ttttttizztj")
+    "settled_at", "detected_at", "patient_ref", "first_payment"), "ttttttizztJ")
 _LINES = msgspec.json.Decoder(list[RecordedLine])
 
 

@@ -19,8 +19,8 @@ from service.kit.pg_copy import CopyTable, copy_rows
 from service.records.repository import json_as_bytes
 from service.settings import Settings
 
-COLUMNS = ("t", "z", "i", "b", "y", "j")
-SQL_TYPES = ("text", "timestamptz", "int4", "bool", "bytea", "jsonb")
+COLUMNS = ("t", "z", "i", "b", "y", "j", "jb")
+SQL_TYPES = ("text", "timestamptz", "int4", "bool", "bytea", "json", "jsonb")
 ZONES = [dt.UTC, dt.timezone(dt.timedelta(hours=8)),
          dt.timezone(dt.timedelta(hours=-3, minutes=-30)), zoneinfo.ZoneInfo("Asia/Shanghai"),
          zoneinfo.ZoneInfo("Europe/London")]
@@ -47,6 +47,7 @@ def _row(rng: random.Random, n: int) -> tuple[Any, ...]:
         rng.choice([True, False]),
         rng.randbytes(rng.randrange(40)),
         msgspec.json.encode({"line_no": n, "codes": ["8" * 20] * rng.randrange(4), "u": "单"}),
+        msgspec.json.encode([n, {"b": rng.random(), "a": None}]),
     )
     return (n, *(None if rng.random() < 0.15 else value for value in values))
 
@@ -56,21 +57,21 @@ async def test_rows_copied_through_the_encoder_read_back_as_asyncpgs(
 ) -> None:
     rng = random.Random(20261207)
     rows = [_row(rng, n) for n in range(2_000)]
-    await copy_rows(connection, CopyTable("ours", ("n", *COLUMNS), "itzibyj"), rows)
+    await copy_rows(connection, CopyTable("ours", ("n", *COLUMNS), "itzibyjJ"), rows)
     await connection.copy_records_to_table("theirs", records=rows, columns=["n", *COLUMNS])
     ours = await connection.fetch("SELECT * FROM ours ORDER BY n")
     theirs = await connection.fetch("SELECT * FROM theirs ORDER BY n")
     assert [tuple(r) for r in ours] == [tuple(r) for r in theirs]
-    assert [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in ours] == [row[:6] for row in rows]
+    assert [tuple(r)[:7] for r in ours] == [row[:7] for row in rows]  # json: as it came
 
 
 async def test_a_value_postgresql_refuses_fails_the_whole_copy(
     connection: asyncpg.Connection,
 ) -> None:
-    rows = [(1, "ok", None, None, None, None, b'{"a": 1}'),
-            (2, "bad", None, None, None, None, b"{not json")]
+    rows = [(1, "ok", None, None, None, None, b'{"a": 1}', None),
+            (2, "bad", None, None, None, None, b"{not json", None)]
     with pytest.raises(asyncpg.InvalidTextRepresentationError):
-        await copy_rows(connection, CopyTable("ours", ("n", *COLUMNS), "itzibyj"), rows)
+        await copy_rows(connection, CopyTable("ours", ("n", *COLUMNS), "itzibyjJ"), rows)
     assert await connection.fetchval("SELECT count(*) FROM ours") == 0
 
 

@@ -42,6 +42,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "b": st.booleans(),
     "y": st.binary(),
     "j": st.binary(),
+    "J": st.binary(),
 }
 
 
@@ -100,6 +101,7 @@ BAD: list[tuple[str, Any, type[Exception]]] = [
     ("y", "x", TypeError),
     ("y", bytearray(b"x"), TypeError),
     ("j", "{}", TypeError),
+    ("J", "{}", TypeError),
 ]
 
 
@@ -135,3 +137,8 @@ def test_a_table_names_as_many_kinds_as_columns() -> None:
         reference.CopyTable("t", ("a", "b"), "t")
     with pytest.raises(ValueError, match="unknown column kind"):
         reference.CopyTable("t", ("a",), "q")
+
+
+def test_json_goes_as_it_came_and_jsonb_after_its_version_byte() -> None:
+    body = compiled.encode_rows([(b"{}", b"{}")], "jJ")[len(reference.HEADER) + 2 : -2]
+    assert body == b"\x00\x00\x00\x02{}" + b"\x00\x00\x00\x03\x01{}"

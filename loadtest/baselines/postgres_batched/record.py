@@ -79,7 +79,7 @@ async def held(
     """Which settlements and reversals the record holds already, and the recorded
     settlements the batch's reversals name (one statement)."""
     rows = await connection.fetch(
-        "SELECT 's', settlement_id, NULL, NULL, NULL::jsonb FROM settlements "
+        "SELECT 's', settlement_id, NULL, NULL, NULL::json FROM settlements "
         "WHERE settlement_id = ANY($1::text[]) UNION ALL "
         "SELECT 'r', reversal_id, NULL, NULL, NULL FROM reversals "
         "WHERE reversal_id = ANY($2::text[]) UNION ALL "
