@@ -1,6 +1,6 @@
 """The reads of the sales query (3513) over the record. At 1,000亿 code events neither read
-scans: a code's events are an index probe per monthly partition of `code_events` (its key
-leads with the code; partitions before the range are pruned), and an institution's sales are
+scans: a code's events are an index probe per monthly partition of `code_events` (a hash
+index on the code; partitions before the range are pruned), and an institution's sales are
 one range scan of the settlements index on (institution_id, settled_at), bounded to a month,
 their returns a probe of the reversals index on settlement_id each."""
 

@@ -66,7 +66,8 @@ class CodeEvent(Base):
     __table_args__ = (
         # No primary key in the database (migration 0015): each row is written once, with the
         # settlement or reversal it belongs to. The ORM needs one to map rows; this is it.
-        Index("ix_code_events_code_event_at", "code", "event_at"),
+        # A hash index: every read is an equality on the code (migration 0021).
+        Index("ix_code_events_code", "code", postgresql_using="hash"),
         CheckConstraint("type IN ('payment', 'reversal')", name="type"),
         {"postgresql_partition_by": "RANGE (event_at)"},
     )

@@ -332,8 +332,8 @@ async def payment_count(session: AsyncSession, institution_id: str) -> int:
 
 
 async def code_history(session: AsyncSession, code: str) -> list[CodeEvent]:
-    """Every event of one code: the primary key leads with the code, so each monthly
-    partition answers with one index probe."""
+    """Every event of one code: each monthly partition answers with one probe of its hash
+    index on the code."""
     query = select(CodeEvent).where(CodeEvent.code == code).order_by(
         CodeEvent.event_at, CodeEvent.recorded_at
     )
