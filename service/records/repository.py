@@ -107,18 +107,15 @@ async def get_settlement(querier: Querier, settlement_id: str) -> SettlementView
     return None if row is None else _view(row)
 
 
-# One index probe of one hash partition a code, pruned as it runs: `code = ANY($1)` on the
-# partitioned table probed every partition's index with the whole array (3x the CPU).
-_EACH_CLAIM = ("FROM unnest($1::text[]) AS wanted(code) CROSS JOIN LATERAL (SELECT * FROM "
-               "code_claims k WHERE k.code = wanted.code LIMIT 1) c")
-
-
 async def first_payments(querier: Querier, codes: Sequence[str]) -> dict[str, FirstPayment]:
     if not codes:
         return {}
+    # One index probe of one hash partition a code, pruned as it runs: `code = ANY($1)` on
+    # the partitioned table probed every partition's index with the whole array (3x the CPU).
     rows = await querier.fetch(
-        "SELECT c.code, c.settlement_id, c.institution_id, c.paid_at " + _EACH_CLAIM,
-        list(codes))
+        "SELECT c.code, c.settlement_id, c.institution_id, c.paid_at "
+        "FROM unnest($1::text[]) AS wanted(code) CROSS JOIN LATERAL (SELECT * FROM "
+        "code_claims k WHERE k.code = wanted.code LIMIT 1) c", list(codes))
     return {row[0]: FirstPayment(row[1], row[2], row[3]) for row in rows}
 
 
@@ -140,8 +137,9 @@ class ClaimOwner(msgspec.Struct, frozen=True, gc=False):
 async def claim_owners(querier: Querier, codes: Sequence[str]) -> dict[str, ClaimOwner]:
     rows = await querier.fetch(
         "SELECT c.code, c.settlement_id, c.line_no, c.institution_id, i.number, c.paid_at, "
-        "c.units_used, c.pack_size " + _EACH_CLAIM + " JOIN institutions i USING "
-        "(institution_id)", list(codes))
+        "c.units_used, c.pack_size FROM unnest($1::text[]) AS wanted(code) CROSS JOIN LATERAL "
+        "(SELECT * FROM code_claims k WHERE k.code = wanted.code LIMIT 1) c "
+        "JOIN institutions i USING (institution_id)", list(codes))  # as first_payments
     return {row[0]: ClaimOwner(*row) for row in rows}
 
 
