@@ -16,7 +16,9 @@ BENCHMARKS = {
             "then POST /v1/codes/verify at 500/s: latency percentiles (of every call and of "
             "the answered ones), sheds (503 OVERLOADED) apart from errors, every answer "
             "checked against the workload's ground truth (correct), and the CPU a call costs "
-            "every process (server_sum: API, Redis, PostgreSQL, Kafka)",
+            "every process (server_sum: API, Redis, PostgreSQL, Kafka); then the gate's floor "
+            "(a bare ASGI app on the same uvicorn, Redis and Kafka doing only what no gate can "
+            "skip) at 500 and 2,000/s and its verify, for the same figures",
     "memory": "Redis bytes per code in the first-seen set, written through the production "
               "store and Lua script (used_memory delta / codes)",
     "rebuild": "codes per second rebuilding the first-seen set from PostgreSQL's code_claims "

@@ -75,14 +75,13 @@ def _nhsa_import(quick: bool) -> int:
 
 def _single(command: str, plan: Plan) -> dict[str, Any]:
     from loadtest import suite
-    from loadtest.gate import RATES, run_gate
     from service.kit.garbage_collection import tune_for_throughput
 
     workload = generate(plan.settlements, seed=plan.seed)
     tune_for_throughput()
     runs: dict[str, Callable[[Stack, Workload], Any]] = {
         "stream": lambda s, w: suite.stream_section(s, w, plan),
-        "gate": lambda s, w: run_gate(s, w.institutions, RATES, plan.gate_seconds, "gate"),
+        "gate": lambda s, w: suite.gate_section(s, w, plan),
         "memory": lambda s, w: suite.store_sections(s, w, plan)["memory"],
         "rebuild": lambda s, w: suite.rebuild_section(s, w, plan),
         "baselines": lambda s, w: suite.baselines_section(s, w, plan),

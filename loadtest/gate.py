@@ -10,7 +10,12 @@ generator), from its first call until the generator has every answer: on a machi
 cores they all share, that sum bounds the rate it can carry; `server_sum_us_per_call` is the
 gate's own (API, Redis, PostgreSQL, Kafka: not the generator). A 503 OVERLOADED (the API's
 in-flight limit) is a shed, counted apart from errors (any other non-200, a reset, a
-timeout)."""
+timeout).
+
+Then the same load, all fresh settlements, against the gate's floor
+(loadtest/baselines/gate_floor.py: the same uvicorn, Redis and Kafka doing only what no gate
+can skip) at the rates the targets name, and its verify: what a call costs this stack before
+any code of tracegate's runs, measured in the same run."""
 
 from __future__ import annotations
 
@@ -22,28 +27,35 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from cli.devstack.process import ChildProcess
 from loadtest.cpu import CpuMeter, meter_for, per_unit_us
-from loadtest.gatetruth import CODES_PER_CALL, Mix
+from loadtest.gatetruth import CODES_PER_CALL, Mix, fresh_codes
 from loadtest.stack import ADMIN_KEY, Stack, api_port, create_topics, reset_record
 from loadtest.stats import summary_ms
 from loadtest.workload import Institution
 from service.kit.redis_client import build_redis
+from service.settings import Settings
 
 RATES = (500, 1000, 2000, 4000)
+# The floor runs at the rates the gate's targets name (loadtest/baselines/gate_floor.py).
+FLOOR_RATES = (500, 2000)
 VERIFY_RATE = 500
 # One uvicorn worker per core: the gate is CPU-bound in Python.
 API_WORKERS = 2
 SERVER_ROLES = ("api", "redis", "postgres", "kafka")
 SHED = "503 OVERLOADED"
+FLOOR_LINGER_MS: int = Settings.model_fields["gate_linger_ms"].default  # as the API's producer
 # Codes paid in the settlement runs that the verify run asks about (a sample: the file is
 # read by the generator before its clock starts).
 VERIFY_PAID_SAMPLE = 20_000
 _WARM_SERIES, _VERIFY_SERIES = 10, 88  # the settlement rates take 11, 12, ...
+_FLOOR_SERIES = 60  # the floor's: 60, 61, ...
+_UNCHECKED = ("--unchecked", "--reuse", "0", "--replay", "0")
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,47 @@ def run_gate(
         return section
     finally:
         stack.stop_children()
+
+
+def run_floor(
+    stack: Stack, rates: Sequence[int], seconds: float, run: str, verify_rate: int | None
+) -> dict[str, Any]:
+    """The stack's own cost of a call, with none of tracegate's code: the floor app on the
+    same uvicorn, Redis and Kafka, at the target rates (or the first rate given), all calls
+    fresh, answers checked for their status only. `rates`: one row a rate; `verify`. On a
+    single Redis only: its script's keys are not in one slot."""
+    port = api_port()
+    env = {"FLOOR_REDIS_URL": stack.redis_url, "FLOOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+           "FLOOR_TOPIC": f"lt.{run}.settlements", "FLOOR_LINGER_MS": str(FLOOR_LINGER_MS)}
+    app = stack.spawn(f"{run}-floor", [
+        "-m", "uvicorn", "loadtest.baselines.gate_floor:floor_app", "--factory",
+        "--workers", str(API_WORKERS), "--host", "127.0.0.1", "--port", str(port),
+        "--no-access-log", "--log-level", "warning"], env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, app.log_tail)
+        target = _Api(stack, meter_for(stack.servers, api=[app]), url, "floor")
+        target.load(f"{run}fw", _FLOOR_SERIES, 200, 1.0, *_UNCHECKED)
+        rows = [_rate_result(rate, target.load(f"{run}f{rate}", _FLOOR_SERIES + 1 + n, rate,
+                                               seconds, *_UNCHECKED))
+                for n, rate in enumerate([r for r in rates if r in FLOOR_RATES] or rates[:1])]
+        section: dict[str, Any] = {"rates": rows}
+        if verify_rate is not None:
+            section["verify"] = _rate_result(verify_rate, target.load(
+                f"{run}fv", _VERIFY_SERIES, verify_rate, seconds, "--verify",
+                str(_floor_codes(stack, run)), *_UNCHECKED))
+        return section
+    finally:
+        stack.stop_children()
+
+
+def _floor_codes(stack: Stack, run: str) -> Path:
+    """Codes for the floor's verify: those its settlements at the first rate claimed
+    (series _FLOOR_SERIES + 1), so about half the codes asked of are held."""
+    codes = stack.tmp / f"floor-{run}.txt"
+    codes.write_text("\n".join(fresh_codes(_FLOOR_SERIES + 1, index)[0]
+                               for index in range(VERIFY_PAID_SAMPLE // 10)))
+    return codes
 
 
 def _verify(

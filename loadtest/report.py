@@ -139,9 +139,33 @@ def markdown(results: dict[str, Any]) -> str:
               *_cpu_line(stream, cpus),
               *_latency_within(stream), "", *_rebuild_cpu_line(results["rebuild"], cpus),
               *_gate_table(results), "", *_gate_cpu_line(gate["rates"], cpus),
-              *_verify_line(gate.get("verify"), cpus),
+              *_verify_line(gate.get("verify"), cpus), *_floor_table(gate),
               *[f"- {note}" for note in meta["notes"]], ""]
     return "\n".join(lines)
+
+
+def _floor_table(gate: dict[str, Any]) -> list[str]:
+    """The gate beside its floor (loadtest/baselines/gate_floor.py) at the same rates: what
+    the stack costs a call before any of tracegate's code runs."""
+    floor = gate.get("floor")
+    if not floor:
+        return []
+    ours = {row["rate"]: row for row in gate["rates"]}
+    rows = [(f"settle @{row['rate']}/s", row, ours.get(row["rate"])) for row in floor["rates"]]
+    if "verify" in floor:
+        rows.append((f"verify @{floor['verify']['rate']}/s", floor["verify"], gate.get("verify")))
+    out = ["The gate's floor: a bare ASGI app on the same uvicorn workers, Redis and Kafka doing "
+           "only what no gate can skip (decode, one script call, the Kafka acknowledgement; "
+           "verify: one script call), in the same run:", "",
+           "| floor | p50 ms | p99 ms | errors | floor server µs/call | gate server µs/call | "
+           "gate ÷ floor |", "|---|---|---|---|---|---|---|"]
+    for label, row, mine in rows:
+        theirs = row.get("server_sum_us_per_call")
+        us = (mine or {}).get("server_sum_us_per_call")
+        ratio = round(us / theirs, 2) if us and theirs else ""
+        out.append(f"| {label} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | "
+                   f"{theirs} | {us or ''} | {ratio} |")
+    return [*out, ""]
 
 
 def _with_service(verdict: dict[str, Any]) -> str:

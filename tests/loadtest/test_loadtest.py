@@ -13,7 +13,7 @@ import pytest
 
 from loadtest import report
 from loadtest.baselines.simple import run_postgres_only, run_redis_key_per_code, sample
-from loadtest.gate import SERVER_ROLES, run_gate
+from loadtest.gate import SERVER_ROLES, run_floor, run_gate
 from loadtest.gatetruth import (
     FRESH,
     REPLAY,
@@ -186,6 +186,7 @@ def test_store_gate_and_baseline_paths_produce_figures(
         "meta": {"quick": True, "command": "x", "machine": {"cpus": 2, "memory_gb": 1},
                  "notes": []},
     }
+    results["gate"]["floor"] = run_floor(stack, [50], 1.0, "tg", 50)
     gate = results["gate"]["rates"][0]
     assert (gate["errors"], gate["sheds"], gate["answered"]) == (0, 0, 50), gate["statuses"]
     # Every answer checked against the ground truth, re-uses and replays among them.
@@ -206,6 +207,11 @@ def test_store_gate_and_baseline_paths_produce_figures(
     assert verify["paid_codes_asked_of"] > 0
     assert verify["errors"] == 0
     assert verify["cpu_us_per_call"]["api"] > 0, verify
+    # The floor answered every call of its settle and verify runs, and was measured.
+    floor = results["gate"]["floor"]
+    for row in (*floor["rates"], floor["verify"]):
+        assert (row["errors"], row["answered"]) == (0, 50), row["statuses"]
+        assert row["cpu_us_per_call"]["api"] > 0, row
     for name in ("redis_key_per_code", "postgres_only"):  # every re-use caught, and more
         flags = results["baselines"][name]["flags"]
         assert flags["expected"] == len(codes.expected) > 0, flags
@@ -223,6 +229,8 @@ def test_store_gate_and_baseline_paths_produce_figures(
     assert "memory B/code" in text
     assert "| 50 | " in text
     assert "Verify (`POST /v1/codes/verify`, 3 codes a call" in text
+    assert "| settle @50/s | " in text  # the floor's rows
+    assert "| verify @50/s | " in text
     assert json_path.is_file()
 
 
