@@ -305,9 +305,15 @@ def _latency_within(stream: dict[str, Any]) -> list[str]:
     if within is None:
         return []
     ms = within["ms"]
-    return [f"Flag latency at {within['codes_per_s']:,.0f} codes/s (half of one consumer's "
-            f"measured capacity, below saturation): p50 {ms['p50']} ms, p95 {ms['p95']} ms, "
-            f"p99 {ms['p99']} ms."]
+    lines = [f"Flag latency at {within['codes_per_s']:,.0f} codes/s (half of one consumer's "
+             f"measured capacity, below saturation): p50 {ms['p50']} ms, p95 {ms['p95']} ms, "
+             f"p99 {ms['p99']} ms."]
+    two = stream.get("flag_latency_2_consumers_ms")
+    if two:
+        lines += ["", f"Flag latency at {stream['flag_latency_at_codes_per_s']:,.0f} codes/s "
+                  f"with two consumers: p50 {two['p50']} ms, p95 {two['p95']} ms, p99 "
+                  f"{two['p99']} ms."]
+    return lines
 
 
 def _gate_table(results: dict[str, Any]) -> list[str]:

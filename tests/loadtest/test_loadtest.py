@@ -245,12 +245,18 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
     results: dict[str, Any] = {
         "stream": {"codes_per_s": 7, "codes_per_s_2_consumers": 9, "correct": True,
                    "flag_latency_ms": {"p50": 1, "p95": 2, "p99": 3},
+                   "flag_latency_at_codes_per_s": 20_000.0,
+                   "flag_latency_2_consumers_ms": {"p50": 4, "p95": 5, "p99": 6},
+                   "flag_latency_within_capacity": {"codes_per_s": 3.0,
+                                                    "ms": {"p50": 1, "p95": 1, "p99": 2}},
                    "cpu_us_per_code": {"consumers": 80.5, "redis": 9.0}},
         "gate": {"rates": [_row(500, cpu_us_per_call={"api": 1500.0, "redis": 500.0},
                                 server_sum_us_per_call=2000.0),
                            _row(2000, p99_ms=8, sheds=3), _row(4000, answered_p99_ms=900)],
                  "verify": {**_row(500, server_sum_us_per_call=250.0), "codes_per_call": 3,
                             "cpu_us_per_call": {"api": 200.0, "redis": 50.0}},
+                 "floor": {"rates": [_row(500, server_sum_us_per_call=1000.0)],
+                           "verify": _row(500, server_sum_us_per_call=200.0)},
                  "correct": True},
         "memory": {"bytes_per_code": 20.8}, "rebuild": {"codes_per_s": 5},
         "baselines": {"redis_key_per_code": {"codes_per_s": 1},
@@ -287,6 +293,11 @@ def test_a_full_run_shows_its_tables_in_the_readme(tmp_path: Path) -> None:
     assert "Verify (`POST /v1/codes/verify`, 3 codes a call, paid earlier or never settled) " \
         "at 500/s: p50 1 ms, p95 2 ms, p99 3 ms (answered 3 ms), 0 sheds, 0 errors, " \
         "correct: True." in text
+    assert "Flag latency at 20,000 codes/s with two consumers: p50 4 ms, p95 5 ms, p99 6 ms." \
+        in text
+    # The gate beside its floor at the same rate: 2,000 µs against 1,000; verify 250 / 200.
+    assert "| settle @500/s | 1 | 3 | 0 | 1000.0 | 2000.0 | 2.0 |" in text
+    assert "| verify @500/s | 1 | 3 | 0 | 200.0 | 250.0 | 1.25 |" in text
     assert "| stream codes/s ÷ (c) Quix Streams | 7.0 | >= 3 | yes |" in text
     assert "| stream codes/s ÷ (d) PostgreSQL batched | 0.7 | >= 0.9 | no | 1.29× |" in text
     assert "| (c′) Quix Streams + RocksDB + changelog | 2 | 3.5 |" in text
