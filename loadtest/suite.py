@@ -247,6 +247,7 @@ def _settings() -> dict[str, Any]:
 
     settings = Settings()
     keep = ("consumer_max_batch", "consumer_fetch_max_wait_ms", "api_max_in_flight",
+            "api_shed_above_ms",
             "gate_linger_ms",
             "settlements_partitions", "hotset_bucket_bits", "hotset_slot_groups",
             "duplicate_policy")

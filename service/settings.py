@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     # Calls one API process works on at once; past it the hot routes answer 503 OVERLOADED
     # at once (a POS can retry that; it cannot use an answer that came after its timeout).
     api_max_in_flight: int = Field(default=256, ge=1)
+    # ... or past fewer, as many as keep its calls under this on average (0: the count alone).
+    api_shed_above_ms: int = Field(default=50, ge=0)
 
     # --- policy (CONTRACT §2) ------------------------------------------------------------------
     go_live: dict[InstitutionKind, dt.date] = Field(default_factory=lambda: dict(DEFAULT_GO_LIVE))

@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outside the stack above (the hot routes skip it), inside the in-flight limit and the
     # access log (which count and log every call alike).
     app.add_middleware(FastLane, fastapi=app, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(InFlightLimit, max_in_flight=settings.api_max_in_flight)
+    app.add_middleware(InFlightLimit, max_in_flight=settings.api_max_in_flight,
+                       target_s=settings.api_shed_above_ms / 1000)
     _document_lean_bodies(app)
     app.add_middleware(AccessLog)  # outermost: a refused body is logged and carries the id too
     return app

@@ -3,6 +3,8 @@ length."""
 
 from __future__ import annotations
 
+import time
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
@@ -54,31 +56,66 @@ class _Counted:
             await self.send(message)
 
 
-class InFlightLimit:
-    """Past `max_in_flight` calls at once in this process, answer 503 OVERLOADED at once
-    (the contract's error body, on the kept-alive connection) instead of queueing for
-    seconds: a POS can retry a 503, it cannot use an answer that came after its timeout.
-    Health checks and the flag stream (open for hours) are not counted."""
+class AdaptiveBound:
+    """How many calls a process admits at once, moved by how long the admitted ones take
+    (additive increase, multiplicative decrease, as TCP moves its window): cut by a quarter
+    when a window of calls averaged over `target_s`, since the process is then queueing its
+    own work, and raised by one when they did not, between `least` and `most`.
 
-    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+    A fixed count bounds what is admitted, not what the CPU can carry. Measured at 4,000
+    calls/s on two cores, 256 calls a worker were answered with a p99 of 6.3 s and 32 with
+    197 ms, yet 64 already shed calls at 2,000/s: the right count depends on the load. Past
+    capacity, a served call costs several times a shed one, so admitting fewer leaves the
+    CPU to read and shed the rest before they wait in the kernel for seconds."""
+
+    def __init__(self, most: int, target_s: float, least: int = 8, window: int = 32) -> None:
+        self.most, self.target_s = most, target_s
+        self.least = min(least, most)
+        self.window = window
+        self.bound = most
+        self._calls, self._seconds = 0, 0.0
+
+    def done(self, seconds: float) -> None:
+        """One admitted call finished after `seconds`."""
+        self._calls += 1
+        self._seconds += seconds
+        if self._calls < self.window:
+            return
+        if self._seconds / self._calls > self.target_s:
+            self.bound = max(self.least, self.bound * 3 // 4)
+        else:
+            self.bound = min(self.most, self.bound + 1)
+        self._calls, self._seconds = 0, 0.0
+
+
+class InFlightLimit:
+    """Past `max_in_flight` calls at once in this process, or past the bound that keeps its
+    calls under `target_s` on average (AdaptiveBound; 0: the count alone), answer 503
+    OVERLOADED at once (the contract's error body, on the kept-alive connection) instead of
+    queueing for seconds: a POS can retry a 503, it cannot use an answer that came after its
+    timeout. Health checks and the flag stream (open for hours) are not counted."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, target_s: float = 0.0) -> None:
         self.app = app
-        self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.bound = AdaptiveBound(max_in_flight, target_s or float("inf"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _counted(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
+        if self.in_flight >= self.bound.bound:
             message = "this process is at capacity; retry shortly"
             response = error_response(503, "OVERLOADED", message, {"Retry-After": "1"})
             await response(scope, receive, send)
             return
         self.in_flight += 1
+        began = time.perf_counter()
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self.bound.done(time.perf_counter() - began)
 
 
 def _counted(path: str) -> bool:

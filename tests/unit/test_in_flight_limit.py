@@ -1,6 +1,7 @@
-"""The API's in-flight limit (service/api/limits.py): past its count a hot call is answered
+"""The API's in-flight limit (service/api/limits.py): past its bound a hot call is answered
 503 OVERLOADED with Retry-After at once, in the contract's error body, while the calls it
-admitted finish; health checks and the flag stream are never counted."""
+admitted finish; health checks and the flag stream are never counted. The bound falls while
+admitted calls take longer than the target on average and climbs back when they do not."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from service.api.limits import InFlightLimit
+from service.api.limits import AdaptiveBound, InFlightLimit
 
 
 class _HeldApp:
@@ -79,3 +80,53 @@ async def test_health_checks_and_the_flag_stream_are_not_counted() -> None:
     held.release.set()
     answers = await asyncio.gather(busy, *uncounted)
     assert [_status(sent) for sent in answers] == [200] * 4
+
+
+def test_the_bound_falls_while_calls_are_slow_and_climbs_back_when_they_are_not() -> None:
+    bound = AdaptiveBound(most=64, target_s=0.05, least=8, window=4)
+    for _ in range(3):
+        bound.done(0.2)
+    assert bound.bound == 64  # a window is judged whole, not call by call
+    bound.done(0.2)
+    assert bound.bound == 48  # cut by a quarter
+    for _ in range(40):
+        bound.done(0.2)
+    assert bound.bound == 8  # never below `least`
+    for _ in range(4 * 5):
+        bound.done(0.01)
+    assert bound.bound == 13  # one more a fast window
+    for _ in range(4 * 100):
+        bound.done(0.01)
+    assert bound.bound == 64  # never above `most`
+
+
+def test_a_mixed_window_is_judged_by_its_mean() -> None:
+    bound = AdaptiveBound(most=16, target_s=0.05, least=2, window=4)
+    for seconds in (0.01, 0.01, 0.01, 0.16):  # mean 0.0475: under the target
+        bound.done(seconds)
+    assert bound.bound == 16
+    for seconds in (0.01, 0.01, 0.01, 0.18):  # mean 0.0525: over it
+        bound.done(seconds)
+    assert bound.bound == 12
+
+
+async def test_slow_calls_make_the_limit_shed_sooner() -> None:
+    """Calls that took 100 ms lower the bound from 16 to 12: the 13th concurrent call is shed
+    where the count alone would have admitted it."""
+    held = _HeldApp()
+    limit = InFlightLimit(held, max_in_flight=16, target_s=0.05)
+    limit.bound.window = 1
+    limit.bound.done(0.1)
+    assert limit.bound.bound == 12
+    admitted = [asyncio.create_task(_call(limit, "/v1/settlements")) for _ in range(12)]
+    await asyncio.sleep(0)
+    assert _status(await _call(limit, "/v1/settlements")) == 503
+    held.release.set()
+    assert {_status(sent) for sent in await asyncio.gather(*admitted)} == {200}
+
+
+async def test_without_a_target_the_count_alone_bounds() -> None:
+    limit = InFlightLimit(_HeldApp(), max_in_flight=16)
+    for _ in range(1000):
+        limit.bound.done(10.0)
+    assert limit.bound.bound == 16
