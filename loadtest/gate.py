@@ -93,15 +93,13 @@ def run_gate(
     `correct` (every answer of every run was right) and the plan's `mix`."""
     mix = mix or Mix()
     asyncio.run(_reset(stack, run))
+    ids = ",".join(i.institution_id for i in institutions if i.go_live_override is None)
     port = api_port()
     env = stack.env(run, TRACEGATE_API_HOST="127.0.0.1", TRACEGATE_API_PORT=str(port),
                     TRACEGATE_API_WORKERS=str(API_WORKERS))
-    api = stack.spawn(f"{run}-api", ["-m", "cli.main", "api"], env)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, api.log_tail)
-        ids = ",".join(i.institution_id for i in institutions if i.go_live_override is None)
-        target = _Api(stack, meter_for(stack.servers, api=[api]), url, ids)
+        target = _serve(stack, f"{run}-api", ["-m", "cli.main", "api"], env, port, ids)
+        url = target.url
         mixed = ("--reuse", str(mix.reuse), "--replay", str(mix.replay))
         # Warm-up: connections, caches; checked like the others, and its codes paid too.
         warm = target.load(f"{run}w", _WARM_SERIES, 200, 1.0, *mixed)
@@ -132,18 +130,17 @@ def run_floor(
     port = api_port()
     env = {"FLOOR_REDIS_URL": stack.redis_url, "FLOOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
            "FLOOR_TOPIC": f"lt.{run}.settlements", "FLOOR_LINGER_MS": str(FLOOR_LINGER_MS)}
-    app = stack.spawn(f"{run}-floor", [
-        "-m", "uvicorn", "loadtest.baselines.gate_floor:floor_app", "--factory",
-        "--workers", str(API_WORKERS), "--host", "127.0.0.1", "--port", str(port),
-        "--no-access-log", "--log-level", "warning"], env)
-    url = f"http://127.0.0.1:{port}"
+    argv = ["-m", "uvicorn", "loadtest.baselines.gate_floor:floor_app", "--factory",
+            "--workers", str(API_WORKERS), "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--log-level", "warning"]
     try:
-        _wait_ready(url, app.log_tail)
-        target = _Api(stack, meter_for(stack.servers, api=[app]), url, "floor")
+        target = _serve(stack, f"{run}-floor", argv, env, port, "floor")
         target.load(f"{run}fw", _FLOOR_SERIES, 200, 1.0, *_UNCHECKED)
-        rows = [_rate_result(rate, target.load(f"{run}f{rate}", _FLOOR_SERIES + 1 + n, rate,
-                                               seconds, *_UNCHECKED))
-                for n, rate in enumerate([r for r in rates if r in FLOOR_RATES] or rates[:1])]
+        rows = []
+        for n, rate in enumerate([r for r in rates if r in FLOOR_RATES] or rates[:1]):
+            rows.append(_rate_result(rate, target.load(
+                f"{run}f{rate}", _FLOOR_SERIES + 1 + n, rate, seconds, *_UNCHECKED)))
+            _wait_idle(target.url)  # as between the gate's rates
         section: dict[str, Any] = {"rates": rows}
         if verify_rate is not None:
             section["verify"] = _rate_result(verify_rate, target.load(
@@ -152,6 +149,18 @@ def run_floor(
         return section
     finally:
         stack.stop_children()
+
+
+def _serve(
+    stack: Stack, name: str, argv: list[str], env: dict[str, str], port: int,
+    institutions: str,
+) -> _Api:
+    """The server child that `argv` and `env` make listen on loopback `port`, once ready,
+    metered, with the institutions its load settles at."""
+    child = stack.spawn(name, argv, env)
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, child.log_tail)
+    return _Api(stack, meter_for(stack.servers, api=[child]), url, institutions)
 
 
 def _floor_codes(stack: Stack, run: str) -> Path:

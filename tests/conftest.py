@@ -71,11 +71,6 @@ def settings(servers: TestServers) -> Settings:
         topic_settlements=f"test.{run}.settlements", topic_flags=f"test.{run}.flags",
         topic_dlq=f"test.{run}.dlq", consumer_group=f"test-{run}",
         bootstrap_admin_key=ADMIN_KEY,
-        # The suite's one app serves every test in this process, its clients beside it: a
-        # test's slow calls (an outage held for seconds) would lower the latency-driven bound
-        # for the tests after it. The count still bounds; tests/unit/test_in_flight_limit.py
-        # holds the adaptive bound to its rules.
-        api_shed_above_ms=0,
     )
     upgrade_to_head(settings.database_url)
     create_topics(settings.kafka_bootstrap, settings.topic_settlements, settings.topic_flags,

@@ -17,18 +17,15 @@ the contract's, so the load generator checks only their status (`--unchecked`)."
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
+from starlette.types import Receive, Scope, Send
 
 from service.kit.kafka import build_producer
+from service.kit.redis_client import build_redis
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 # Every code or none: a code held already fails the whole call, as a claim does.
 CLAIM = """
 for n = 1, #KEYS do
@@ -98,7 +95,7 @@ class FloorApp:
         assert self._redis is not None  # started
         assert self._producer is not None
         codes = [f"floor:{code}" for line in settlement.lines for code in line.trace_codes]
-        raw = msgspec.json.encode(settlement)
+        raw = msgspec.json.encode(settlement)  # an event encoded, as the gate encodes its own
         claimed = await self._redis.evalsha(self._claim, len(codes), *codes,
                                             settlement.settlement_id)
         await self._producer.send_and_wait(self._topic, raw, key=settlement.settlement_id.encode())
@@ -117,7 +114,9 @@ class FloorApp:
                 return
 
     async def _start(self) -> None:
-        self._redis = Redis.from_url(self._redis_url)
+        redis = build_redis(self._redis_url)
+        assert isinstance(redis, Redis)  # a single server: its script's keys are in no one slot
+        self._redis = redis
         self._claim = await self._redis.script_load(CLAIM)
         self._read = await self._redis.script_load(READ)
         self._producer = build_producer(self._bootstrap, linger_ms=self._linger_ms)
@@ -141,4 +140,4 @@ async def _body(receive: Receive) -> bytes:
 
 def floor_app() -> FloorApp:
     return FloorApp(os.environ["FLOOR_REDIS_URL"], os.environ["FLOOR_KAFKA_BOOTSTRAP"],
-                    os.environ["FLOOR_TOPIC"], int(os.environ.get("FLOOR_LINGER_MS", "1")))
+                    os.environ["FLOOR_TOPIC"], int(os.environ["FLOOR_LINGER_MS"]))

@@ -77,7 +77,6 @@ async def _run(names: list[str], scale: Scale, workdir: Path) -> list[ScenarioRe
             database_url=servers.database_url, redis_url=servers.redis_url,
             redis_cluster=servers.redis_cluster, kafka_bootstrap=servers.kafka_bootstrap,
             bootstrap_admin_key="tg_soak_admin_" + secrets.token_hex(8),
-            api_shed_above_ms=0,  # as the suite's app (tests/conftest.py): the count bounds
         )
         await asyncio.to_thread(upgrade_to_head, base.database_url)
         reports = []

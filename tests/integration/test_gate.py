@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from loadtest.gatetruth import settled_now
 from service.api.clients import Clients
+from service.api.limits import InFlightLimit
 from service.firstseen.rebuild import REBUILT_AT_KEY
 from service.firstseen.store import FirstSeenStore, GateRead
 from tests import factories as f
@@ -80,6 +81,37 @@ async def _verify(
     assert response.status_code == 200, response.text
     results: list[dict[str, Any]] = response.json()["results"]
     return results
+
+
+def _in_flight_limit(app: FastAPI) -> InFlightLimit:
+    """The app's in-flight limit, found down the middleware stack it has built."""
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, InFlightLimit):
+        layer = layer.app
+    return layer
+
+
+async def test_a_shed_settlement_is_a_503_that_claims_nothing(
+    api: httpx.AsyncClient, app: FastAPI, pos: dict[str, str], pharmacy: str
+) -> None:
+    """CONTRACT §4: a gate that cannot answer answers 503 and keeps no claim. At capacity the
+    call is refused before it is decided; the same settlement retried later is paid, new."""
+    code = f.cn20()
+    body = f.settlement(pharmacy, [f.line(1, [code])])
+    limit = _in_flight_limit(app)
+    room = limit.bound.bound
+    limit.in_flight += room  # the process at capacity
+    try:
+        shed = await api.post("/v1/settlements", json=body, headers=pos)
+    finally:
+        limit.in_flight -= room
+    assert shed.status_code == 503, shed.text
+    assert shed.headers["retry-after"] == "1"
+    assert shed.json()["error"]["code"] == "OVERLOADED"
+    [status] = await _verify(api, pos, pharmacy, [code])
+    assert status["status"] == "unpaid"
+    answer = await f.settle(api, pos, body)
+    assert (answer["decision"], answer["replayed"]) == ("pay", False)
 
 
 async def test_before_go_live_findings_are_warnings_and_paid(

@@ -82,32 +82,49 @@ async def test_health_checks_and_the_flag_stream_are_not_counted() -> None:
     assert [_status(sent) for sent in answers] == [200] * 4
 
 
+def _crowded(bound: AdaptiveBound, seconds: float) -> None:
+    """A call that finished with the whole bound in flight."""
+    bound.done(seconds, bound.bound)
+
+
 def test_the_bound_falls_while_calls_are_slow_and_climbs_back_when_they_are_not() -> None:
     bound = AdaptiveBound(most=64, target_s=0.05, least=8, window=4)
     for _ in range(3):
-        bound.done(0.2)
+        _crowded(bound, 0.2)
     assert bound.bound == 64  # a window is judged whole, not call by call
-    bound.done(0.2)
+    _crowded(bound, 0.2)
     assert bound.bound == 48  # cut by a quarter
     for _ in range(40):
-        bound.done(0.2)
+        _crowded(bound, 0.2)
     assert bound.bound == 8  # never below `least`
     for _ in range(4 * 5):
-        bound.done(0.01)
+        _crowded(bound, 0.01)
     assert bound.bound == 13  # one more a fast window
     for _ in range(4 * 100):
-        bound.done(0.01)
+        _crowded(bound, 0.01)
     assert bound.bound == 64  # never above `most`
 
 
 def test_a_mixed_window_is_judged_by_its_mean() -> None:
     bound = AdaptiveBound(most=16, target_s=0.05, least=2, window=4)
     for seconds in (0.01, 0.01, 0.01, 0.16):  # mean 0.0475: under the target
-        bound.done(seconds)
+        _crowded(bound, seconds)
     assert bound.bound == 16
     for seconds in (0.01, 0.01, 0.01, 0.18):  # mean 0.0525: over it
-        bound.done(seconds)
+        _crowded(bound, seconds)
     assert bound.bound == 12
+
+
+def test_slow_calls_with_room_to_spare_leave_the_bound_alone() -> None:
+    """An outage holds calls for seconds one or two at a time: that is not a crowd, and the
+    bound must not come out of it lowered. Half the bound in flight is one."""
+    bound = AdaptiveBound(most=64, target_s=0.05, least=8, window=4)
+    for _ in range(4 * 10):
+        bound.done(3.0, 2)
+    assert bound.bound == 64
+    for in_flight in (1, 2, 3, 32):  # the window's peak counts
+        bound.done(0.2, in_flight)
+    assert bound.bound == 48
 
 
 async def test_slow_calls_make_the_limit_shed_sooner() -> None:
@@ -116,7 +133,7 @@ async def test_slow_calls_make_the_limit_shed_sooner() -> None:
     held = _HeldApp()
     limit = InFlightLimit(held, max_in_flight=16, target_s=0.05)
     limit.bound.window = 1
-    limit.bound.done(0.1)
+    limit.bound.done(0.1, 16)
     assert limit.bound.bound == 12
     admitted = [asyncio.create_task(_call(limit, "/v1/settlements")) for _ in range(12)]
     await asyncio.sleep(0)
@@ -128,5 +145,5 @@ async def test_slow_calls_make_the_limit_shed_sooner() -> None:
 async def test_without_a_target_the_count_alone_bounds() -> None:
     limit = InFlightLimit(_HeldApp(), max_in_flight=16)
     for _ in range(1000):
-        limit.bound.done(10.0)
+        limit.bound.done(10.0, 16)
     assert limit.bound.bound == 16
