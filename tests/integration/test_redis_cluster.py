@@ -95,9 +95,11 @@ async def test_gate_and_stream_decide_on_a_cluster(
     cluster_settings: Settings, cluster: RedisClusterHandle,
 ) -> None:
     a, b = [await f.register(cluster_api, admin_headers) for _ in range(2)]
-    codes = [f.cn20() for _ in range(12)]
     layout = Layout(cluster_settings.hotset_bucket_bits, cluster_settings.hotset_slot_groups)
-    assert await _owning_nodes(cluster, layout, codes) == len(cluster.nodes)
+    codes = [f.cn20() for _ in range(12)]
+    # codes on every node: twelve random ones miss one of three about once in forty draws
+    while await _owning_nodes(cluster, layout, codes) < len(cluster.nodes):
+        codes = [f.cn20() for _ in range(12)]
     first = await f.settle(cluster_api, admin_headers, f.settlement(a, [f.line(1, codes)]))
     assert first["decision"] == "pay"
     again = await f.settle(cluster_api, admin_headers, f.settlement(b, [f.line(1, codes[:3])]))
