@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from loadtest.baselines.postgres_batched import record
 from loadtest.baselines.postgres_batched.consumer import Ports, process
 from service.kit import event_loop
-from service.kit.garbage_collection import tune_for_throughput
+from service.kit.garbage_collection import BATCH_YOUNG_THRESHOLD, tune_for_throughput
 from service.kit.kafka import build_producer
 from service.policy.schemas import PolicyConfig
 from service.settings import Settings
@@ -40,7 +40,7 @@ async def _run(settings: Settings) -> None:
     await producer.start()
     try:
         await consumer.start()
-        tune_for_throughput()  # as tracegate's consumer does, once started
+        tune_for_throughput(BATCH_YOUNG_THRESHOLD)  # as tracegate's consumer does, once started
         await _loop(consumer, Ports(settings, connection, producer,
                                     PolicyConfig.from_settings(settings)), stop)
     finally:
