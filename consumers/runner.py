@@ -2,8 +2,11 @@
 each batch to the settlement's stream path (service/settlements/stream.py) and commits.
 
 Offset discipline (as Quix Streams keeps it): auto-commit is off; a batch's offsets are
-committed only after `process` returned (its record committed to PostgreSQL, its effects in
-Redis, its flags acknowledged by Kafka). A crash anywhere before that redelivers the batch,
+committed only after it is finished (its record committed to PostgreSQL, its effects in
+Redis, its flags acknowledged by Kafka), in the order the batches came. While one batch is
+finished, the next is fetched and decided on what it decided (stream.py's `prepare` with its
+`Ahead`); that batch is written only once the one before it is finished, and decided again
+first if that one did not go as decided. A crash anywhere before that redelivers the batch,
 which is harmless: the record holds what it wrote and the rest is decided again. On a
 rebalance, finished work is committed before the partitions go; a batch whose partitions
 were revoked while it ran is dropped, not retried (their new owner redelivers it)."""
@@ -15,8 +18,10 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from functools import partial
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -25,21 +30,31 @@ from aiokafka.structs import ConsumerRecord
 from consumers.telemetry import consumer_telemetry, observe_batch, sample_lag
 from service.firstseen.store import HotSetRebuilding
 from service.kit import event_loop
-from service.kit.garbage_collection import tune_for_throughput
+from service.kit.garbage_collection import BATCH_YOUNG_THRESHOLD, tune_for_throughput
 from service.kit.heartbeat import Heartbeat
 from service.kit.metrics import ConsumerMetrics
 from service.records.partitions import PartitionKeeper
 from service.settings import Settings
 from service.settlements import presence
 from service.settlements.events import Incoming
-from service.settlements.stream import BatchReport, StreamPorts, process
+from service.settlements.stream import (
+    Ahead,
+    BatchReport,
+    Prepared,
+    StreamPorts,
+    finish,
+    prepare,
+    process,
+)
 
 log = logging.getLogger(__name__)
 Offsets = dict[TopicPartition, int]
+Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+T = TypeVar("T")
 
 
 def run_consumer(settings: Settings) -> int:
-    tune_for_throughput()
+    tune_for_throughput(BATCH_YOUNG_THRESHOLD)
     event_loop.run(_consume_until_stopped(settings))
     return 0
 
@@ -164,28 +179,95 @@ async def _withdraw(ports: StreamPorts, member: str) -> None:
         log.info("could not withdraw this consumer's presence", exc_info=True)
 
 
+@dataclass
+class _Finishing:
+    """A batch being written (`finish`) while the next one is fetched and decided."""
+
+    task: asyncio.Task[BatchReport | None]
+    fetched: Fetched
+    started: float
+    ahead: Ahead
+
+
 async def _loop(
     consumer: AIOKafkaConsumer, offsets: _Offsets, ports: StreamPorts,
     metrics: ConsumerMetrics, stop: asyncio.Event,
 ) -> None:
-    settings = ports.settings
-    heartbeat = Heartbeat(settings.consumer_heartbeat_file)  # the healthcheck's file
+    """Two batches in flight at most: one finishing, the next decided on what it decided.
+    Offsets are committed in order, each batch's once it is finished."""
+    heartbeat = Heartbeat(ports.settings.consumer_heartbeat_file)  # the healthcheck's file
+    finishing: _Finishing | None = None
     while not stop.is_set():
         heartbeat.beat()
-        fetched = await consumer.getmany(timeout_ms=settings.consumer_fetch_max_wait_ms,
-                                         max_records=settings.consumer_max_batch)
-        records = [record for batch in fetched.values() for record in batch]
-        if not records:
+        fetched = await _fetch(consumer, ports.settings)
+        if not fetched:
+            await _settle(finishing, consumer, offsets, metrics)
+            finishing = None
             continue
-        still_ours = partial(_holds, consumer, set(fetched))
-        started = time.perf_counter()
-        report = await process_until_done(ports, [incoming(r) for r in records], stop,
-                                          still_ours)
-        if report is not None:
-            offsets.done.update(_next_offsets(fetched, consumer.assignment()))
-            await offsets.commit()
-            observe_batch(metrics, time.perf_counter() - started, report)
+        finishing = await _next(finishing, fetched, consumer, offsets, ports, metrics, stop)
         await sample_lag(metrics, consumer)
+    await _settle(finishing, consumer, offsets, metrics)
+
+
+async def _fetch(consumer: AIOKafkaConsumer, settings: Settings) -> Fetched:
+    fetched = await consumer.getmany(timeout_ms=settings.consumer_fetch_max_wait_ms,
+                                     max_records=settings.consumer_max_batch)
+    return {tp: batch for tp, batch in fetched.items() if batch}
+
+
+async def _next(
+    finishing: _Finishing | None, fetched: Fetched, consumer: AIOKafkaConsumer,
+    offsets: _Offsets, ports: StreamPorts, metrics: ConsumerMetrics, stop: asyncio.Event,
+) -> _Finishing | None:
+    """Decide the fetched batch (ahead, if the one before is still finishing), settle the one
+    before, and start finishing this one. None if it was given up."""
+    records = [incoming(r) for batch in fetched.values() for r in batch]
+    still_ours = partial(_holds, consumer, set(fetched))
+    started = time.perf_counter()
+    prepared = await _decide_ahead(finishing, records, ports)
+    if finishing is not None:
+        before = await finishing.task
+        await _settle(finishing, consumer, offsets, metrics)
+        if before is None:  # given up: its offsets stay, so this batch's must too
+            return None
+        if not before.as_decided:
+            prepared = None
+    if prepared is None:
+        prepared = await _until_done(lambda: prepare(records, ports), len(records), ports,
+                                     stop, still_ours)
+        if prepared is None:
+            return None
+    task = asyncio.create_task(_finish_until_done(ports, prepared, records, stop, still_ours))
+    return _Finishing(task, fetched, started, prepared.ahead)
+
+
+async def _decide_ahead(
+    finishing: _Finishing | None, records: list[Incoming], ports: StreamPorts
+) -> Prepared | None:
+    """The batch decided on the finishing one's decisions; None if there is none, or it
+    failed (then it is decided once that one is finished, with the retries)."""
+    if finishing is None:
+        return None
+    try:
+        return await prepare(records, ports, finishing.ahead)
+    except Exception:  # noqa: BLE001 - it is decided again, with the retries, after
+        log.info("batch of %d not decided ahead; deciding it in turn", len(records),
+                 exc_info=True)
+        return None
+
+
+async def _settle(
+    finishing: _Finishing | None, consumer: AIOKafkaConsumer, offsets: _Offsets,
+    metrics: ConsumerMetrics,
+) -> None:
+    """Wait for the finishing batch; commit its offsets if it was not given up."""
+    if finishing is None:
+        return
+    report = await finishing.task
+    if report is not None:
+        offsets.done.update(_next_offsets(finishing.fetched, consumer.assignment()))
+        await offsets.commit()
+        observe_batch(metrics, time.perf_counter() - finishing.started, report)
 
 
 def _holds(consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> bool:
@@ -197,10 +279,7 @@ def incoming(record: ConsumerRecord[bytes, bytes]) -> Incoming:
                     record.key, record.value or b"")
 
 
-def _next_offsets(
-    fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    assigned: set[TopicPartition],
-) -> Offsets:
+def _next_offsets(fetched: Fetched, assigned: set[TopicPartition]) -> Offsets:
     """Where each partition resumes, for the partitions this consumer still holds (a
     rebalance may have handed others away while the batch ran)."""
     return {tp: batch[-1].offset + 1 for tp, batch in fetched.items()
@@ -228,24 +307,50 @@ async def process_until_done(
     ports: StreamPorts, records: list[Incoming], stop: asyncio.Event,
     still_ours: Callable[[], bool] = lambda: True,
 ) -> BatchReport | None:
-    """The batch's report once it is done. A batch that fails (a deadlock with another consumer, a
-    server restarting) is retried whole: what it wrote is in the record and is not written
-    twice. Nothing a client sends gets here (bad events are dead-lettered), so retrying is
-    never a poison loop on input; it waits out outages. None when it must be given up: the
-    process is stopping, or a rebalance took its partitions (their new owner redelivers it)."""
+    """The batch's report once it is done, the whole unit of work retried until then (see
+    `_until_done`)."""
+    return await _until_done(lambda: process(records, ports), len(records), ports, stop,
+                             still_ours)
+
+
+async def _finish_until_done(
+    ports: StreamPorts, prepared: Prepared, records: list[Incoming], stop: asyncio.Event,
+    still_ours: Callable[[], bool],
+) -> BatchReport | None:
+    """`finish`, or if it fails, the whole batch again (what it wrote is in the record and
+    is healed, not written twice); then it is not as decided, for the batch decided ahead."""
+    try:
+        return await finish(prepared, ports)
+    except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
+        log.warning("batch of %d failed while written; doing it again", len(records),
+                    exc_info=True)
+    report = await process_until_done(ports, records, stop, still_ours)
+    return None if report is None else replace(report, as_decided=False)
+
+
+async def _until_done(
+    attempt: Callable[[], Awaitable[T]], size: int, ports: StreamPorts, stop: asyncio.Event,
+    still_ours: Callable[[], bool],
+) -> T | None:
+    """`attempt`'s result once it succeeds. A batch that fails (a deadlock with another
+    consumer, a server restarting) is retried whole: what it wrote is in the record and is
+    not written twice. Nothing a client sends gets here (bad events are dead-lettered), so
+    retrying is never a poison loop on input; it waits out outages. None when it must be
+    given up: the process is stopping, or a rebalance took its partitions (their new owner
+    redelivers it)."""
     delay = 0.05
     while True:
         try:
-            return await process(records, ports)
+            return await attempt()
         except HotSetRebuilding:
             log.warning("first-seen set missing; rebuilding it (or waiting for whoever is)")
             if not await _ensure_quietly(ports):
                 await asyncio.sleep(0.5)  # rebuilt elsewhere, or Redis refuses: wait
         except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
-            log.exception("batch of %d failed; retrying in %.2f s", len(records), delay)
+            log.exception("batch of %d failed; retrying in %.2f s", size, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         if stop.is_set() or not still_ours():
-            log.warning("batch of %d given up (%s); it is redelivered", len(records),
+            log.warning("batch of %d given up (%s); it is redelivered", size,
                         "stopping" if stop.is_set() else "partitions revoked")
             return None

@@ -73,9 +73,12 @@ class BatchOutcome(msgspec.Struct, gc=False):
     voided: int = 0
 
 
-def decide_batch(events: list[tuple[Incoming, TopicEvent]], known: Known) -> BatchOutcome:
-    """`events` are new (not recorded yet), in Kafka order, one copy each."""
-    out = BatchOutcome()
+def decide_batch(
+    events: list[tuple[Incoming, TopicEvent]], known: Known, out: BatchOutcome | None = None
+) -> BatchOutcome:
+    """`events` are new (not recorded yet), in Kafka order, one copy each. A batch may be
+    decided a slice at a time into one `out`: `known` carries what the slices before did."""
+    out = BatchOutcome() if out is None else out
     for record, event in events:
         if isinstance(event, ReversalEvent):
             _reverse(record, event, known, out)

@@ -10,11 +10,20 @@
    set-based statement for claims (the arbiter), flags, reversals and counters;
 6. after the commit, apply the batch's effects to Redis (idempotent, one call per node);
 7. publish the new flags and the dead letters; mark the flags published.
-The runner commits the batch's offsets only after `process` returns.
+The runner commits the batch's offsets only after `finish` returns.
 
 Redis changes only after the commit, so a crash at any point leaves Redis at or behind what
 the record says, never ahead of it: a redelivered batch is decided against the state its own
-first attempt never changed, or (if the commit happened) is healed from the record."""
+first attempt never changed, or (if the commit happened) is healed from the record.
+
+Steps 1-4 (`prepare`) of the next batch may run while this one's 5-7 (`finish`) do, so that
+the consumer decides while PostgreSQL and Redis write: it is decided on what this batch
+decided (`Ahead`), which is what Redis and the record will hold once it is finished. That
+holds unless the record's arbiter overrules one of its claims, or it must be redone; the
+runner then decides the next batch again, after this one is finished. Nothing of a batch
+decided ahead is written before the one before it is finished. Its events the record may
+hold already (a redelivery) are healed only then, as healing reads the record as it is; if
+that heal changes a code its decisions read, it is decided again there and then."""
 
 from __future__ import annotations
 
@@ -27,11 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from service.claims.schemas import ClaimEffect, Effect, FirstPayment
-from service.claims.service import owner_token
+from service.claims.schemas import ClaimEffect, CodeState, Effect, FirstPayment
+from service.claims.service import apply_effect, owner_token
 from service.decisions.core import canonical_codes, duplicate_severity
 from service.firstseen import rebuild
 from service.firstseen.encoding import Layout
@@ -65,6 +75,9 @@ from service.settlements.recent import RecentAnswers
 
 log = logging.getLogger(__name__)
 _APPLY_RETRY_S = 0.5
+# Events decoded or decided between two yields to the event loop: while a batch is decided
+# ahead, the one before it is being written, and each of its round trips waits for a yield.
+_SLICE = 250
 
 Events = list[tuple[Incoming, TopicEvent]]
 
@@ -86,7 +99,8 @@ class StreamPorts:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[StreamPorts]:
-        pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=2,
+        # three: a batch writing, the next one reading, and the first's flags marked
+        pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=3,
                                          init=record.json_as_bytes)
         redis = build_redis(settings.redis_url, cluster=settings.redis_cluster)
         producer = build_producer(settings.kafka_bootstrap)
@@ -124,16 +138,67 @@ class BatchReport:
     codes: int  # trace codes its settlements carried
     flags: list[FlagRecord]  # published
     dead: list[DeadLetter]
+    # False if the record's arbiter overruled a claim the batch decided (Redis had lost it,
+    # or another consumer raced): a batch decided ahead on this one's decisions is not valid
+    as_decided: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """What a decided batch leaves for the next one to be decided on before it is finished:
+    the state and first payment of every code it changed (None: released), the settlements
+    its reversals may name, and its events' names (a copy of one of them in the next batch
+    is a redelivery, which only the record can settle)."""
+
+    states: dict[str, CodeState | None]
+    details: dict[str, FirstPayment]
+    targets: dict[str, Target]
+    names: set[tuple[str, str]]
+
+
+@dataclass
+class Prepared:
+    """A batch decided and not yet written."""
+
+    records: Sequence[Incoming]
+    batch: _Batch
+    outcome: BatchOutcome
+    ahead: Ahead
+    # Decided ahead: its events the record holds (or the batch before decided), healed only
+    # once that batch is finished; and the state of every code its decisions read, as read,
+    # which that heal must leave as it is for them to stand.
+    old: Events = field(default_factory=list)
+    read: dict[str, CodeState | None] = field(default_factory=dict)
 
 
 async def process(records: Sequence[Incoming], ports: StreamPorts) -> BatchReport:
-    """The whole unit of work."""
+    """The whole unit of work, one step after the other."""
+    return await finish(await prepare(records, ports), ports)
+
+
+async def prepare(
+    records: Sequence[Incoming], ports: StreamPorts, after: Ahead | None = None
+) -> Prepared:
+    """Steps 1-4. With `after`, decided on what the batch before decided, that batch not
+    finished yet: the events the record may hold are healed in `finish`, not here."""
     batch = await _decoded(records, ports)
     async with ports.pool.acquire() as connection:
-        fresh = await _redelivered(batch, connection, ports)
-        outcome = await _decided(batch, fresh, connection, ports)
-        async with connection.transaction():
-            await _write(connection, batch, outcome)
+        old, fresh = await _split_old(batch, connection, after)
+        if old and after is None:
+            await _heal(connection, ports, batch, old)
+            old = []
+        outcome, known, read = await _decided(batch, fresh, connection, ports, after, bool(old))
+    return Prepared(records, batch, outcome, _ahead(batch, outcome, known), old, read)
+
+
+async def finish(prepared: Prepared, ports: StreamPorts) -> BatchReport:
+    """Steps 5-7: the record, then Redis, then the topics."""
+    as_decided = True
+    if prepared.old and not await _healed_apart(prepared, ports):
+        prepared, as_decided = await prepare(prepared.records, ports), False
+    batch, outcome = prepared.batch, prepared.outcome
+    async with ports.pool.acquire() as connection, connection.transaction():
+        as_decided &= await _write(connection, batch, outcome)
     await _apply(ports, outcome.effects, outcome.forget)
     # Dead letters in the order they were consumed, whichever step refused them.
     dead = sorted(batch.dead + outcome.dead,
@@ -142,7 +207,29 @@ async def process(records: Sequence[Incoming], ports: StreamPorts) -> BatchRepor
     if batch.flags:
         await record.mark_published(ports.pool, [flag.flag_id for flag in batch.flags])
     codes = sum(_codes(e) for _, e in batch.events if isinstance(e, SettlementEvent))
-    return BatchReport(codes, batch.flags, dead)
+    return BatchReport(codes, batch.flags, dead, as_decided)
+
+
+async def _healed_apart(prepared: Prepared, ports: StreamPorts) -> bool:
+    """Heal a batch decided ahead's old events, the batch before finished now. False if the
+    heal changed a code its decisions read (Redis was behind the record there: a crash
+    between a commit and Redis), so they must be made again."""
+    async with ports.pool.acquire() as connection:
+        effects = await _heal(connection, ports, prepared.batch, prepared.old)
+    read = prepared.read
+    after: dict[str, CodeState | None] = {}
+    for effect in effects:
+        code = effect.canonical
+        if code in read:
+            after[code] = apply_effect(after.get(code, read[code]), effect)
+    return all(state == read[code] for code, state in after.items())
+
+
+def _ahead(batch: _Batch, outcome: BatchOutcome, known: Known) -> Ahead:
+    changed = {effect.canonical for effect in outcome.effects}
+    return Ahead({code: known.states.get(code) for code in changed},
+                 {code: known.details[code] for code in changed if code in known.details},
+                 known.targets, {_identity(e) for _, e in batch.events})
 
 
 def _codes(event: SettlementEvent) -> int:
@@ -158,7 +245,9 @@ async def _decoded(records: Sequence[Incoming], ports: StreamPorts) -> _Batch:
     dead: list[DeadLetter] = []
     events: Events = []
     seen: set[tuple[str, str]] = set()
-    for item in map(decode, records):
+    for n, item in enumerate(map(decode, records), 1):
+        if n % _SLICE == 0:
+            await asyncio.sleep(0)  # as in deciding
         if isinstance(item, DeadLetter):
             dead.append(item)
             continue
@@ -199,28 +288,38 @@ def _known_only(events: Events, known: dict[str, InstitutionRef],
 # --- 2. what the record holds already -------------------------------------------------------
 
 
-async def _redelivered(
-    batch: _Batch, connection: asyncpg.Connection, ports: StreamPorts
-) -> Events:
-    """The events the record does not hold. For those it does: their effects on Redis
-    applied again, and their flags that never reached the topic queued again."""
-    settlement_ids = [e.settlement_id for _, e in batch.events if isinstance(e, SettlementEvent)]
-    reversal_ids = [e.reversal_id for _, e in batch.events if isinstance(e, ReversalEvent)]
-    done_s, done_r = await record.recorded(connection, settlement_ids, reversal_ids)
-    if not done_s and not done_r:
-        return batch.events
-    held = [isinstance(e, ReversalEvent) and e.reversal_id in done_r
-            or isinstance(e, SettlementEvent) and e.settlement_id in done_s
-            for _, e in batch.events]
-    await _heal(connection, ports, batch,
-                [item for item, old in zip(batch.events, held, strict=True) if old])
-    batch.flags += await record.unpublished_flags(connection, list(done_s))
-    return [item for item, old in zip(batch.events, held, strict=True) if not old]
+def _names(events: Events) -> tuple[list[str], list[str]]:
+    """The settlement ids and the reversal ids of these events."""
+    settlement_ids = [e.settlement_id for _, e in events if isinstance(e, SettlementEvent)]
+    reversal_ids = [e.reversal_id for _, e in events if isinstance(e, ReversalEvent)]
+    return settlement_ids, reversal_ids
+
+
+async def _split_old(
+    batch: _Batch, connection: asyncpg.Connection, after: Ahead | None
+) -> tuple[Events, Events]:
+    """(old, fresh): old, the events the record holds, or that the batch before (`after`)
+    decided and is writing; nothing of theirs is decided again."""
+    done_s, done_r = await record.recorded(connection, *_names(batch.events))
+    before = after.names if after is not None else set()
+    if not done_s and not done_r and not before:
+        return [], batch.events
+    old: Events = []
+    fresh: Events = []
+    for item in batch.events:
+        event = item[1]
+        held = (_identity(event) in before or event.reversal_id in done_r
+                if isinstance(event, ReversalEvent)
+                else _identity(event) in before or event.settlement_id in done_s)
+        (old if held else fresh).append(item)
+    return old, fresh
 
 
 async def _heal(
     connection: asyncpg.Connection, ports: StreamPorts, batch: _Batch, old: Events
-) -> None:
+) -> list[ClaimEffect]:
+    """Events the record holds: their effects on Redis applied again, and their flags that
+    never reached the topic queued again. Returns those effects."""
     ids = {e.settlement_id for _, e in old}
     views = await record.settlement_views(connection, list(ids))
     codes = [p.canonical for view, _ in views.values() for p in view.payments()]
@@ -233,35 +332,70 @@ async def _heal(
              len(healing.effects))
     await _apply(ports, healing.effects, healing.forget)
     batch.dead += healing.dead
+    batch.flags += await record.unpublished_flags(connection, [
+        e.settlement_id for _, e in old if isinstance(e, SettlementEvent)])
+    return healing.effects
 
 
 # --- 3. and 4. reading and deciding ---------------------------------------------------------
 
 
 async def _decided(
-    batch: _Batch, fresh: Events, connection: asyncpg.Connection, ports: StreamPorts
-) -> BatchOutcome:
-    targets = await _targets(connection, fresh)
+    batch: _Batch, fresh: Events, connection: asyncpg.Connection, ports: StreamPorts,
+    after: Ahead | None, keep_read: bool = False,
+) -> tuple[BatchOutcome, Known, dict[str, CodeState | None]]:
+    """The batch decided, what it was decided on, and (`keep_read`) every code read for it
+    with its state as read."""
+    targets = await _targets(connection, fresh, after)
     codes = _batch_codes(fresh, targets)
     seen = await ports.store.read(codes)
     states = {code: s.state for code, s in seen.items() if s.state is not None}
     details = {code: s.pending for code, s in seen.items() if s.pending is not None}
+    if after is not None:
+        _lay_over(states, details, after)
     details.update(await record.first_payments(
         connection, [code for code in states if code not in details]))
+    read = {code: states.get(code) for code in codes} if keep_read else {}
     voided = await _voided(ports, fresh)
     settings = ports.settings
     known = Known(batch.institutions, states, details, targets, voided, ports.policy,
                   settings.patient_hash_key.get_secret_value(), utcnow())
-    return decide_batch(fresh, known)
+    outcome = BatchOutcome()
+    for start in range(0, len(fresh), _SLICE):
+        decide_batch(fresh[start:start + _SLICE], known, outcome)
+        await asyncio.sleep(0)  # the batch before, finishing, goes on between slices
+    return outcome, known, read
 
 
-async def _targets(connection: asyncpg.Connection, events: Events) -> dict[str, Target]:
-    """The settlements the batch's reversals name that the record held before the batch."""
+def _lay_over(
+    states: dict[str, CodeState], details: dict[str, FirstPayment], after: Ahead
+) -> None:
+    """The batch before's decisions over what Redis had (it may or may not hold them yet)."""
+    for code, state in after.states.items():
+        if state is None:
+            states.pop(code, None)
+        else:
+            states[code] = state
+    details.update(after.details)
+
+
+async def _targets(
+    connection: asyncpg.Connection, events: Events, after: Ahead | None
+) -> dict[str, Target]:
+    """The settlements the batch's reversals name that the record held before the batch (or
+    that the batch before recorded or reversed, not committed yet)."""
     in_batch = {e.settlement_id for _, e in events if isinstance(e, SettlementEvent)}
     wanted = [e.settlement_id for _, e in events
               if isinstance(e, ReversalEvent) and e.settlement_id not in in_batch]
-    views = await record.settlement_views(connection, wanted)
-    return {sid: _target(view, reversed_sets) for sid, (view, reversed_sets) in views.items()}
+    before = after.targets if after is not None else {}
+    # copied: this batch's reversals change them, and it may be decided again
+    targets = {sid: msgspec.structs.replace(before[sid], reversed=set(before[sid].reversed))
+               for sid in wanted if sid in before}
+    views = await record.settlement_views(
+        connection, [sid for sid in wanted if sid not in targets])
+    targets.update({sid: _target(view, reversed_sets)
+                    for sid, (view, reversed_sets) in views.items()})
+    return targets
 
 
 def _target(view: SettlementView, reversed_sets: list[list[int] | None]) -> Target:
@@ -288,7 +422,8 @@ async def _voided(ports: StreamPorts, events: Events) -> set[tuple[str, str]]:
 # --- 5. writing the record ------------------------------------------------------------------
 
 
-async def _write(connection: asyncpg.Connection, batch: _Batch, outcome: BatchOutcome) -> None:
+async def _write(connection: asyncpg.Connection, batch: _Batch, outcome: BatchOutcome) -> bool:
+    """True if the record took every claim as the batch decided it."""
     await record.insert_settlements(connection, outcome.settlements)
     await record.insert_events(connection, _event_rows(outcome))
     taken = await record.write_claims(connection, outcome.claims)
@@ -301,6 +436,7 @@ async def _write(connection: asyncpg.Connection, batch: _Batch, outcome: BatchOu
     await record.insert_reversals(connection, outcome.reversals)
     await record.add_payment_counts(connection, Counter(
         r.institution_id for r in outcome.settlements for _ in r.payments))
+    return not losers
 
 
 def _event_rows(outcome: BatchOutcome) -> list[tuple[Any, ...]]:

@@ -150,13 +150,21 @@ async def produce(settings: Settings, bodies: list[dict[str, Any]]) -> None:
         await producer.stop()
 
 
-async def crash_at(point: str, base: Settings, workdir: Path, settlements: int) -> CrashOutcome:
-    settings = isolated(base, f"cp-{point}", settlements_partitions=1)
+async def crash_at(
+    point: str, base: Settings, workdir: Path, settlements: int, batch: int | None = None,
+    occurrence: int = 1,
+) -> CrashOutcome:
+    """Killed the `occurrence`th time a batch reaches `point`; with `batch` (events a batch at
+    most), the stream is many batches, each decided while the one before is written."""
+    name = f"cp-{point}" if batch is None else f"cp-{point}-b{batch}"
+    overrides = {} if batch is None else {"consumer_max_batch": batch}
+    settings = isolated(base, name, settlements_partitions=1, **overrides)
     run = workload(settlements)
     await register(settings.asyncpg_dsn, run.institutions)
     await produce(settings, run.bodies)
-    outcome = CrashOutcome(point, await _crashing(settings, workdir / f"cp-{point}.log", point))
-    finisher = ConsumerProcess("finisher", settings, workdir / f"cp-{point}-finisher.log")
+    outcome = CrashOutcome(point, await _crashing(settings, workdir / f"{name}.log", point,
+                                                  occurrence))
+    finisher = ConsumerProcess("finisher", settings, workdir / f"{name}-finisher.log")
     finisher.start()
     try:
         behind = await wait_group_caught_up(settings.kafka_bootstrap,
@@ -170,10 +178,13 @@ async def crash_at(point: str, base: Settings, workdir: Path, settlements: int) 
     return outcome
 
 
-async def _crashing(settings: Settings, log_path: Path, point: str) -> int | None:
+async def _crashing(
+    settings: Settings, log_path: Path, point: str, occurrence: int
+) -> int | None:
     """The crashing consumer, until it killed itself (or gave up waiting for it)."""
     child = spawn(f"crash-{point}",
-                  [sys.executable, "-m", "tests.faults.crashing_consumer", point],
+                  [sys.executable, "-m", "tests.faults.crashing_consumer", point,
+                   str(occurrence)],
                   log_path=log_path, env=tracegate_env(settings), cwd=PROJECT_ROOT,
                   grace_seconds=5.0)
     for _ in range(1200):  # 60 s

@@ -1,14 +1,17 @@
-"""`python -m tests.faults.crashing_consumer POINT`: `tracegate consume`, which kills itself
-with SIGKILL at POINT of the first batch that reaches it, as a crash there would: nothing of
-the process runs after it (no rollback sent, no offsets, no goodbye to the group).
+"""`python -m tests.faults.crashing_consumer POINT [N]`: `tracegate consume`, which kills
+itself with SIGKILL the Nth time (1st by default) a batch reaches POINT, as a crash there
+would: nothing of the process runs after it (no rollback sent, no offsets, no goodbye to the
+group).
 
 The points, in a batch's order (service/settlements/stream.py, consumers/runner.py):
   read     the first-seen set read, nothing written anywhere
+  ahead    a batch decided ahead, on the decisions of the one before, which is being written
   write    the record written, its transaction not committed
   commit   the record committed, Redis not yet told
   apply    Redis told, the flags not yet published
   publish  the flags published, not yet marked published in the record
   offsets  the batch done, its offsets not committed
+From the second batch on, the next batch is being decided while one is at write ... offsets.
 """
 
 from __future__ import annotations
@@ -27,10 +30,17 @@ from service.records import repository
 from service.settlements import stream
 
 POINTS = ("read", "write", "commit", "apply", "publish", "offsets")
+AHEAD = "ahead"  # only where batches are small enough for one to be decided ahead
+_reached = 0
+_kill_at = 1
 
 
 def _die() -> None:
-    sys.stderr.write("crashing_consumer: SIGKILL now\n")
+    global _reached
+    _reached += 1
+    if _reached < _kill_at:
+        return
+    sys.stderr.write(f"crashing_consumer: SIGKILL now (reached {_reached} times)\n")
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -68,9 +78,23 @@ def _before_finished_work(
     return call
 
 
+def _after_ahead(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """`prepare` with the batch before's decisions: it returned, that batch is unfinished."""
+
+    @functools.wraps(original)
+    async def call(records: Any, ports: Any, after: Any = None) -> Any:
+        result = await original(records, ports, after)
+        if after is not None:
+            _die()
+        return result
+
+    return call
+
+
 # Where each point is: (owner, attribute, how the crash wraps it).
 _AT: dict[str, tuple[Any, str, Callable[[Any], Any]]] = {
     "read": (FirstSeenStore, "read", _after),
+    AHEAD: (runner, "prepare", _after_ahead),
     "write": (stream, "_write", _after),
     "commit": (stream, "_apply", _before),
     "apply": (stream, "_publish", _before),
@@ -79,13 +103,15 @@ _AT: dict[str, tuple[Any, str, Callable[[Any], Any]]] = {
 }
 
 
-def arm(point: str) -> None:
+def arm(point: str, occurrence: int = 1) -> None:
+    global _kill_at
     if point not in _AT:
-        raise SystemExit(f"crash point must be one of {', '.join(POINTS)}, not {point!r}")
+        raise SystemExit(f"crash point must be one of {', '.join(_AT)}, not {point!r}")
     owner, name, wrap = _AT[point]
     setattr(owner, name, wrap(getattr(owner, name)))
+    _kill_at = occurrence
 
 
 if __name__ == "__main__":
-    arm(sys.argv[1])
+    arm(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     sys.exit(main(["consume"]))

@@ -225,12 +225,12 @@ async def test_a_batch_committed_during_a_rebuild_reaches_the_set_after_it(
     rebuilding: list[asyncio.Task[bool]] = []
     write = stream._write
 
-    async def write_during_a_rebuild(*args: Any, **kwargs: Any) -> None:
+    async def write_during_a_rebuild(*args: Any, **kwargs: Any) -> bool:
         rebuilding.append(asyncio.create_task(
             rebuild_exclusively(settings.asyncpg_dsn, redis, layout)))
         while await redis.exists(layout.generation_key(0)):  # noqa: ASYNC110 - Redis, polled
             await asyncio.sleep(0.005)
-        await write(*args, **kwargs)
+        return await write(*args, **kwargs)
 
     monkeypatch.setattr(stream, "_write", write_during_a_rebuild)
     async with StreamPorts.open(settings) as ports:

@@ -14,6 +14,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from service.claims.schemas import ClaimEffect, Effect
+from service.claims.service import owner_token
 from service.settings import Settings
 from service.settlements import stream
 from service.settlements.stream import StreamPorts
@@ -288,6 +290,71 @@ async def test_a_batch_decided_in_slices_and_waves_is_judged_as_in_kafka_order(
     assert sorted((event["type"], event["settlement_id"]) for event in history["events"]) == sorted(
         [("payment", a["settlement_id"]), ("reversal", a["settlement_id"]),
          ("payment", c["settlement_id"])])
+
+
+async def test_a_batch_decided_ahead_of_the_one_before_being_written_is_judged_in_order(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+) -> None:
+    """The consumer decides a batch while the one before it is written (`prepare` with its
+    `ahead`): the second batch sees the first's payments, reversal targets and opened pack
+    though none is committed, and a copy of a first-batch event in it changes nothing."""
+    inst = await f.register(api, admin_headers)
+    x, y, pack = f.cn20(), f.cn20(), f.cn20()
+    a, b, c, d = (f.settlement(inst, [f.line(1, [code])]) for code in (x, y, x, y))
+    opened, more = (f.settlement(inst, [f.line(1, [pack], quantity=units, split=True,
+                                                pack_size=10)]) for units in (3, 4))
+    topic = settings.topic_settlements
+    first = [f.stream_record(topic, body) for body in (a, b, opened)]
+    second = [f.stream_record(topic, body) for body in
+              (f.stream_reversal(a), c, d, more, b, f.stream_reversal(opened))]
+    async with StreamPorts.open(settings) as ports:
+        decided = await stream.prepare(first, ports)
+        ahead = await stream.prepare(second, ports, decided.ahead)
+        assert [e.settlement_id for _, e in ahead.old] == [b["settlement_id"]]
+        assert (await stream.finish(decided, ports)).as_decided
+        assert (await stream.finish(ahead, ports)).as_decided
+    flags = await f.record_rows(
+        settings.asyncpg_dsn,
+        "SELECT settlement_id, trace_code, first_payment->>'settlement_id' AS first "
+        "FROM flags WHERE institution_id = $1", inst)
+    assert [(r["settlement_id"], r["trace_code"], r["first"]) for r in flags] == [
+        (d["settlement_id"], y, b["settlement_id"])]
+    history = await f.history(api, admin_headers, x)
+    assert sorted((event["type"], event["settlement_id"]) for event in history["events"]) == sorted(
+        [("payment", a["settlement_id"]), ("reversal", a["settlement_id"]),
+         ("payment", c["settlement_id"])])
+    units = await f.record_rows(settings.asyncpg_dsn,
+                                "SELECT sum(units) AS units FROM code_events WHERE code = $1 "
+                                "AND type = 'payment'", pack)
+    assert units[0]["units"] == 7
+
+
+async def test_a_batch_decided_ahead_on_a_redis_behind_the_record_is_decided_again(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+) -> None:
+    """Redis lost a claim the record holds (a crash between a commit and Redis): a batch
+    decided ahead that carries a copy of the claiming settlement heals it once the batch
+    before is finished, sees that its decisions read the healed code, and decides again,
+    so the re-sale is the duplicate the record says it is."""
+    inst = await f.register(api, admin_headers)
+    y = f.cn20()
+    b, d = (f.settlement(inst, [f.line(1, [y])]) for _ in range(2))
+    topic = settings.topic_settlements
+    async with StreamPorts.open(settings) as ports:
+        await stream.process([f.stream_record(topic, b)], ports)
+        # a cn20 code is its own canonical form
+        await ports.store.apply([ClaimEffect(Effect.RELEASE, y, owner_token(
+            b["settlement_id"], 1), 0, 0, 0, 0)], [])
+        nothing_before = stream.Ahead({}, {}, {}, set())
+        ahead = await stream.prepare([f.stream_record(topic, body) for body in (b, d)], ports,
+                                     nothing_before)
+        assert not (await stream.finish(ahead, ports)).as_decided
+    flags = await f.record_rows(
+        settings.asyncpg_dsn,
+        "SELECT settlement_id, first_payment->>'settlement_id' AS first FROM flags "
+        "WHERE institution_id = $1", inst)
+    assert [(r["settlement_id"], r["first"]) for r in flags] == [
+        (d["settlement_id"], b["settlement_id"])]
 
 
 async def _published(settings: Settings, settlement_id: str) -> list[bool]:

@@ -1,16 +1,22 @@
 """The consumer's offset discipline (as Quix Streams keeps it), without servers: finished work
 is committed on a revoke, a commit the group refuses never ends the process, and a batch whose
-partitions a rebalance took away is given up, not retried."""
+partitions a rebalance took away is given up, not retried; with a batch decided ahead while
+the one before it finishes, offsets are committed in order and that batch is written only on
+the one before's terms."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord
 
 from consumers import runner
+from service.kit.metrics import ConsumerMetrics
+from service.settlements.stream import BatchReport
 
 
 class _RefusingConsumer:
@@ -54,3 +60,93 @@ async def test_a_failing_batch_whose_partitions_were_revoked_is_given_up(
                                              still_ours=lambda: False)
     assert report is None
     assert calls == 1  # dropped after the first failure, not retried for a new owner's work
+
+
+# --- two batches in flight: one finishing, the next decided ahead on what it decided ---------
+
+_PARTITION = TopicPartition("settlements", 0)
+
+
+class _Group:
+    """A consumer that holds partition 0 and accepts every commit."""
+
+    def __init__(self) -> None:
+        self.committed: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {_PARTITION}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.append(offsets)
+
+
+class _Stream:
+    """`prepare` and `finish` without servers: which were called, and with what."""
+
+    def __init__(self) -> None:
+        self.prepared: list[tuple[int, bool]] = []  # (first offset, decided ahead)
+        self.finished: list[int] = []
+
+    async def prepare(self, records: Any, ports: Any, after: Any = None) -> Any:
+        self.prepared.append((records[0].offset, after is not None))
+        return SimpleNamespace(first=records[0].offset, ahead=f"ahead-{records[0].offset}")
+
+    async def finish(self, prepared: Any, ports: Any) -> BatchReport:
+        self.finished.append(prepared.first)
+        return BatchReport(1, [], [])
+
+
+def _fetched(offset: int) -> runner.Fetched:
+    return {_PARTITION: [ConsumerRecord("settlements", 0, offset, 0, 0, b"k", b"{}", None, 1, 2,
+                                        [])]}
+
+
+async def _finishing(report: BatchReport | None, offset: int) -> runner._Finishing:
+    async def done() -> BatchReport | None:
+        return report
+
+    return runner._Finishing(asyncio.create_task(done()), _fetched(offset), 0.0,
+                             f"ahead-{offset}")  # type: ignore[arg-type]
+
+
+async def _next(monkeypatch: Any, report: BatchReport | None) -> tuple[
+        _Stream, _Group, runner._Finishing | None]:
+    fake, group = _Stream(), _Group()
+    monkeypatch.setattr(runner, "prepare", fake.prepare)
+    monkeypatch.setattr(runner, "finish", fake.finish)
+    offsets = runner._Offsets(group, _Silent())  # type: ignore[arg-type]
+    before = await _finishing(report, 10)
+    consumer: Any = group
+    ports: Any = None  # the fakes take none
+    started = await runner._next(before, _fetched(11), consumer, offsets, ports,
+                                 ConsumerMetrics(), asyncio.Event())
+    if started is not None:
+        await started.task
+    return fake, group, started
+
+
+async def test_the_next_batch_decided_ahead_is_written_once_the_one_before_is_committed(
+    monkeypatch: Any,
+) -> None:
+    fake, group, started = await _next(monkeypatch, BatchReport(1, [], []))
+    assert fake.prepared == [(11, True)]  # decided once, ahead
+    assert group.committed == [{_PARTITION: 11}]  # the batch before's, before this one's
+    assert fake.finished == [11]
+    assert started is not None
+
+
+async def test_a_batch_decided_ahead_of_one_that_did_not_go_as_decided_is_decided_again(
+    monkeypatch: Any,
+) -> None:
+    fake, group, _ = await _next(monkeypatch, BatchReport(1, [], [], as_decided=False))
+    assert fake.prepared == [(11, True), (11, False)]
+    assert fake.finished == [11]
+
+
+async def test_a_batch_decided_ahead_of_one_given_up_is_dropped_with_it(
+    monkeypatch: Any,
+) -> None:
+    fake, group, started = await _next(monkeypatch, None)
+    assert started is None
+    assert group.committed == []  # the batch before's offsets stay, so this one's do too
+    assert fake.finished == []
