@@ -226,8 +226,7 @@ async def _next(
     started = time.perf_counter()
     prepared = await _decide_ahead(finishing, records, ports)
     if finishing is not None:
-        before = await finishing.task
-        await _settle(finishing, consumer, offsets, metrics)
+        before = await _settle(finishing, consumer, offsets, metrics)
         if before is None:  # given up: its offsets stay, so this batch's must too
             return None
         if not before.as_decided:
@@ -237,7 +236,7 @@ async def _next(
                                      stop, still_ours)
         if prepared is None:
             return None
-    task = asyncio.create_task(_finish_until_done(ports, prepared, records, stop, still_ours))
+    task = asyncio.create_task(_finish_until_done(ports, prepared, stop, still_ours))
     return _Finishing(task, fetched, started, prepared.ahead)
 
 
@@ -259,15 +258,17 @@ async def _decide_ahead(
 async def _settle(
     finishing: _Finishing | None, consumer: AIOKafkaConsumer, offsets: _Offsets,
     metrics: ConsumerMetrics,
-) -> None:
-    """Wait for the finishing batch; commit its offsets if it was not given up."""
+) -> BatchReport | None:
+    """Wait for the finishing batch and commit its offsets; its report, None if it was given
+    up (or there was none)."""
     if finishing is None:
-        return
+        return None
     report = await finishing.task
     if report is not None:
         offsets.done.update(_next_offsets(finishing.fetched, consumer.assignment()))
         await offsets.commit()
         observe_batch(metrics, time.perf_counter() - finishing.started, report)
+    return report
 
 
 def _holds(consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> bool:
@@ -314,17 +315,16 @@ async def process_until_done(
 
 
 async def _finish_until_done(
-    ports: StreamPorts, prepared: Prepared, records: list[Incoming], stop: asyncio.Event,
-    still_ours: Callable[[], bool],
+    ports: StreamPorts, prepared: Prepared, stop: asyncio.Event, still_ours: Callable[[], bool],
 ) -> BatchReport | None:
     """`finish`, or if it fails, the whole batch again (what it wrote is in the record and
     is healed, not written twice); then it is not as decided, for the batch decided ahead."""
     try:
         return await finish(prepared, ports)
     except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
-        log.warning("batch of %d failed while written; doing it again", len(records),
-                    exc_info=True)
-    report = await process_until_done(ports, records, stop, still_ours)
+        log.warning("batch of %d failed while written; doing it again",
+                    len(prepared.records), exc_info=True)
+    report = await process_until_done(ports, list(prepared.records), stop, still_ours)
     return None if report is None else replace(report, as_decided=False)
 
 

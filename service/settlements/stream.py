@@ -126,6 +126,7 @@ class StreamPorts:
 @dataclass
 class _Batch:
     events: Events
+    names: set[tuple[str, str]]  # the events' identities (`_identity`)
     dead: list[DeadLetter]
     institutions: dict[str, InstitutionRef]
     flags: list[FlagRecord] = field(default_factory=list)  # to publish after the commit
@@ -229,7 +230,7 @@ def _ahead(batch: _Batch, outcome: BatchOutcome, known: Known) -> Ahead:
     changed = {effect.canonical for effect in outcome.effects}
     return Ahead({code: known.states.get(code) for code in changed},
                  {code: known.details[code] for code in changed if code in known.details},
-                 known.targets, {_identity(e) for _, e in batch.events})
+                 known.targets, batch.names)
 
 
 def _codes(event: SettlementEvent) -> int:
@@ -256,7 +257,7 @@ async def _decoded(records: Sequence[Incoming], ports: StreamPorts) -> _Batch:
             seen.add(name)
             events.append(item)
     known = await _institutions(ports, events)
-    return _Batch(_known_only(events, known, dead), dead, known)
+    return _Batch(_known_only(events, known, dead, seen), seen, dead, known)
 
 
 def _identity(event: TopicEvent) -> tuple[str, str]:
@@ -275,11 +276,12 @@ async def _institutions(ports: StreamPorts, events: Events) -> dict[str, Institu
 
 
 def _known_only(events: Events, known: dict[str, InstitutionRef],
-                dead: list[DeadLetter]) -> Events:
+                dead: list[DeadLetter], names: set[tuple[str, str]]) -> Events:
     kept: Events = []
     for incoming, event in events:
         if isinstance(event, SettlementEvent) and event.institution_id not in known:
             dead.append(DeadLetter(incoming, f"unknown institution {event.institution_id}"))
+            names.discard(_identity(event))
         else:
             kept.append((incoming, event))
     return kept
@@ -302,7 +304,7 @@ async def _split_old(
     decided and is writing; nothing of theirs is decided again."""
     done_s, done_r = await record.recorded(connection, *_names(batch.events))
     before = after.names if after is not None else set()
-    if not done_s and not done_r and not before:
+    if not done_s and not done_r and before.isdisjoint(batch.names):
         return [], batch.events
     old: Events = []
     fresh: Events = []

@@ -312,13 +312,20 @@ async def test_a_batch_decided_ahead_of_the_one_before_being_written_is_judged_i
         ahead = await stream.prepare(second, ports, decided.ahead)
         assert [e.settlement_id for _, e in ahead.old] == [b["settlement_id"]]
         assert (await stream.finish(decided, ports)).as_decided
+        # CONTRACT §5: a redelivered event never raises a flag twice, though its copy is
+        # decided ahead of the batch that flagged it being written
+        again = await stream.prepare([f.stream_record(topic, d)], ports, ahead.ahead)
         assert (await stream.finish(ahead, ports)).as_decided
+        assert (await stream.finish(again, ports)).flags == []
     flags = await f.record_rows(
         settings.asyncpg_dsn,
         "SELECT settlement_id, trace_code, first_payment->>'settlement_id' AS first "
         "FROM flags WHERE institution_id = $1", inst)
     assert [(r["settlement_id"], r["trace_code"], r["first"]) for r in flags] == [
         (d["settlement_id"], y, b["settlement_id"])]
+    on_topic = [orjson.loads(r.value) for r in await _read_topic(settings, settings.topic_flags, 1)]
+    assert [flag["trace_code"] for flag in on_topic
+            if flag["settlement_id"] == d["settlement_id"]] == [y]
     history = await f.history(api, admin_headers, x)
     assert sorted((event["type"], event["settlement_id"]) for event in history["events"]) == sorted(
         [("payment", a["settlement_id"]), ("reversal", a["settlement_id"]),
