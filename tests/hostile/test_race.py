@@ -138,9 +138,17 @@ async def _records(
         return list(await asyncio.gather(*(history(api, headers, one.code) for one in rounds)))
 
     def complete(seen: list[Any]) -> bool:
-        return all(h is not None and len(h["events"]) + len(h["flags"]) >= 3 for h in seen)
+        # each racer shows as a payment, a flag or both (a paid duplicate is both): counting
+        # entries took a round whose refused gate was not recorded yet for a whole one
+        return all(h is not None and set(one.racers) <= _settlements(h)
+                   for one, h in zip(rounds, seen, strict=True))
 
     return await eventually(probe, complete, timeout_s=30)
+
+
+def _settlements(seen: Json) -> set[str]:
+    """The settlements a code's history names, in its events or its flags."""
+    return {item["settlement_id"] for item in [*seen["events"], *seen["flags"]]}
 
 
 # --- the interleaving, deterministically -------------------------------------------------------
