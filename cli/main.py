@@ -3,17 +3,30 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
-from service.kit.logs import configure_logging
+
+def _exit_while_starting(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+if sys.argv[1:2] == ["consume"]:
+    # Stopped while it is still starting (importing, connecting: a second or so), a consumer
+    # has nothing to finish, so SIGTERM then is a clean exit, not death by the signal; its
+    # event loop's handler (finish the batch, then leave) takes over once it runs. Set before
+    # anything else is imported: this command's imports take a second.
+    signal.signal(signal.SIGTERM, _exit_while_starting)
+
+import argparse  # noqa: E402 - after the handler, on purpose
+import os  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+from service.kit.logs import configure_logging  # noqa: E402
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -22,11 +35,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv)[:1] == ["consume"]:
-        # Stopped while it is still starting (importing, connecting: a second or so), a
-        # consumer has nothing to finish, so SIGTERM then is a clean exit, not death by the
-        # signal; its event loop's handler (finish the batch, then leave) takes over once it
-        # runs. Set before the parser, whose operator commands take half a second to import.
+    if argv is not None and argv[:1] == ["consume"]:  # called, not run: as above
         signal.signal(signal.SIGTERM, _exit_while_starting)
     parser = _parser()
     args = parser.parse_args(argv)
@@ -167,10 +176,6 @@ def _consume(args: argparse.Namespace) -> int:
         return _check_consumer(settings)
     settings.require_secrets(CONSUMER_SECRETS)
     return run_consumer(settings)
-
-
-def _exit_while_starting(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
 
 
 def _check_consumer(settings: Settings) -> int:

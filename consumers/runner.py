@@ -322,8 +322,8 @@ async def _finish_until_done(
     try:
         return await finish(prepared, ports)
     except Exception:  # noqa: BLE001 - the consumer must outlive any one failure
-        log.warning("batch of %d failed while written; doing it again",
-                    len(prepared.records), exc_info=True)
+        # worded as `_until_done` words its retries: one phrase for operators to search
+        log.exception("batch of %d failed; retrying it whole", len(prepared.records))
     report = await process_until_done(ports, list(prepared.records), stop, still_ours)
     return None if report is None else replace(report, as_decided=False)
 
