@@ -59,6 +59,23 @@ def tracegate_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _await_sigterm_caught(child: ChildProcess, timeout_s: float = 5.0) -> None:
+    """Until the child catches SIGTERM (its `SigCgt` in /proc): before that the interpreter
+    itself is still starting (~50 ms, no code of ours has run), and a stop there is death by
+    the signal. A scenario that restarts a consumer and, its work already done, stops it at
+    once must stop a process that has started."""
+    deadline = time.monotonic() + timeout_s
+    while child.alive() and time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{child.pid}/status").read_text()
+        except OSError:
+            return
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        if int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.01)
+
+
 class ConsumerProcess:
     """One `tracegate consume` child. `kill()` is kill -9; `start()` again is the restart."""
 
@@ -77,6 +94,7 @@ class ConsumerProcess:
             env=self._env, cwd=PROJECT_ROOT, grace_seconds=20.0,
         )
         self.starts += 1
+        _await_sigterm_caught(self._child)
 
     def alive(self) -> bool:
         return self._child is not None and self._child.alive()
