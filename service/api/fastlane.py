@@ -1,6 +1,6 @@
 """The hot routes' lane: POST /v1/settlements, its reversal and /v1/codes/verify, called
-straight from the ASGI entry instead of through FastAPI's router, dependency solving and the
-middleware stack beneath this one. Measured, that machinery cost the gate more CPU than
+straight from the app's entry (service/api/app.py), ahead of FastAPI's middleware stack, its
+router and its dependency solving. Measured, that machinery cost the gate more CPU than
 deciding the settlement. The endpoint functions are the routes' own (service/api/routes), so
 the app behaves the same by either way in; an error is rendered by the handler the app has
 for it (service/api/errors.py), as FastAPI would. Everything else, and a body that does not

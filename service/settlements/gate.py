@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -311,7 +311,7 @@ async def _decide_and_claim(
     decided = recording.decided(
         Candidate(settlement, institution, Source.GATE, digest, ref, utcnow()), decision,
         settled_at)
-    attempt = uuid.uuid4().hex
+    attempt = os.urandom(16).hex()  # as unique as a uuid4's hex, without building one
     first = FirstPayment(settlement.settlement_id, settlement.institution_id, settled_at)
     entry = _entry(settlement, decided, attempt, ports.settings.gate_publish_timeout_s)
     outcome = await ports.store.claim(
