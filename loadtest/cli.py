@@ -82,7 +82,7 @@ def _single(command: str, plan: Plan) -> dict[str, Any]:
     runs: dict[str, Callable[[Stack, Workload], Any]] = {
         "stream": lambda s, w: suite.stream_section(s, w, plan),
         "gate": lambda s, w: suite.gate_section(s, w, plan),
-        "memory": lambda s, w: suite.store_sections(s, w, plan)["memory"],
+        "memory": lambda s, w: suite.memory_section(s, plan),
         "rebuild": lambda s, w: suite.rebuild_section(s, w, plan),
         "baselines": lambda s, w: suite.baselines_section(s, w, plan),
     }

@@ -12,10 +12,11 @@ gate's own (API, Redis, PostgreSQL, Kafka: not the generator). A 503 OVERLOADED 
 in-flight limit) is a shed, counted apart from errors (any other non-200, a reset, a
 timeout).
 
-Then the same load, all fresh settlements, against the gate's floor
-(loadtest/baselines/gate_floor.py: the same uvicorn, Redis and Kafka doing only what no gate
-can skip) at the rates the targets name, and its verify: what a call costs this stack before
-any code of tracegate's runs, measured in the same run."""
+By turns with the gate's runs at the rates the targets name (right after each), the same
+load, all fresh settlements, against the gate's floor (loadtest/baselines/gate_floor.py: the
+same uvicorn, Redis and Kafka doing only what no gate can skip), and its verify after the
+gate's: what a call costs this stack before any code of tracegate's runs, measured in the
+same minutes."""
 
 from __future__ import annotations
 
@@ -88,9 +89,11 @@ class _Api:
 def run_gate(
     stack: Stack, institutions: Sequence[Institution], rates: Sequence[int], seconds: float,
     run: str, *, mix: Mix | None = None, verify_rate: int | None = VERIFY_RATE,
+    with_floor: bool = False,
 ) -> dict[str, Any]:
     """The gate section: `rates` (one row a rate), `verify` (unless verify_rate is None),
-    `correct` (every answer of every run was right) and the plan's `mix`."""
+    `correct` (every answer of every run was right) and the plan's `mix`; `with_floor`, and
+    `floor` (run_floor's section), its runs made by turns with the gate's (`Floor`)."""
     mix = mix or Mix()
     asyncio.run(_reset(stack, run))
     ids = ",".join(i.institution_id for i in institutions if i.go_live_override is None)
@@ -99,6 +102,7 @@ def run_gate(
                     TRACEGATE_API_WORKERS=str(API_WORKERS))
     try:
         target = _serve(stack, f"{run}-api", ["-m", "cli.main", "api"], env, port, ids)
+        floor = Floor(stack, seconds, run) if with_floor else None
         url = target.url
         mixed = ("--reuse", str(mix.reuse), "--replay", str(mix.replay))
         # Warm-up: connections, caches; checked like the others, and its codes paid too.
@@ -110,11 +114,17 @@ def run_gate(
             rows.append(_rate_result(rate, raw))
             paid += raw["paid"]
             _wait_idle(url)  # a backlog left by one rate must not be charged to the next
+            if floor is not None and rate in FLOOR_RATES:
+                floor.at(rate)
         section: dict[str, Any] = {"rates": rows, "mix": asdict(mix)}
         if verify_rate is not None:
             section["verify"] = _verify(target, f"{run}v", verify_rate, seconds, paid)
+            if floor is not None:
+                floor.verify(verify_rate)
         checked += [*rows, *([section["verify"]] if "verify" in section else [])]
         section["correct"] = all(row["correct"] for row in checked)
+        if floor is not None:
+            section["floor"] = floor.section
         return section
     finally:
         stack.stop_children()
@@ -123,32 +133,52 @@ def run_gate(
 def run_floor(
     stack: Stack, rates: Sequence[int], seconds: float, run: str, verify_rate: int | None
 ) -> dict[str, Any]:
-    """The stack's own cost of a call, with none of tracegate's code: the floor app on the
-    same uvicorn, Redis and Kafka, at the target rates (or the first rate given), all calls
-    fresh, answers checked for their status only. `rates`: one row a rate; `verify`. On a
-    single Redis only: its script's keys are not in one slot."""
-    port = api_port()
-    env = {"FLOOR_REDIS_URL": stack.redis_url, "FLOOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-           "FLOOR_TOPIC": f"lt.{run}.settlements", "FLOOR_LINGER_MS": str(FLOOR_LINGER_MS)}
-    argv = ["-m", "uvicorn", "loadtest.baselines.gate_floor:floor_app", "--factory",
-            "--workers", str(API_WORKERS), "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning"]
+    """The floor on its own, at the target rates (or the first rate given): `rates`, one
+    row a rate; `verify`."""
     try:
-        target = _serve(stack, f"{run}-floor", argv, env, port, "floor")
-        target.load(f"{run}fw", _FLOOR_SERIES, 200, 1.0, *_UNCHECKED)
-        rows = []
-        for n, rate in enumerate([r for r in rates if r in FLOOR_RATES] or rates[:1]):
-            rows.append(_rate_result(rate, target.load(
-                f"{run}f{rate}", _FLOOR_SERIES + 1 + n, rate, seconds, *_UNCHECKED)))
-            _wait_idle(target.url)  # as between the gate's rates
-        section: dict[str, Any] = {"rates": rows}
+        floor = Floor(stack, seconds, run)
+        for rate in [r for r in rates if r in FLOOR_RATES] or rates[:1]:
+            floor.at(rate)
         if verify_rate is not None:
-            section["verify"] = _rate_result(verify_rate, target.load(
-                f"{run}fv", _VERIFY_SERIES, verify_rate, seconds, "--verify",
-                str(_floor_codes(stack, run)), *_UNCHECKED))
-        return section
+            floor.verify(verify_rate)
+        return floor.section
     finally:
         stack.stop_children()
+
+
+class Floor:
+    """The stack's own cost of a call, with none of tracegate's code: the floor app on the
+    same uvicorn, Redis and Kafka, all calls fresh, answers checked for their status only.
+    On a single Redis only: its script's keys are not in one slot. Open beside the gate's
+    API, it runs each rate right after the gate's: this machine's speed drifts (by 40 %
+    between two full runs), so a floor measured minutes later was a floor of another
+    machine. The idle API beside costs the servers ~1 ms of CPU a second."""
+
+    def __init__(self, stack: Stack, seconds: float, run: str) -> None:
+        port = api_port()
+        env = {"FLOOR_REDIS_URL": stack.redis_url,
+               "FLOOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+               "FLOOR_TOPIC": f"lt.{run}.settlements", "FLOOR_LINGER_MS": str(FLOOR_LINGER_MS)}
+        argv = ["-m", "uvicorn", "loadtest.baselines.gate_floor:floor_app", "--factory",
+                "--workers", str(API_WORKERS), "--host", "127.0.0.1", "--port", str(port),
+                "--no-access-log", "--log-level", "warning"]
+        self.stack, self.seconds, self.run = stack, seconds, run
+        self.target = _serve(stack, f"{run}-floor", argv, env, port, "floor")
+        self.target.load(f"{run}fw", _FLOOR_SERIES, 200, 1.0, *_UNCHECKED)
+        self.section: dict[str, Any] = {"rates": []}
+
+    def at(self, rate: int) -> None:
+        rows = self.section["rates"]
+        rows.append(_rate_result(rate, self.target.load(
+            f"{self.run}f{rate}", _FLOOR_SERIES + 1 + len(rows), rate, self.seconds,
+            *_UNCHECKED)))
+        _wait_idle(self.target.url)  # as between the gate's rates
+
+    def verify(self, rate: int) -> None:
+        """About codes its first rate claimed (and codes never sold)."""
+        self.section["verify"] = _rate_result(rate, self.target.load(
+            f"{self.run}fv", _VERIFY_SERIES, rate, self.seconds, "--verify",
+            str(_floor_codes(self.stack, self.run)), *_UNCHECKED))
 
 
 def _serve(

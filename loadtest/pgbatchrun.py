@@ -8,6 +8,7 @@ with tracegate's and its runs leave tracegate's record alone."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -25,10 +26,14 @@ DATABASE = "tracegate_baseline"
 
 
 def run_postgres_batched(stack: Stack, workload: Workload, repeats: int) -> dict[str, Any]:
+    run = batched_runner(stack, workload)
+    return summary([run(n) for n in range(repeats)])
+
+
+def batched_runner(stack: Stack, workload: Workload) -> Callable[[int], StreamRun]:
+    """Run n of baseline (d), on its own database (made ready here, once)."""
     own = own_database(stack, workload)
-    runs = [run_stream(own, workload, 1, 0.0, f"pgb{n}", command=COMMAND)
-            for n in range(repeats)]
-    return summary(runs)
+    return lambda n: run_stream(own, workload, 1, 0.0, f"pgb{n}", command=COMMAND)
 
 
 def own_database(stack: Stack, workload: Workload) -> Stack:

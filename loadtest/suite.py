@@ -18,9 +18,9 @@ from tqdm import tqdm
 from loadtest import report
 from loadtest.baselines.simple import run_postgres_only, run_redis_key_per_code, sample
 from loadtest.ceiling import run_ceiling
-from loadtest.gate import API_WORKERS, RATES, VERIFY_RATE, run_floor, run_gate
+from loadtest.gate import API_WORKERS, RATES, run_gate
 from loadtest.memory import run_memory
-from loadtest.pgbatchrun import run_postgres_batched
+from loadtest.pgbatchrun import batched_runner, summary
 from loadtest.profile import summarise
 from loadtest.quixrun import run_quix
 from loadtest.rebuild import run_rebuild
@@ -33,6 +33,7 @@ from service.kit import event_loop
 from service.kit.garbage_collection import tune_for_throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PROFILE = RESULTS / "consumer-profile.raw"  # py-spy of the first one-consumer run
 LATENCY_RATE = 20_000.0  # codes/s, the issue's fixed rate for the flag-latency target
 
 
@@ -56,10 +57,9 @@ class Plan:
 
 
 def gate_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
-    """The gate at every rate, then its floor at the target rates (`floor`)."""
-    gate = run_gate(stack, workload.institutions, RATES, plan.gate_seconds, "gate")
-    gate["floor"] = run_floor(stack, RATES, plan.gate_seconds, "gate", VERIFY_RATE)
-    return gate
+    """The gate at every rate, its floor (`floor`) by turns with it at the target rates."""
+    return run_gate(stack, workload.institutions, RATES, plan.gate_seconds, "gate",
+                    with_floor=True)
 
 
 def run_all(plan: Plan, quick: bool) -> dict[str, Any]:
@@ -71,8 +71,9 @@ def run_all(plan: Plan, quick: bool) -> dict[str, Any]:
         # The gate first, on servers the stream section has not filled (~550,000 events kept
         # in Tansu's memory): the gate alone is measured, as its docstring says.
         gate = gate_section(stack, workload, plan)
-        results = {"stream": stream_section(stack, workload, plan), "gate": gate}
-        results.update(store_sections(stack, workload, plan))
+        one, beside = one_consumer_by_turns(stack, workload, plan, PROFILE)
+        results = {"stream": stream_section(stack, workload, plan, one), "gate": gate}
+        results.update(store_sections(stack, workload, plan, beside))
     finally:
         stack.close()
     return {**results, "meta": meta(plan, quick, workload, time.monotonic() - began)}
@@ -99,11 +100,13 @@ def run_cluster(plan: Plan, quick: bool, primaries: int) -> dict[str, Any]:
 
 
 def stream_section(
-    stack: Stack, workload: Workload, plan: Plan,
-    profile: Path | None = RESULTS / "consumer-profile.raw",
+    stack: Stack, workload: Workload, plan: Plan, one: list[StreamRun] | None = None,
+    profile: Path | None = PROFILE,
 ) -> dict[str, Any]:
-    one = _repeat(plan.repeats, "stream, 1 consumer", lambda n: run_stream(
-        stack, workload, 1, 0.0, f"s1r{n}", profile if n == 0 else None))
+    """`one`: the one-consumer runs made already (by turns with the baselines), if any."""
+    if one is None:
+        one = _repeat(plan.repeats, "stream, 1 consumer", lambda n: _one_consumer(
+            stack, workload, n, profile))
     two = _repeat(plan.repeats, "stream, 2 consumers",
                   lambda n: run_stream(stack, workload, 2, 0.0, f"s2r{n}"))
     paced = _repeat(plan.repeats, "stream, 20,000 codes/s",
@@ -142,17 +145,54 @@ def stream_section(
     }
 
 
+def one_consumer_by_turns(
+    stack: Stack, workload: Workload, plan: Plan, profile: Path | None = None
+) -> tuple[list[StreamRun], dict[str, Any]]:
+    """tracegate's one consumer and the stream baselines its ratios are taken against, by
+    turns: tracegate, (d), Quix; tracegate, (d), Quix with its changelog; tracegate, (d)...
+    This machine's speed drifts, by up to 40 % between full runs and within one, so a ratio
+    over runs made minutes apart measured the drift as much as the designs. Returns the
+    one-consumer runs (the first profiled into `profile`) and the baselines' rows."""
+    batched = batched_runner(stack, workload)
+    quix_rows = list(QUIX_ROWS)
+    one: list[StreamRun] = []
+    pgb: list[StreamRun] = []
+    quix: dict[str, Any] = {}
+    for n in tqdm(range(plan.repeats), desc="stream, 1 consumer, by turns with (d) and (c)",
+                  unit="turn"):
+        one.append(_one_consumer(stack, workload, n, profile))
+        pgb.append(batched(n))
+        if quix_rows:
+            name, changelog = quix_rows.pop(0)
+            quix[name] = run_quix(stack, workload, changelog)
+    quix.update({name: run_quix(stack, workload, changelog) for name, changelog in quix_rows})
+    return one, {**quix, "postgres_batched": summary(pgb)}
+
+
+def _one_consumer(stack: Stack, workload: Workload, n: int, profile: Path | None) -> StreamRun:
+    """Run n of tracegate's one consumer; the first is profiled."""
+    return run_stream(stack, workload, 1, 0.0, f"s1r{n}", profile if n == 0 else None)
+
+
 def _repeat(times: int, what: str, run: Callable[[int], StreamRun]) -> list[StreamRun]:
     return [run(n) for n in tqdm(range(times), desc=what, unit="run")]
 
 
-def store_sections(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
-    memory = _with_bar("memory (codes written)", plan.memory_codes,
-                       lambda bar: run_memory(stack.redis_url, plan.memory_codes, bar))
+def store_sections(
+    stack: Stack, workload: Workload, plan: Plan, beside: dict[str, Any]
+) -> dict[str, Any]:
+    """Memory, the rebuild, the baselines (with `beside`, those run by turns with the
+    stream) and the ceiling."""
+    memory = memory_section(stack, plan)
     return {"memory": memory, "rebuild": rebuild_section(stack, workload, plan),
-            "baselines": baselines(stack, workload, plan),
+            "baselines": {**per_code_baselines(stack, workload, plan), **beside},
             "ceiling": {**run_ceiling(stack.redis_url, 200_000),
                         "lua_server_codes_per_s": memory.get("lua_server_codes_per_s")}}
+
+
+def memory_section(stack: Stack, plan: Plan) -> dict[str, Any]:
+    return _with_bar("memory (codes written)", plan.memory_codes,
+                     lambda bar: run_memory(stack.redis_url, plan.memory_codes, bar))
 
 
 def rebuild_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
@@ -167,8 +207,9 @@ def _with_bar(desc: str, total: int, run: Callable[[Callable[[int], None]], dict
         return run(bar.update)
 
 
-def baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
-    """(a)-(c) and Quix with its changelog on, then (d) on the stream's whole workload."""
+def per_code_baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
+    """(a) and (b), on a sample of the workload's codes (the stream's baselines, (c) and
+    (d), run by turns with tracegate: `one_consumer_by_turns`)."""
     codes = sample(workload, plan.baseline_codes)
     redis_runs = [_with_bar(f"baseline a: redis key/code #{n}", len(codes.sold),
                             lambda bar: run_redis_key_per_code(stack.redis_url, codes, bar))
@@ -176,9 +217,7 @@ def baselines(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
     pg_runs = [_with_bar(f"baseline b: postgres only #{n}", len(codes.sold),
                          lambda bar: run_postgres_only(stack.dsn, codes, bar))
                for n in range(plan.repeats)]
-    quix = {name: run_quix(stack, workload, changelog) for name, changelog in QUIX_ROWS}
-    return {"redis_key_per_code": _median_of(redis_runs), "postgres_only": _median_of(pg_runs),
-            **quix, "postgres_batched": run_postgres_batched(stack, workload, plan.repeats)}
+    return {"redis_key_per_code": _median_of(redis_runs), "postgres_only": _median_of(pg_runs)}
 
 
 QUIX_ROWS = (("quixstreams", False), ("quixstreams_changelog", True))
@@ -187,13 +226,13 @@ QUIX_ROWS = (("quixstreams", False), ("quixstreams_changelog", True))
 def baselines_section(stack: Stack, workload: Workload, plan: Plan) -> dict[str, Any]:
     """`tracegate loadtest baselines`: the baselines and, for their ratios in the same run,
     tracegate's stream with one consumer (median of plan.repeats runs)."""
-    one = _repeat(plan.repeats, "stream, 1 consumer",
-                  lambda n: run_stream(stack, workload, 1, 0.0, f"b1r{n}"))
+    one, beside = one_consumer_by_turns(stack, workload, plan)
     figures = [run.to_json() for run in one]
     stream = {"codes_per_s": round(median([run.codes_per_s for run in one])),
               "cpu_us_per_code": median_by_role([f["cpu_us_per_code"] for f in figures]),
               "correct": all(run.correct for run in one), "runs": figures}
-    section = {"stream": stream, "baselines": baselines(stack, workload, plan)}
+    section = {"stream": stream,
+               "baselines": {**per_code_baselines(stack, workload, plan), **beside}}
     return {**section, "ratios_vs_baselines": report.ratios({**section, "ceiling": {}})}
 
 
@@ -219,7 +258,10 @@ def meta(plan: Plan, quick: bool, workload: Workload, seconds: float) -> dict[st
             "gate calls: 3 codes a settlement (one whole-pack line), ~2 % re-using a code "
             "paid earlier in the run, ~1 % replays; verify: 3 codes a call, paid or never "
             "sold; a shed is a 503 OVERLOADED (the API's in-flight limit), apart from errors",
-            f"medians over {plan.repeats} runs",
+            f"medians over {plan.repeats} runs; tracegate's one consumer runs by turns with "
+            "the stream baselines (c) and (d), so each ratio is taken over the same minutes",
+            "the gate's load generator fires with its garbage collector off (its pauses "
+            "would count as the gate's latency)",
         ],
     }
 
