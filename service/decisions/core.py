@@ -30,6 +30,7 @@ from service.decisions.schemas import (
     Source,
 )
 from service.flags.schemas import FlagDraft, FlagKind
+from service.kit.clock import epoch_seconds
 from service.policy.schemas import PolicyConfig
 from service.policy.service import exemption_accepted
 from service.settings import DuplicatePolicy
@@ -62,7 +63,7 @@ class DecisionContext(msgspec.Struct, frozen=True, gc=False):
 
     def __post_init__(self) -> None:
         if self.paid_at < 0:
-            msgspec.structs.force_setattr(self, "paid_at", int(self.settled_at.timestamp()))
+            msgspec.structs.force_setattr(self, "paid_at", epoch_seconds(self.settled_at))
 
 
 def decide(settlement: Settlement, ctx: DecisionContext) -> Decision:
@@ -73,11 +74,17 @@ def decide(settlement: Settlement, ctx: DecisionContext) -> Decision:
     return decision
 
 
-def canonical_codes(settlement: Settlement) -> list[str]:
+def canonical_codes(settlement: Settlement, into: list[str] | None = None) -> list[str]:
     """The valid codes of a settlement, canonical, in order (what the first-seen set is read
-    for before deciding it)."""
-    parsed = (parse_trace_code(text) for line in settlement.lines for text in line.trace_codes)
-    return [code.canonical for code in parsed if isinstance(code, ParsedTraceCode)]
+    for before deciding it), appended to `into` if given. Loops, not generators: this runs
+    for every code of every batch, and a generator's frames cost more than the parse."""
+    codes = [] if into is None else into
+    for line in settlement.lines:
+        for text in line.trace_codes:
+            code = parse_trace_code(text)
+            if isinstance(code, ParsedTraceCode):
+                codes.append(code.canonical)
+    return codes
 
 
 class _LineWork(msgspec.Struct, gc=False):

@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, FirstPayment
 from service.firstseen import _packing as packing
 from service.firstseen.encoding import Layout, decode_state, encode_state, paid_day
+from service.kit.clock import epoch_seconds
 from service.kit.errors import Unavailable
 from service.kit.redis_client import LuaScript, RedisClient, run_script
 from service.kit.redis_pipe import RedisPipe
@@ -91,7 +92,7 @@ class HotSetRebuilding(Unavailable):
 
 def encode_detail(first: FirstPayment) -> bytes:
     return msgspec.json.encode(
-        (first.settlement_id, first.institution_id, int(first.paid_at.timestamp())))
+        (first.settlement_id, first.institution_id, epoch_seconds(first.paid_at)))
 
 
 def release_mark(token: int) -> bytes:
@@ -175,10 +176,19 @@ class FirstSeenStore:
     # --- reading ---------------------------------------------------------------------------
 
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
+        """Every code's Seen (`Seen(None, None)`: never paid)."""
         unique = list(dict.fromkeys(codes))
+        return {**dict.fromkeys(unique, _UNPAID), **await self._read_paid(unique)}
+
+    async def read_paid(self, codes: Iterable[str]) -> dict[str, Seen]:
+        """The Seen of the codes the set holds (a code absent was never paid): a batch's
+        reads, nearly all of fresh codes, need not hold an entry for each."""
+        return await self._read_paid(list(dict.fromkeys(codes)))
+
+    async def _read_paid(self, unique: list[str]) -> dict[str, Seen]:
         calls = self._pack_codes(unique)
         replies = await self._run(READ_SCRIPT, [self._script_call(c) for c in calls])
-        return _seen_codes(unique, calls, replies)
+        return _paid_codes(unique, calls, replies)
 
     async def read_for_gate(self, codes: Sequence[str], keys: Sequence[str]) -> GateRead:
         """The settlement's codes and the values of `keys` (its recent answer and the like):
@@ -194,7 +204,8 @@ class FirstSeenStore:
         for _ in keys:
             value, at = _u32_prefixed(reply, at)
             values.append(value)
-        return GateRead(values, _seen_codes(unique, calls, [reply[at:]]))
+        seen = {**dict.fromkeys(unique, _UNPAID), **_paid_codes(unique, calls, [reply[at:]])}
+        return GateRead(values, seen)
 
     def _pack_codes(self, codes: Sequence[str]) -> list[_Call]:
         """One call on a single server, packed by compiled code; on a cluster, a call per
@@ -409,9 +420,9 @@ def _u32_prefixed(reply: bytes, at: int) -> tuple[bytes | None, int]:
 _PRESENT = struct.Struct(">IH")  # a paid code's position in its call, its value's length
 
 
-def _seen_codes(codes: list[str], calls: list[_Call], replies: list[Any]) -> dict[str, Seen]:
-    """One Seen per code, from each call's reply, which lists only the paid codes."""
-    seen = dict.fromkeys(codes, _UNPAID)
+def _paid_codes(codes: list[str], calls: list[_Call], replies: list[Any]) -> dict[str, Seen]:
+    """The Seen of each paid code, from each call's reply (which lists only those)."""
+    seen: dict[str, Seen] = {}
     for call, reply in zip(calls, replies, strict=True):
         at, end, origins = 0, len(reply), call.origins
         while at < end:

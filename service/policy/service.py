@@ -34,13 +34,10 @@ def parse_settled_at(text: str) -> dt.datetime:
     )
 
 
-_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-_LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
-
-
 def _plausible(text: str, moment: dt.datetime) -> dt.datetime:
     # Year 1 or 9999 is a typo, and one the record could not even store across time zones.
-    if not _EARLIEST <= moment < _LATEST:
+    # The year as written: comparing aware datetimes of two zones costs ~1 us, a settlement.
+    if not 2000 <= moment.year <= 2099:
         raise SettledAtError(f"settled_at {text!r} is outside 2000-2099")
     return moment
 

@@ -12,6 +12,7 @@ import msgspec
 from service.claims.schemas import ClaimEffect, Effect
 from service.claims.service import owner_token
 from service.institutions.schemas import InstitutionRef
+from service.kit.clock import epoch_seconds
 from service.records.repository import ClaimOwner
 from service.records.schemas import SettlementView
 from service.settlements.events import (
@@ -51,7 +52,7 @@ def _settled(
     record: Incoming, event: SettlementEvent, recorded: Recorded, out: Healing
 ) -> None:
     view = recorded.views[event.settlement_id]
-    paid_at = int(view.settled_at.timestamp())
+    paid_at = epoch_seconds(view.settled_at)
     if event.from_gate and event.effects is not None:
         if bytes.fromhex(event.effects.body_hash) != view.body_hash:
             _conflicting_gate(record, event, view, out)

@@ -13,6 +13,7 @@ from service.claims.service import owner_token
 from service.decisions.schemas import Answer, Decision, Settlement, Source
 from service.flags.service import build_flag
 from service.institutions.schemas import InstitutionRef
+from service.kit.clock import epoch_seconds
 from service.kit.keyed_hash import keyed_hex
 from service.records.schemas import ClaimRow, PaidCode, RecordedLine, SettlementRecord
 from service.settlements.events import GateEffects, SettlementEvent
@@ -109,7 +110,7 @@ def from_gate(event: SettlementEvent) -> SettlementRecord:
 
 def claim_effects(record: SettlementRecord, institution_no: int) -> list[ClaimEffect]:
     """The record's claims as effects on the first-seen set (what the gate made there)."""
-    paid_at = int(record.settled_at.timestamp())
+    paid_at = epoch_seconds(record.settled_at)
     return [
         ClaimEffect(Effect.SELL_UNITS if claim.units else Effect.CLAIM, claim.code,
                     owner_token(record.settlement_id, claim.line_no), institution_no, paid_at,

@@ -227,10 +227,16 @@ async def _healed_apart(prepared: Prepared, ports: StreamPorts) -> bool:
 
 
 def _ahead(batch: _Batch, outcome: BatchOutcome, known: Known) -> Ahead:
-    changed = {effect.canonical for effect in outcome.effects}
-    return Ahead({code: known.states.get(code) for code in changed},
-                 {code: known.details[code] for code in changed if code in known.details},
-                 known.targets, batch.names)
+    states, details = known.states, known.details
+    changed: dict[str, CodeState | None] = {}
+    paid: dict[str, FirstPayment] = {}
+    for effect in outcome.effects:  # one pass: a code a batch changes, of every code it has
+        code = effect.canonical
+        if code not in changed:
+            changed[code] = states.get(code)
+            if code in details:
+                paid[code] = details[code]
+    return Ahead(changed, paid, known.targets, batch.names)
 
 
 def _codes(event: SettlementEvent) -> int:
@@ -350,11 +356,11 @@ async def _decided(
     with its state as read."""
     targets = await _targets(connection, fresh, after)
     codes = _batch_codes(fresh, targets)
-    seen = await ports.store.read(codes)
+    seen = await ports.store.read_paid(codes)
     states = {code: s.state for code, s in seen.items() if s.state is not None}
     details = {code: s.pending for code, s in seen.items() if s.pending is not None}
     if after is not None:
-        _lay_over(states, details, after)
+        _lay_over(states, details, after, codes)
     details.update(await record.first_payments(
         connection, [code for code in states if code not in details]))
     read = {code: states.get(code) for code in codes} if keep_read else {}
@@ -370,15 +376,23 @@ async def _decided(
 
 
 def _lay_over(
-    states: dict[str, CodeState], details: dict[str, FirstPayment], after: Ahead
+    states: dict[str, CodeState], details: dict[str, FirstPayment], after: Ahead,
+    codes: list[str],
 ) -> None:
-    """The batch before's decisions over what Redis had (it may or may not hold them yet)."""
-    for code, state in after.states.items():
+    """The batch before's decisions over what Redis had (it may or may not hold them yet),
+    for the codes this batch reads: looked up, rather than every code the batch before
+    changed inserted (almost none of them are read again)."""
+    changed, paid = after.states, after.details
+    for code in codes:
+        if code not in changed:
+            continue
+        state = changed[code]
         if state is None:
             states.pop(code, None)
         else:
             states[code] = state
-    details.update(after.details)
+        if code in paid:
+            details[code] = paid[code]
 
 
 async def _targets(
@@ -410,7 +424,7 @@ def _batch_codes(events: Events, targets: dict[str, Target]) -> list[str]:
     codes: list[str] = []
     for _, event in events:
         if isinstance(event, SettlementEvent):
-            codes += canonical_codes(event)
+            canonical_codes(event, codes)
     codes += [p.canonical for target in targets.values() for p in target.payments]
     return codes
 

@@ -93,7 +93,7 @@ def _after_ahead(original: Callable[..., Awaitable[Any]]) -> Callable[..., Await
 
 # Where each point is: (owner, attribute, how the crash wraps it).
 _AT: dict[str, tuple[Any, str, Callable[[Any], Any]]] = {
-    "read": (FirstSeenStore, "read", _after),
+    "read": (FirstSeenStore, "read_paid", _after),
     AHEAD: (runner, "prepare", _after_ahead),
     "write": (stream, "_write", _after),
     "commit": (stream, "_apply", _before),

@@ -166,7 +166,7 @@ async def test_a_gate_claim_between_a_batch_read_and_its_commit_loses_to_the_rec
     gate_sale = f.settlement(gated, [f.line(1, [x])])
     answers: list[Json] = []
     async with StreamPorts.open(settings) as ports:
-        read = ports.store.read
+        read = ports.store.read_paid
 
         async def read_then_gate(codes: Iterable[str]) -> dict[str, Seen]:
             seen = await read(codes)
@@ -174,7 +174,7 @@ async def test_a_gate_claim_between_a_batch_read_and_its_commit_loses_to_the_rec
             answers.append(response.json())
             return seen
 
-        ports.store.read = read_then_gate  # type: ignore[method-assign]
+        ports.store.read_paid = read_then_gate  # type: ignore[method-assign]
         await stream.process([f.stream_record(settings.topic_settlements, sale)], ports)
     assert answers[0]["decision"] == "pay"  # the gate could not know yet
     seen = await eventually(lambda: history(api, admin_headers, x),
