@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -82,7 +82,7 @@ class _Service(FastAPI):
     together more CPU a settlement than the lane's routing). The lane renders every error
     with the app's handlers, as those layers would."""
 
-    entry: list[Middleware] = []  # outermost first
+    entry: Sequence[Middleware] = ()  # outermost first
 
     def build_middleware_stack(self) -> ASGIApp:
         app = super().build_middleware_stack()

@@ -21,14 +21,16 @@ def local_midnight(day: dt.date) -> dt.datetime:
 
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SECOND = dt.timedelta(seconds=1)
-_EPOCHS: dict[dt.tzinfo, dt.datetime] = {}  # the Unix epoch in each fixed-offset zone met
+# The Unix epoch in each fixed-offset zone met (zones equal by offset share an entry, so it
+# holds at most the offsets in use).
+_EPOCHS: dict[dt.tzinfo, dt.datetime] = {}
 
 
 def epoch_seconds(moment: dt.datetime) -> int:
     """`int(moment.timestamp())` of an aware moment. In a fixed-offset zone (what settlement
     times are read as) it is taken from the epoch expressed in that zone, a difference
-    within one zone being a plain one: ~4 times cheaper than `timestamp()`, which works out
-    both moments' offsets (~0.9 us measured; this runs for every settlement)."""
+    within one zone being a plain one: about half the cost of `timestamp()`, which works out
+    both moments' offsets (0.9 us measured; this runs for every settlement)."""
     zone = moment.tzinfo
     if type(zone) is not dt.timezone:
         return int(moment.timestamp())

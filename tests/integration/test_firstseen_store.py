@@ -98,6 +98,7 @@ async def test_a_claim_lands_whole_or_not_at_all_and_keeps_the_first_payment(
     outcome = await store.claim(stale, {})
     assert outcome.failed == frozenset({1})  # a is held now
     assert await store.read([a, b]) == {a: Seen(new, first), b: Seen(None, None)}
+    assert await store.read_paid([b, a, b]) == {a: Seen(new, first)}  # the paid ones only
 
 
 async def test_a_claim_with_a_recent_answer_is_refused_when_one_exists(
