@@ -114,7 +114,7 @@ def run_gate(
             rows.append(_rate_result(rate, raw))
             paid += raw["paid"]
             _wait_idle(url)  # a backlog left by one rate must not be charged to the next
-            if floor is not None and rate in FLOOR_RATES:
+            if floor is not None and rate in floor_rates(rates):
                 floor.at(rate)
         section: dict[str, Any] = {"rates": rows, "mix": asdict(mix)}
         if verify_rate is not None:
@@ -137,13 +137,18 @@ def run_floor(
     row a rate; `verify`."""
     try:
         floor = Floor(stack, seconds, run)
-        for rate in [r for r in rates if r in FLOOR_RATES] or rates[:1]:
+        for rate in floor_rates(rates):
             floor.at(rate)
         if verify_rate is not None:
             floor.verify(verify_rate)
         return floor.section
     finally:
         stack.stop_children()
+
+
+def floor_rates(rates: Sequence[int]) -> list[int]:
+    """The rates the floor is measured at: those the targets name, or the first one run."""
+    return [rate for rate in rates if rate in FLOOR_RATES] or list(rates[:1])
 
 
 class Floor:

@@ -154,7 +154,6 @@ def one_consumer_by_turns(
     over runs made minutes apart measured the drift as much as the designs. Returns the
     one-consumer runs (the first profiled into `profile`) and the baselines' rows."""
     batched = batched_runner(stack, workload)
-    quix_rows = list(QUIX_ROWS)
     one: list[StreamRun] = []
     pgb: list[StreamRun] = []
     quix: dict[str, Any] = {}
@@ -162,10 +161,10 @@ def one_consumer_by_turns(
                   unit="turn"):
         one.append(_one_consumer(stack, workload, n, profile))
         pgb.append(batched(n))
-        if quix_rows:
-            name, changelog = quix_rows.pop(0)
+        for name, changelog in QUIX_ROWS[n:n + 1]:  # a Quix row a turn, while there are any
             quix[name] = run_quix(stack, workload, changelog)
-    quix.update({name: run_quix(stack, workload, changelog) for name, changelog in quix_rows})
+    for name, changelog in QUIX_ROWS[plan.repeats:]:  # those a short plan had no turn for
+        quix[name] = run_quix(stack, workload, changelog)
     return one, {**quix, "postgres_batched": summary(pgb)}
 
 

@@ -178,7 +178,7 @@ class FirstSeenStore:
     async def read(self, codes: Iterable[str]) -> dict[str, Seen]:
         """Every code's Seen (`Seen(None, None)`: never paid)."""
         unique = list(dict.fromkeys(codes))
-        return {**dict.fromkeys(unique, _UNPAID), **await self._read_paid(unique)}
+        return _with_unpaid(unique, await self._read_paid(unique))
 
     async def read_paid(self, codes: Iterable[str]) -> dict[str, Seen]:
         """The Seen of the codes the set holds (a code absent was never paid): a batch's
@@ -204,8 +204,7 @@ class FirstSeenStore:
         for _ in keys:
             value, at = _u32_prefixed(reply, at)
             values.append(value)
-        seen = {**dict.fromkeys(unique, _UNPAID), **_paid_codes(unique, calls, [reply[at:]])}
-        return GateRead(values, seen)
+        return GateRead(values, _with_unpaid(unique, _paid_codes(unique, calls, [reply[at:]])))
 
     def _pack_codes(self, codes: Sequence[str]) -> list[_Call]:
         """One call on a single server, packed by compiled code; on a cluster, a call per
@@ -418,6 +417,11 @@ def _u32_prefixed(reply: bytes, at: int) -> tuple[bytes | None, int]:
 
 
 _PRESENT = struct.Struct(">IH")  # a paid code's position in its call, its value's length
+
+
+def _with_unpaid(codes: list[str], paid: dict[str, Seen]) -> dict[str, Seen]:
+    """Every code's Seen, in the order asked: the paid ones', the rest never paid."""
+    return {**dict.fromkeys(codes, _UNPAID), **paid}
 
 
 def _paid_codes(codes: list[str], calls: list[_Call], replies: list[Any]) -> dict[str, Seen]:

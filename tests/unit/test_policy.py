@@ -117,3 +117,20 @@ def test_nanosecond_fraction_is_accepted() -> None:
 def test_unreadable_settled_at_is_refused(text: str) -> None:
     with pytest.raises(SettledAtError):
         parse_settled_at(text)
+
+
+@pytest.mark.parametrize("text", [
+    "2000-01-01 00:00:00", "2099-12-31 23:59:59", "2000-01-01T00:00:00+14:00",
+    "2099-12-31T23:00:00-05:00",  # 2100 in UTC: its year as written is what is judged
+])
+def test_settled_at_years_2000_to_2099_as_written_are_plausible(text: str) -> None:
+    assert 2000 <= parse_settled_at(text).year <= 2099
+
+
+@pytest.mark.parametrize("text", [
+    "1999-12-31 23:59:59", "2100-01-01 00:00:00", "1999-12-31T23:00:00-05:00",
+    "0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-10:00",
+])
+def test_settled_at_outside_2000_to_2099_as_written_is_refused_in_words(text: str) -> None:
+    with pytest.raises(SettledAtError, match="outside 2000-2099"):
+        parse_settled_at(text)
