@@ -35,6 +35,9 @@ class TtlCache(Generic[K, V]):
 
     async def get_or_load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """`load` raises for a key that does not exist (nothing is cached then)."""
+        hit, now = self._entries.get(key), time.monotonic()
+        if hit is not None and hit[0] > now and not self._due(hit[0], now):
+            return hit[1]  # nearly every call (an API key's): no list, no closure
 
         async def one(keys: list[K]) -> dict[K, V]:
             return {key: await load()}
