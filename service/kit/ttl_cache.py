@@ -31,7 +31,7 @@ class TtlCache(Generic[K, V]):
         self._refresh_after_s = refresh_after_s
         self._entries: dict[K, tuple[float, V]] = {}  # key -> (expires at, value)
         self._loading: dict[K, asyncio.Task[dict[K, V]]] = {}  # shared loads, by key
-        self._generation = 0  # moved by clear(): a load begun before stores nothing
+        self._generation = 0  # moved by clear(): an unshared load begun before stores nothing
 
     async def get_or_load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """`load` raises for a key that does not exist (nothing is cached then)."""
@@ -71,7 +71,11 @@ class TtlCache(Generic[K, V]):
 
     async def _loaded(self, keys: list[K], load: Load[K, V]) -> dict[K, V]:
         if self._refresh_after_s is None:  # loads not shared: the caller's own
-            return await self._load(keys, load, self._generation)
+            generation = self._generation
+            loaded = await load(keys)
+            if generation == self._generation:
+                self._store_all(loaded)
+            return loaded
         waits = {self._loading[key] for key in keys if key in self._loading}
         rest = [key for key in keys if key not in self._loading]
         if rest:
@@ -82,29 +86,31 @@ class TtlCache(Generic[K, V]):
         return {key: found[key] for key in keys if key in found}
 
     def _start(self, keys: list[K], load: Load[K, V]) -> asyncio.Task[dict[K, V]]:
-        task = asyncio.ensure_future(self._load(keys, load, self._generation))
+        task = asyncio.ensure_future(load(keys))
         for key in keys:
             self._loading[key] = task
         task.add_done_callback(lambda done: self._finished(keys, done))
         return task
 
     def _finished(self, keys: list[K], task: asyncio.Task[dict[K, V]]) -> None:
-        for key in keys:
-            if self._loading.get(key) is task:
-                del self._loading[key]
-        if not task.cancelled():
-            # A background reload that failed leaves the entry to expire as it would have
-            # (a revoked key's refusal reaches its callers within the TTL, as documented);
-            # its error is taken here so that asyncio does not report it as lost.
-            task.exception()
+        """Keeps what the load brought for the keys it still loads for: a key forgotten
+        (a revoked API key) or cleared (a version moved) while it ran is not kept."""
+        ours = [key for key in keys if self._loading.get(key) is task]
+        for key in ours:
+            del self._loading[key]
+        if task.cancelled():
+            return
+        if task.exception() is None:
+            loaded = task.result()
+            self._store_all({key: loaded[key] for key in ours if key in loaded})
+        # A background reload that failed leaves the entry to expire as it would have (a
+        # revoked key's refusal reaches its callers within the TTL, as documented); its error
+        # was taken above, so that asyncio does not report it as lost.
 
-    async def _load(self, keys: list[K], load: Load[K, V], generation: int) -> dict[K, V]:
-        loaded = await load(keys)
-        if generation == self._generation:
-            now = time.monotonic()
-            for key, value in loaded.items():
-                self._store(key, value, now)
-        return loaded
+    def _store_all(self, loaded: dict[K, V]) -> None:
+        now = time.monotonic()
+        for key, value in loaded.items():
+            self._store(key, value, now)
 
     def _store(self, key: K, value: V, now: float) -> None:
         if len(self._entries) >= self._max_entries:
@@ -118,7 +124,7 @@ class TtlCache(Generic[K, V]):
 
     def forget(self, key: K) -> None:
         self._entries.pop(key, None)
-        self._loading.pop(key, None)  # a load under way stores its value still
+        self._loading.pop(key, None)  # a shared load under way keeps nothing for it
 
     def clear(self) -> None:
         """Every entry, and what loads under way would have stored."""

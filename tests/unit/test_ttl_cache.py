@@ -140,3 +140,18 @@ def _value(value: int) -> Callable[[], Awaitable[int]]:
 
 async def _refused() -> int:
     raise LookupError("unknown or revoked API key")
+
+
+async def test_a_key_forgotten_while_it_reloads_is_not_kept() -> None:
+    """An API key revoked in this process while its background reload was reading it: the
+    reload's answer predates the revocation, so it is not cached."""
+    cache: TtlCache[str, int] = TtlCache(60.0, refresh_after_s=0.0)
+    source = _Gated({"k": 1})
+    source.gate.set()
+    await cache.get_many_or_load(["k"], source.load)
+    source.gate.clear()
+    assert await cache.get_many_or_load(["k"], source.load) == {"k": 1}  # reload under way
+    cache.forget("k")
+    source.gate.set()
+    await asyncio.sleep(0.01)
+    assert cache.peek("k") is None
