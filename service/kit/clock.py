@@ -4,6 +4,7 @@ local time."""
 from __future__ import annotations
 
 import datetime as dt
+from functools import cache
 
 # China has kept UTC+08:00 without daylight saving since 1991, so a fixed offset is exact for
 # every date this service handles and needs no tz database on the host.
@@ -21,9 +22,6 @@ def local_midnight(day: dt.date) -> dt.datetime:
 
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SECOND = dt.timedelta(seconds=1)
-# The Unix epoch in each fixed-offset zone met (zones equal by offset share an entry, so it
-# holds at most the offsets in use).
-_EPOCHS: dict[dt.tzinfo, dt.datetime] = {}
 
 
 def epoch_seconds(moment: dt.datetime) -> int:
@@ -34,8 +32,11 @@ def epoch_seconds(moment: dt.datetime) -> int:
     zone = moment.tzinfo
     if type(zone) is not dt.timezone:
         return int(moment.timestamp())
-    epoch = _EPOCHS.get(zone)
-    if epoch is None:
-        epoch = _EPOCHS[zone] = _UNIX_EPOCH.astimezone(zone)
-    return (moment - epoch) // _SECOND
+    return (moment - _epoch_in(zone)) // _SECOND
+
+
+@cache  # zones equal by offset share an entry: it holds at most the offsets in use
+def _epoch_in(zone: dt.timezone) -> dt.datetime:
+    """The Unix epoch, expressed in a fixed-offset zone."""
+    return _UNIX_EPOCH.astimezone(zone)
 
