@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -195,8 +195,14 @@ async def prepare(
 async def finish(prepared: Prepared, ports: StreamPorts) -> BatchReport:
     """Steps 5-7: the record, then Redis, then the topics."""
     as_decided = True
-    if prepared.old and not await _healed_apart(prepared, ports):
-        prepared, as_decided = await prepare(prepared.records, ports), False
+    if prepared.old:
+        stands, moved = await _healed_apart(prepared, ports)
+        # Redis moved under the heal (a crash between a commit and Redis): the batch decided
+        # ahead of this one read it before, so it is decided again (`as_decided`), and so is
+        # this one if its own decisions read a code the heal changed.
+        as_decided = not moved
+        if not stands:
+            prepared = await prepare(prepared.records, ports)
     batch, outcome = prepared.batch, prepared.outcome
     async with ports.pool.acquire() as connection, connection.transaction():
         as_decided &= await _write(connection, batch, outcome)
@@ -211,19 +217,19 @@ async def finish(prepared: Prepared, ports: StreamPorts) -> BatchReport:
     return BatchReport(codes, batch.flags, dead, as_decided)
 
 
-async def _healed_apart(prepared: Prepared, ports: StreamPorts) -> bool:
-    """Heal a batch decided ahead's old events, the batch before finished now. False if the
-    heal changed a code its decisions read (Redis was behind the record there: a crash
-    between a commit and Redis), so they must be made again."""
+async def _healed_apart(prepared: Prepared, ports: StreamPorts) -> tuple[bool, bool]:
+    """Heal a batch decided ahead's old events, the batch before finished now: (its
+    decisions stand, the heal moved Redis). They do not stand if the heal changed a code
+    they read (Redis was behind the record there: a crash between a commit and Redis)."""
     async with ports.pool.acquire() as connection:
-        effects = await _heal(connection, ports, prepared.batch, prepared.old)
+        healed = await _heal(connection, ports, prepared.batch, prepared.old)
     read = prepared.read
     after: dict[str, CodeState | None] = {}
-    for effect in effects:
+    for effect in healed.effects:
         code = effect.canonical
         if code in read:
             after[code] = apply_effect(after.get(code, read[code]), effect)
-    return all(state == read[code] for code, state in after.items())
+    return all(state == read[code] for code, state in after.items()), healed.moved
 
 
 def _ahead(batch: _Batch, outcome: BatchOutcome, known: Known) -> Ahead:
@@ -323,11 +329,16 @@ async def _split_old(
     return old, fresh
 
 
+class _Healed(NamedTuple):
+    effects: list[ClaimEffect]  # applied to Redis again
+    moved: bool  # any of them changed it: Redis was behind the record
+
+
 async def _heal(
     connection: asyncpg.Connection, ports: StreamPorts, batch: _Batch, old: Events
-) -> list[ClaimEffect]:
+) -> _Healed:
     """Events the record holds: their effects on Redis applied again, and their flags that
-    never reached the topic queued again. Returns those effects."""
+    never reached the topic queued again."""
     ids = {e.settlement_id for _, e in old}
     views = await record.settlement_views(connection, list(ids))
     codes = [p.canonical for view, _ in views.values() for p in view.payments()]
@@ -338,11 +349,27 @@ async def _heal(
     healing = heal(old, recorded)
     log.info("healing %d redelivered events the record holds (%d effects)", len(old),
              len(healing.effects))
+    moved = await _moves(ports, healing.effects)
     await _apply(ports, healing.effects, healing.forget)
     batch.dead += healing.dead
     batch.flags += await record.unpublished_flags(connection, [
         e.settlement_id for _, e in old if isinstance(e, SettlementEvent)])
-    return healing.effects
+    return _Healed(healing.effects, moved)
+
+
+async def _moves(ports: StreamPorts, effects: list[ClaimEffect]) -> bool:
+    """Would these effects change Redis? Read once before they are applied (a heal is
+    rare: a redelivery after a crash or a rebalance)."""
+    if not effects:
+        return False
+    seen = await ports.store.read_paid([effect.canonical for effect in effects])
+    states = {code: s.state for code, s in seen.items()}
+    for effect in effects:
+        before = states.get(effect.canonical)
+        after = states[effect.canonical] = apply_effect(before, effect)
+        if after is not before:  # apply_effect returns the state itself when it is a no-op
+            return True
+    return False
 
 
 # --- 3. and 4. reading and deciding ---------------------------------------------------------

@@ -364,6 +364,45 @@ async def test_a_batch_decided_ahead_on_a_redis_behind_the_record_is_decided_aga
         (d["settlement_id"], b["settlement_id"])]
 
 
+async def test_a_batch_decided_ahead_of_one_whose_heal_moves_redis_is_decided_again(
+    api: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings,
+) -> None:
+    """Redis lost a claim the record holds (a crash between a commit and Redis), and the
+    consumer came back with the claiming settlement's copy in one batch and a re-sale of its
+    code in the next, decided ahead of the first's finish. The heal changes a code only the
+    next batch read, so that batch is decided again (as the consumer's loop does when the
+    one before is not as decided) and the re-sale is rejected, the duplicate the record says
+    it is: one payment of the code, not a second one the arbiter could only call duplicate."""
+    inst = await f.register(api, admin_headers)
+    y, other = f.cn20(), f.cn20()
+    b, d = (f.settlement(inst, [f.line(1, [y])]) for _ in range(2))
+    c = f.settlement(inst, [f.line(1, [other])])
+    topic = settings.topic_settlements
+    async with StreamPorts.open(settings) as ports:
+        await stream.process([f.stream_record(topic, b)], ports)
+        await ports.store.apply([ClaimEffect(Effect.RELEASE, y, owner_token(
+            b["settlement_id"], 1), 0, 0, 0, 0)], [])
+        nothing_before = stream.Ahead({}, {}, {}, set())
+        copy = await stream.prepare([f.stream_record(topic, body) for body in (b, c)], ports,
+                                    nothing_before)
+        resale = await stream.prepare([f.stream_record(topic, d)], ports, copy.ahead)
+        assert [r.outcome for r in resale.outcome.settlements] == ["pay"]  # Redis behind
+        assert not (await stream.finish(copy, ports)).as_decided
+        await stream.finish(await stream.prepare([f.stream_record(topic, d)], ports), ports)
+    payments = await f.record_rows(
+        settings.asyncpg_dsn,
+        "SELECT settlement_id, duplicate FROM code_events WHERE code = $1 AND type = 'payment'",
+        y)
+    assert [(r["settlement_id"], r["duplicate"]) for r in payments] == [
+        (b["settlement_id"], False)]
+    flags = await f.record_rows(
+        settings.asyncpg_dsn,
+        "SELECT settlement_id, first_payment->>'settlement_id' AS first FROM flags "
+        "WHERE institution_id = $1", inst)
+    assert [(r["settlement_id"], r["first"]) for r in flags] == [
+        (d["settlement_id"], b["settlement_id"])]
+
+
 async def _published(settings: Settings, settlement_id: str) -> list[bool]:
     rows = await f.record_rows(settings.asyncpg_dsn,
                                "SELECT published FROM flags WHERE settlement_id = $1",
