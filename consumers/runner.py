@@ -2,8 +2,12 @@
 each batch to the settlement's stream path (service/settlements/stream.py) and commits.
 
 Offset discipline (as Quix Streams keeps it): auto-commit is off; a batch's offsets are
-committed only after it is finished (its record committed to PostgreSQL, its effects in
-Redis, its flags acknowledged by Kafka), in the order the batches came. While one batch is
+stored only after it is finished (its record committed to PostgreSQL, its effects in
+Redis, its flags acknowledged by Kafka), in the order the batches came, and what is stored
+is committed at checkpoints: once TRACEGATE_CONSUMER_COMMIT_INTERVAL_MS has passed since the
+last commit, whenever a poll finds nothing new, on a rebalance and on stopping. A commit a
+batch cost Tansu and the consumer more than a small batch's flags did, and it sat between
+one batch and the next. While one batch is
 finished, the next is fetched and decided on what it decided (stream.py's `prepare` with its
 `Ahead`); that batch is written only once the one before it is finished, and decided again
 first if that one did not go as decided. A crash anywhere before that redelivers the batch,
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 import uuid
@@ -86,10 +91,23 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
 class _Offsets(ConsumerRebalanceListener):  # type: ignore[misc]
     """Finished work not yet committed, and which partitions a rebalance took away."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, announce: _Presence) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, announce: _Presence, interval_s: float = 0.0
+    ) -> None:
         self.consumer = consumer
         self.announce = announce
+        self.interval_s = interval_s
         self.done: Offsets = {}
+        self._committed_at = -math.inf  # time.monotonic() of the last commit
+
+    def store(self, finished: Offsets) -> None:
+        """A finished batch's offsets, committed at the next checkpoint."""
+        self.done.update(finished)
+
+    async def checkpoint(self) -> None:
+        """Commit what is finished if the last commit is `interval_s` old."""
+        if time.monotonic() - self._committed_at >= self.interval_s:
+            await self.commit()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         await self.commit()
@@ -104,6 +122,7 @@ class _Offsets(ConsumerRebalanceListener):  # type: ignore[misc]
         done, self.done = self.done, {}
         if not done:
             return
+        self._committed_at = time.monotonic()
         try:
             await self.consumer.commit(done)
         except (CommitFailedError, KafkaError) as exc:
@@ -143,7 +162,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
                 asyncio.create_task(PartitionKeeper(
                     settings, metrics.partition_months_ahead).run(stop))]
         consumer = build_consumer(settings)
-        offsets = _Offsets(consumer, announce)
+        offsets = _Offsets(consumer, announce, settings.consumer_commit_interval_ms / 1000)
         consumer.subscribe([settings.topic_settlements], listener=offsets)
         try:
             if await _started(consumer, stop):
@@ -194,7 +213,8 @@ async def _loop(
     metrics: ConsumerMetrics, stop: asyncio.Event,
 ) -> None:
     """Two batches in flight at most: one finishing, the next decided on what it decided.
-    Offsets are committed in order, each batch's once it is finished."""
+    Offsets are stored in order, each batch's once it is finished, and committed at
+    checkpoints: a poll that finds nothing (the consumer has caught up) and the end are."""
     heartbeat = Heartbeat(ports.settings.consumer_heartbeat_file)  # the healthcheck's file
     finishing: _Finishing | None = None
     while not stop.is_set():
@@ -202,11 +222,13 @@ async def _loop(
         fetched = await _fetch(consumer, ports.settings)
         if not fetched:
             await _settle(finishing, consumer, offsets, metrics)
+            await offsets.commit()
             finishing = None
             continue
         finishing = await _next(finishing, fetched, consumer, offsets, ports, metrics, stop)
         await sample_lag(metrics, consumer)
     await _settle(finishing, consumer, offsets, metrics)
+    await offsets.commit()
 
 
 async def _fetch(consumer: AIOKafkaConsumer, settings: Settings) -> Fetched:
@@ -259,14 +281,14 @@ async def _settle(
     finishing: _Finishing | None, consumer: AIOKafkaConsumer, offsets: _Offsets,
     metrics: ConsumerMetrics,
 ) -> BatchReport | None:
-    """Wait for the finishing batch and commit its offsets; its report, None if it was given
-    up (or there was none)."""
+    """Wait for the finishing batch, store its offsets and commit if a checkpoint is due; its
+    report, None if it was given up (or there was none)."""
     if finishing is None:
         return None
     report = await finishing.task
     if report is not None:
-        offsets.done.update(_next_offsets(finishing.fetched, consumer.assignment()))
-        await offsets.commit()
+        offsets.store(_next_offsets(finishing.fetched, consumer.assignment()))
+        await offsets.checkpoint()
         observe_batch(metrics, time.perf_counter() - finishing.started, report)
     return report
 

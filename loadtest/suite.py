@@ -287,7 +287,8 @@ def _settings() -> dict[str, Any]:
     from service.settings import Settings
 
     settings = Settings()
-    keep = ("consumer_max_batch", "consumer_fetch_max_wait_ms", "api_max_in_flight",
+    keep = ("consumer_max_batch", "consumer_fetch_max_wait_ms", "consumer_commit_interval_ms",
+            "api_max_in_flight",
             "api_shed_above_ms",
             "gate_linger_ms",
             "settlements_partitions", "hotset_bucket_bits", "hotset_slot_groups",

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # not consumers are up: 0, not asked, by default.
     ready_consumers: int = Field(default=0, ge=0)
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=500)
+    # Finished batches' offsets are committed at most this often (and whenever the consumer
+    # has caught up, on a rebalance, on stopping); 0 commits after every batch. A crash
+    # redelivers what finished since the last commit, which the record already holds (healed,
+    # not decided again). At 20,000 codes/s two consumers finished ~100 small batches a second.
+    consumer_commit_interval_ms: int = Field(default=1000, ge=0)
     # Each consumer process serves its own Prometheus /metrics here; port 0 picks a free port
     # (logged at start, and listed in a dev stack's stack.json).
     consumer_metrics_host: str = "127.0.0.1"

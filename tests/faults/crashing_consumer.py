@@ -10,7 +10,7 @@ The points, in a batch's order (service/settlements/stream.py, consumers/runner.
   commit   the record committed, Redis not yet told
   apply    Redis told, the flags not yet published
   publish  the flags published, not yet marked published in the record
-  offsets  the batch done, its offsets not committed
+  offsets  the batch done, its offsets stored for the next checkpoint, not committed
 From the second batch on, the next batch is being decided while one is at write ... offsets.
 """
 
@@ -64,16 +64,16 @@ def _before(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[
     return call
 
 
-def _before_finished_work(
-    original: Callable[[runner._Offsets], Awaitable[None]],
-) -> Callable[[runner._Offsets], Awaitable[None]]:
-    """Offsets are committed on a rebalance too, with nothing finished yet: not that one."""
+def _after_stored(
+    original: Callable[[runner._Offsets, runner.Offsets], None],
+) -> Callable[[runner._Offsets, runner.Offsets], None]:
+    """A finished batch's offsets stored: a commit, if one is due, comes next (and at most
+    every commit interval: the point is each batch, not each commit)."""
 
     @functools.wraps(original)
-    async def call(offsets: runner._Offsets) -> None:
-        if offsets.done:
-            _die()
-        await original(offsets)
+    def call(offsets: runner._Offsets, finished: runner.Offsets) -> None:
+        original(offsets, finished)
+        _die()
 
     return call
 
@@ -99,7 +99,7 @@ _AT: dict[str, tuple[Any, str, Callable[[Any], Any]]] = {
     "commit": (stream, "_apply", _before),
     "apply": (stream, "_publish", _before),
     "publish": (repository, "mark_published", _before),
-    "offsets": (runner._Offsets, "commit", _before_finished_work),
+    "offsets": (runner._Offsets, "store", _after_stored),
 }
 
 

@@ -150,3 +150,45 @@ async def test_a_batch_decided_ahead_of_one_given_up_is_dropped_with_it(
     assert started is None
     assert group.committed == []  # the batch before's offsets stay, so this one's do too
     assert fake.finished == []
+
+
+# --- checkpoints: finished work is stored after every batch, committed now and then ---------
+
+
+async def test_finished_offsets_are_committed_at_checkpoints_not_after_every_batch() -> None:
+    group = _Group()
+    offsets = runner._Offsets(group, _Silent(), interval_s=3600.0)  # type: ignore[arg-type]
+    offsets.store({_PARTITION: 11})
+    await offsets.checkpoint()
+    assert group.committed == [{_PARTITION: 11}]  # nothing committed before: due at once
+    for offset in (12, 13):
+        offsets.store({_PARTITION: offset})
+        await offsets.checkpoint()
+    assert group.committed == [{_PARTITION: 11}]  # within the interval: stored, not sent
+    await offsets.on_partitions_revoked([_PARTITION])  # a rebalance is a checkpoint
+    assert group.committed == [{_PARTITION: 11}, {_PARTITION: 13}]
+
+
+async def test_a_poll_that_finds_nothing_commits_what_is_stored() -> None:
+    """A consumer that has caught up commits at once, so the group's lag reads zero and a
+    restart redelivers nothing, whatever the interval."""
+    stop = asyncio.Event()
+
+    class Idle(_Group):
+        polls = 0
+
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, Any]:
+            self.polls += 1
+            if self.polls == 3:
+                stop.set()
+            return {}
+
+    group = Idle()
+    offsets = runner._Offsets(group, _Silent(), interval_s=3600.0)  # type: ignore[arg-type]
+    offsets.store({_PARTITION: 11})
+    await offsets.checkpoint()
+    offsets.store({_PARTITION: 12})
+    ports: Any = SimpleNamespace(settings=SimpleNamespace(
+        consumer_heartbeat_file=None, consumer_fetch_max_wait_ms=1, consumer_max_batch=10))
+    await runner._loop(group, offsets, ports, ConsumerMetrics(), stop)
+    assert group.committed == [{_PARTITION: 11}, {_PARTITION: 12}]
