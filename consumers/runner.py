@@ -88,15 +88,21 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
+async def _nothing_pending() -> None:
+    return None
+
+
 class _Offsets(ConsumerRebalanceListener):  # type: ignore[misc]
     """Finished work not yet committed, and which partitions a rebalance took away."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, announce: _Presence, interval_s: float = 0.0
+        self, consumer: AIOKafkaConsumer, announce: _Presence, interval_s: float = 0.0,
+        finished: Callable[[], Awaitable[None]] = _nothing_pending,
     ) -> None:
         self.consumer = consumer
         self.announce = announce
         self.interval_s = interval_s
+        self.finished = finished  # what finished batches still do (their flags' marks)
         self.done: Offsets = {}
         self._committed_at = -math.inf  # time.monotonic() of the last commit
 
@@ -119,9 +125,14 @@ class _Offsets(ConsumerRebalanceListener):  # type: ignore[misc]
     async def commit(self) -> None:
         """Commit what is finished; a commit the group refuses (a rebalance took the
         partitions) never ends the process: their new owner redelivers that work."""
-        done, self.done = self.done, {}
-        if not done:
+        if not self.done:
             return
+        try:
+            await self.finished()
+        except Exception:  # noqa: BLE001 - uncommitted: the batches are redelivered
+            log.warning("finished batches not marked done; their offsets stay", exc_info=True)
+            return
+        done, self.done = self.done, {}
         self._committed_at = time.monotonic()
         try:
             await self.consumer.commit(done)
@@ -162,7 +173,8 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
                 asyncio.create_task(PartitionKeeper(
                     settings, metrics.partition_months_ahead).run(stop))]
         consumer = build_consumer(settings)
-        offsets = _Offsets(consumer, announce, settings.consumer_commit_interval_ms / 1000)
+        offsets = _Offsets(consumer, announce, settings.consumer_commit_interval_ms / 1000,
+                           ports.flag_marks.done)
         consumer.subscribe([settings.topic_settlements], listener=offsets)
         try:
             if await _started(consumer, stop):

@@ -192,3 +192,22 @@ async def test_a_poll_that_finds_nothing_commits_what_is_stored() -> None:
         consumer_heartbeat_file=None, consumer_fetch_max_wait_ms=1, consumer_max_batch=10))
     await runner._loop(group, offsets, ports, ConsumerMetrics(), stop)
     assert group.committed == [{_PARTITION: 11}, {_PARTITION: 12}]
+
+
+async def test_offsets_wait_for_what_finished_batches_still_do_and_stay_if_it_fails() -> None:
+    """A finished batch's flags are marked published while the next batch runs: its offsets
+    are committed only once that is done, so a crash before it redelivers the batch."""
+    outcomes: list[Exception | None] = [ConnectionError("PostgreSQL restarting"), None]
+
+    async def marks() -> None:
+        failure = outcomes.pop(0)
+        if failure is not None:
+            raise failure
+
+    group = _Group()
+    offsets = runner._Offsets(group, _Silent(), finished=marks)  # type: ignore[arg-type]
+    offsets.store({_PARTITION: 11})
+    await offsets.checkpoint()
+    assert group.committed == []  # the marks failed: the offsets stay
+    await offsets.checkpoint()
+    assert group.committed == [{_PARTITION: 11}]
