@@ -5,9 +5,9 @@ Offset discipline (as Quix Streams keeps it): auto-commit is off; a batch's offs
 stored only after it is finished (its record committed to PostgreSQL, its effects in
 Redis, its flags acknowledged by Kafka), in the order the batches came, and what is stored
 is committed at checkpoints: once TRACEGATE_CONSUMER_COMMIT_INTERVAL_MS has passed since the
-last commit, whenever a poll finds nothing new, on a rebalance and on stopping. A commit a
-batch cost Tansu and the consumer more than a small batch's flags did, and it sat between
-one batch and the next. While one batch is
+last commit, whenever a poll finds nothing new, on a rebalance and on stopping (a commit
+after every batch was a broker round trip between one batch and the next), and never before
+the batch's flags are marked published in the record. While one batch is
 finished, the next is fetched and decided on what it decided (stream.py's `prepare` with its
 `Ahead`); that batch is written only once the one before it is finished, and decided again
 first if that one did not go as decided. A crash anywhere before that redelivers the batch,

@@ -11,7 +11,8 @@
 6. after the commit, apply the batch's effects to Redis (idempotent, one call per node);
 7. publish the new flags and the dead letters; mark the flags published (while the next
    batch is fetched and decided: `FlagMarks`).
-The runner commits the batch's offsets only after `finish` returns.
+The runner stores the batch's offsets once `finish` returns and commits them at a
+checkpoint, after its flags' marks are made.
 
 Redis changes only after the commit, so a crash at any point leaves Redis at or behind what
 the record says, never ahead of it: a redelivered batch is decided against the state its own
@@ -32,9 +33,10 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -84,6 +86,9 @@ _SLICE = 250
 Events = list[tuple[Incoming, TopicEvent]]
 
 
+_Mark = Callable[[], Coroutine[Any, Any, None]]
+
+
 class FlagMarks:
     """The flags of the batch finished last, being marked published in the record while the
     next batch is fetched and decided, instead of between one batch and the next (2-4 ms a
@@ -93,25 +98,25 @@ class FlagMarks:
     flags are published again (the same ids) and marked then."""
 
     def __init__(self) -> None:
-        self._marking: asyncio.Task[None] | None = None
-        self._again: Callable[[], asyncio.Task[None]] | None = None
+        # How to make the marks, and the task making them; None once they are made.
+        self._pending: tuple[_Mark, asyncio.Task[None]] | None = None
 
     def start(self, pool: asyncpg.Pool, flags: Sequence[FlagRecord]) -> None:
-        ids = [flag.flag_id for flag in flags]
-        self._again = lambda: asyncio.create_task(record.mark_published(pool, ids))
-        self._marking = self._again()
+        mark = partial(record.mark_published, pool, [flag.flag_id for flag in flags])
+        self._pending = (mark, asyncio.create_task(mark()))
 
     async def done(self) -> None:
         """Once the last marks are made; if they failed, that error, and they are made
-        again by the next call (the record may be back by then)."""
-        if self._marking is None or self._again is None:
+        again meanwhile, for the next call (the record may be back by then)."""
+        if self._pending is None:
             return
+        mark, marking = self._pending
         try:
-            await self._marking
+            await marking
         except Exception:
-            self._marking = self._again()
+            self._pending = (mark, asyncio.create_task(mark()))
             raise
-        self._marking = self._again = None
+        self._pending = None
 
 
 @dataclass
