@@ -55,6 +55,9 @@ def tracegate_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEGATE_")}
     env.update({f"TRACEGATE_{name}": value for name, value in values.items()})
     env["PYTHONUNBUFFERED"] = "1"
+    # A process that dies of a signal of its own (SIGSEGV in an extension) leaves the Python
+    # stacks of every thread in its log: seen once, a consumer stopping on SIGTERM (exit -11).
+    env["PYTHONFAULTHANDLER"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     return env
 
