@@ -88,16 +88,12 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def _nothing_pending() -> None:
-    return None
-
-
 class _Offsets(ConsumerRebalanceListener):  # type: ignore[misc]
     """Finished work not yet committed, and which partitions a rebalance took away."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, announce: _Presence, interval_s: float = 0.0,
-        finished: Callable[[], Awaitable[None]] = _nothing_pending,
+        self, consumer: AIOKafkaConsumer, announce: _Presence,
+        finished: Callable[[], Awaitable[None]], interval_s: float = 0.0,
     ) -> None:
         self.consumer = consumer
         self.announce = announce
@@ -173,8 +169,8 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
                 asyncio.create_task(PartitionKeeper(
                     settings, metrics.partition_months_ahead).run(stop))]
         consumer = build_consumer(settings)
-        offsets = _Offsets(consumer, announce, settings.consumer_commit_interval_ms / 1000,
-                           ports.flag_marks.done)
+        offsets = _Offsets(consumer, announce, finished=ports.flag_marks.done,
+                           interval_s=settings.consumer_commit_interval_ms / 1000)
         consumer.subscribe([settings.topic_settlements], listener=offsets)
         try:
             if await _started(consumer, stop):

@@ -35,9 +35,13 @@ class _Silent:
         return None
 
 
+async def _nothing_pending() -> None:
+    """No finished batch still marking its flags."""
+
+
 async def test_a_revoke_commits_finished_work_and_a_refused_commit_is_survived() -> None:
     consumer = _RefusingConsumer()
-    offsets = runner._Offsets(consumer, _Silent())  # type: ignore[arg-type]
+    offsets = runner._Offsets(consumer, _Silent(), _nothing_pending)  # type: ignore[arg-type]
     done = {TopicPartition("t", 0): 42}
     offsets.done.update(done)
     await offsets.on_partitions_revoked(list(done))
@@ -114,7 +118,7 @@ async def _next(monkeypatch: Any, report: BatchReport | None) -> tuple[
     fake, group = _Stream(), _Group()
     monkeypatch.setattr(runner, "prepare", fake.prepare)
     monkeypatch.setattr(runner, "finish", fake.finish)
-    offsets = runner._Offsets(group, _Silent())  # type: ignore[arg-type]
+    offsets = runner._Offsets(group, _Silent(), _nothing_pending)  # type: ignore[arg-type]
     before = await _finishing(report, 10)
     consumer: Any = group
     ports: Any = None  # the fakes take none
@@ -157,7 +161,7 @@ async def test_a_batch_decided_ahead_of_one_given_up_is_dropped_with_it(
 
 async def test_finished_offsets_are_committed_at_checkpoints_not_after_every_batch() -> None:
     group = _Group()
-    offsets = runner._Offsets(group, _Silent(), interval_s=3600.0)  # type: ignore[arg-type]
+    offsets = runner._Offsets(group, _Silent(), _nothing_pending, interval_s=3600.0)  # type: ignore[arg-type]
     offsets.store({_PARTITION: 11})
     await offsets.checkpoint()
     assert group.committed == [{_PARTITION: 11}]  # nothing committed before: due at once
@@ -184,7 +188,7 @@ async def test_a_poll_that_finds_nothing_commits_what_is_stored() -> None:
             return {}
 
     group = Idle()
-    offsets = runner._Offsets(group, _Silent(), interval_s=3600.0)  # type: ignore[arg-type]
+    offsets = runner._Offsets(group, _Silent(), _nothing_pending, interval_s=3600.0)  # type: ignore[arg-type]
     offsets.store({_PARTITION: 11})
     await offsets.checkpoint()
     offsets.store({_PARTITION: 12})
