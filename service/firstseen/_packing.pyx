@@ -23,6 +23,8 @@ cdef enum:
     CODE_ENTRY = 12  # >HI6s: the group's slot in the call, bucket, field
     EFFECT_ENTRY = 27  # >BHI6sIIHHH: kind, slot, bucket, field, token, institution, day, units, size
     FORGET = 5
+    WHOLE_STATE = 10  # >IIH: owner, institution, day
+    SPLIT_HEAD = 14  # >IIHHH: and units_used, pack_size; then each split owner (u32)
     EPOCH = 1577836800  # 2020-01-01T00:00:00Z: paid days count from it
     DAY = 86400
 
@@ -152,6 +154,73 @@ def pack_effects(effects, forget, uint32_t bucket_bits, uint32_t slot_groups):
             _address(&k, code, groups)
             memcpy(k.out + k.at + CODE_ENTRY, b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 14)
             k.at += CODE_ENTRY + 14
+        return groups, PyBytes_FromStringAndSize(<char*>k.out, k.at)
+    finally:
+        _end(&k)
+
+
+cdef inline uint32_t _u16(object value, str name) except? 0xFFFFFFFF:
+    cdef long long number = value
+    if number < 0 or number > 0xFFFF:
+        raise OverflowError(f"{name} {number} does not fit 16 bits")
+    return <uint32_t>number
+
+
+cdef Py_ssize_t _state_size(object state) except -1:
+    """The bytes `_state` writes for a state: encode_state's, after its u16 length."""
+    if state is None:
+        return 2
+    if state.units_used is None or state.pack_size is None:
+        return 2 + WHOLE_STATE
+    return 2 + SPLIT_HEAD + 4 * len(state.split_owners)
+
+
+cdef int _state(Packer* k, object state, Py_ssize_t size) except -1:
+    """A CodeState as encoding.encode_state packs it (None: empty), u16-length-prefixed."""
+    cdef uint8_t* p = k.out + k.at
+    _put16(p, <uint32_t>(size - 2))
+    if state is None:
+        k.at += 2
+        return 0
+    _put32(p + 2, _u32(state.owner, "owner"))
+    _put32(p + 6, _u32(state.institution_no, "institution_no"))
+    _put16(p + 10, _paid_day(state.paid_at))
+    if size > 2 + WHOLE_STATE:
+        _put16(p + 12, _u16(state.units_used, "units_used"))
+        _put16(p + 14, _u16(state.pack_size, "pack_size"))
+        p += 2 + SPLIT_HEAD
+        for token in state.split_owners:
+            _put32(p, _u32(token, "split owner"))
+            p += 4
+    k.at += size
+    return 0
+
+
+def pack_changes(changes, details, uint32_t bucket_bits, uint32_t slot_groups):
+    """(groups in order of first use, the packed changes) for one claim call: each change's
+    address, then its expected and new states and its detail (`details`, bytes, one a
+    change), each u16-length-prefixed, as claim.lua reads them."""
+    cdef Packer k
+    cdef list groups = []
+    cdef Py_ssize_t size = 0
+    cdef Py_ssize_t n
+    cdef bytes detail
+    for n in range(len(changes)):
+        size += CODE_ENTRY + _state_size(changes[n].expected) + _state_size(changes[n].new) \
+            + 2 + len(details[n])
+    _start(&k, bucket_bits, slot_groups, size)
+    try:
+        for n in range(len(changes)):
+            change, detail = changes[n], details[n]
+            if len(detail) > 0xFFFF:
+                raise OverflowError(f"a detail of {len(detail)} bytes does not fit 16 bits")
+            _address(&k, change.canonical, groups)
+            k.at += CODE_ENTRY
+            _state(&k, change.expected, _state_size(change.expected))
+            _state(&k, change.new, _state_size(change.new))
+            _put16(k.out + k.at, <uint32_t>len(detail))
+            memcpy(k.out + k.at + 2, <const char*>detail, len(detail))
+            k.at += 2 + len(detail)
         return groups, PyBytes_FromStringAndSize(<char*>k.out, k.at)
     finally:
         _end(&k)

@@ -114,6 +114,25 @@ def _detail(change: ClaimChange, details: dict[str, FirstPayment], mark: bool) -
     return release_mark(change.token) if mark and releases else b""
 
 
+def _details(
+    changes: Sequence[ClaimChange], details: dict[str, FirstPayment], mark: bool
+) -> list[bytes]:
+    """Each change's pending detail; a settlement's codes share one first payment, encoded
+    once."""
+    encoded: dict[int, bytes] = {}
+    out = []
+    for change in changes:
+        first = details.get(change.canonical) if change.expected is None else None
+        if first is None:
+            out.append(_detail(change, details, mark))
+            continue
+        found = encoded.get(id(first))
+        if found is None:
+            found = encoded[id(first)] = encode_detail(first)
+        out.append(found)
+    return out
+
+
 def decode_detail(raw: bytes) -> FirstPayment:
     settlement_id, institution_id, paid_at = msgspec.json.decode(raw)
     return FirstPayment(settlement_id, institution_id, dt.datetime.fromtimestamp(paid_at, dt.UTC))
@@ -328,6 +347,22 @@ class FirstSeenStore:
         self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment],
         mark_releases: bool = False,
     ) -> list[_Call]:
+        """One call on a single server, packed by compiled code (the gate's every claim:
+        4.8 % of its API workers' samples at 2,000 calls/s in Python); on a cluster, a call
+        per slot group."""
+        if self._cluster:
+            return self._pack_changes_each(changes, details, mark_releases)
+        if not changes:
+            return []
+        groups, packed = packing.pack_changes(
+            changes, _details(changes, details, mark_releases), *self._shape)
+        return [_Call.packed(groups, packed, len(changes))]
+
+    def _pack_changes_each(
+        self, changes: Sequence[ClaimChange], details: dict[str, FirstPayment],
+        mark_releases: bool = False,
+    ) -> list[_Call]:
+        """Change by change in Python: a cluster's calls, and the reference of `packing`."""
         calls: dict[int, _Call] = {}
         for position, change in enumerate(changes):
             # Not `place`'s memo: a gate meets each code once, and every code the memo met

@@ -1,16 +1,18 @@
 """The first-seen store's compiled packing (service/firstseen/_packing.pyx) against its
-reference, the store's own code-by-code loop (`_pack_each`, which a Redis Cluster's calls
-still take): the same groups in the same order and the same bytes, for every layout."""
+reference, the store's own code-by-code loops (`_pack_each`, `_pack_effects_each`,
+`_pack_changes_each`, which a Redis Cluster's calls still take): the same groups in the same
+order and the same bytes, for every layout."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.claims.schemas import ClaimEffect, Effect
+from service.claims.schemas import ClaimChange, ClaimEffect, CodeState, Effect, FirstPayment
 from service.firstseen import _packing as compiled
 from service.firstseen.encoding import Layout
 from service.firstseen.store import FirstSeenStore, _Call
@@ -65,6 +67,47 @@ def test_effects_and_forgets_pack_as_the_reference_packs_them(
     groups, packed = compiled.pack_effects(effects, forget, layout.bucket_bits,
                                            layout.slot_groups)
     assert (groups, packed) == expected[:2]
+
+
+def _states() -> st.SearchStrategy[CodeState | None]:
+    u32, u16 = st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF)
+    whole = st.builds(CodeState, u32, u32, st.integers(0, 2**33))
+    split = st.builds(CodeState, u32, u32, st.integers(0, 2**33), u16, u16,
+                      st.lists(u32, max_size=5).map(tuple))
+    return st.none() | whole | split
+
+
+def _changes() -> st.SearchStrategy[ClaimChange]:
+    return st.builds(ClaimChange, CODES, st.integers(1, 99), st.integers(0, 2**32 - 1),
+                     _states(), _states(), st.none() | st.integers(-50, 50))
+
+
+PAID = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
+
+
+@settings(max_examples=200, deadline=None)
+@given(LAYOUTS, st.lists(_changes(), max_size=30), st.booleans(), st.data())
+def test_claims_pack_as_the_reference_packs_them(
+    layout: Layout, changes: list[ClaimChange], mark_releases: bool, data: st.DataObject,
+) -> None:
+    """Claims from unpaid with and without a first payment (two sharing one), releases with
+    and without their marks, split packs: the same groups, bytes and positions."""
+    store = _reference(layout)
+    shared = FirstPayment("S-1", "P00000000001", PAID)
+    details = {c.canonical: data.draw(st.sampled_from(
+        [shared, FirstPayment(f"S-{n}", "P00000000002", PAID)])) for n, c in enumerate(changes)
+        if data.draw(st.booleans())}
+    if not changes:
+        assert store._pack_changes(changes, details, mark_releases) == []
+        return
+    expected = _flat(store._pack_changes_each(changes, details, mark_releases))
+    assert _flat(store._pack_changes(changes, details, mark_releases)) == expected
+
+
+def test_a_state_that_does_not_fit_is_refused() -> None:
+    state = CodeState(1, 1, 0, 2**16, 10)
+    with pytest.raises(OverflowError, match="units_used"):
+        compiled.pack_changes([ClaimChange("1" * 20, 1, 1, None, state)], [b""], 13, 16)
 
 
 @pytest.mark.parametrize("field", ["token", "institution_no"])
