@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import signal
 import sys
-from types import FrameType
 
-
-def _exit_while_starting(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
+from cli.starting import exit_while_starting
 
 if sys.argv[1:2] == ["consume"]:
-    # Stopped while it is still starting (importing, connecting: a second or so), a consumer
-    # has nothing to finish, so SIGTERM then is a clean exit, not death by the signal; its
-    # event loop's handler (finish the batch, then leave) takes over once it runs. Set before
-    # anything else is imported: this command's imports take a second.
-    signal.signal(signal.SIGTERM, _exit_while_starting)
+    # Set before anything else is imported: this command's imports take a second, and a stop
+    # meanwhile is a clean exit (cli/starting.py).
+    signal.signal(signal.SIGTERM, exit_while_starting)
 
 import argparse  # noqa: E402 - after the handler, on purpose
 import os  # noqa: E402
@@ -36,7 +30,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def main(argv: list[str] | None = None) -> int:
     if argv is not None and argv[:1] == ["consume"]:  # called, not run: as above
-        signal.signal(signal.SIGTERM, _exit_while_starting)
+        signal.signal(signal.SIGTERM, exit_while_starting)
     parser = _parser()
     args = parser.parse_args(argv)
     configure_logging(_log_level())
