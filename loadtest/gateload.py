@@ -62,10 +62,14 @@ class Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.release = release
         self.waiting: tuple[Answered, Failed] | None = None
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    @property
+    def closed(self) -> bool:
+        """Lost, closed by a failure, or never made: not to be handed out again."""
+        return self.transport is None or self.transport.is_closing()
 
     def send(self, request: bytes, answered: Answered, failed: Failed) -> None:
         assert self.transport is not None
@@ -87,12 +91,10 @@ class Connection(asyncio.Protocol):
             answered(*response)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         self._fail(exc or ConnectionResetError("the server closed the connection"))
 
     def _fail(self, exc: BaseException) -> None:
         """Half a response on it: never hand this connection out again."""
-        self.closed = True
         if self.transport is not None:
             self.transport.close()
         if self.waiting is not None:

@@ -175,8 +175,9 @@ cdef Py_ssize_t _state_size(object state) except -1:
     return 2 + SPLIT_HEAD + 4 * len(state.split_owners)
 
 
-cdef int _state(Packer* k, object state, Py_ssize_t size) except -1:
+cdef int _state(Packer* k, object state) except -1:
     """A CodeState as encoding.encode_state packs it (None: empty), u16-length-prefixed."""
+    cdef Py_ssize_t size = _state_size(state)
     cdef uint8_t* p = k.out + k.at
     _put16(p, <uint32_t>(size - 2))
     if state is None:
@@ -216,8 +217,8 @@ def pack_changes(changes, details, uint32_t bucket_bits, uint32_t slot_groups):
                 raise OverflowError(f"a detail of {len(detail)} bytes does not fit 16 bits")
             _address(&k, change.canonical, groups)
             k.at += CODE_ENTRY
-            _state(&k, change.expected, _state_size(change.expected))
-            _state(&k, change.new, _state_size(change.new))
+            _state(&k, change.expected)
+            _state(&k, change.new)
             _put16(k.out + k.at, <uint32_t>len(detail))
             memcpy(k.out + k.at + 2, <const char*>detail, len(detail))
             k.at += 2 + len(detail)

@@ -104,33 +104,29 @@ def release_mark(token: int) -> bytes:
     return b"X" + _U32.pack(token)
 
 
-def _detail(change: ClaimChange, details: dict[str, FirstPayment], mark: bool) -> bytes:
-    """The pending detail claim.lua keeps with a change: a new claim's first payment, a
-    marked release's mark, or nothing."""
-    if change.expected is None:
-        first = details.get(change.canonical)
-        return encode_detail(first) if first else b""
-    releases = change.new is None or (change.units or 0) < 0
-    return release_mark(change.token) if mark and releases else b""
-
-
 def _details(
     changes: Sequence[ClaimChange], details: dict[str, FirstPayment], mark: bool
 ) -> list[bytes]:
-    """Each change's pending detail; a settlement's codes share one first payment, encoded
+    """The pending detail claim.lua keeps with each change: a new claim's first payment, a
+    marked release's mark, or nothing. A settlement's codes share one first payment, encoded
     once."""
     encoded: dict[int, bytes] = {}
-    out = []
-    for change in changes:
-        first = details.get(change.canonical) if change.expected is None else None
+    return [_detail(change, details, mark, encoded) for change in changes]
+
+
+def _detail(
+    change: ClaimChange, details: dict[str, FirstPayment], mark: bool, encoded: dict[int, bytes]
+) -> bytes:
+    if change.expected is None:
+        first = details.get(change.canonical)
         if first is None:
-            out.append(_detail(change, details, mark))
-            continue
+            return b""
         found = encoded.get(id(first))
         if found is None:
             found = encoded[id(first)] = encode_detail(first)
-        out.append(found)
-    return out
+        return found
+    releases = change.new is None or (change.units or 0) < 0
+    return release_mark(change.token) if mark and releases else b""
 
 
 def decode_detail(raw: bytes) -> FirstPayment:
@@ -364,6 +360,7 @@ class FirstSeenStore:
     ) -> list[_Call]:
         """Change by change in Python: a cluster's calls, and the reference of `packing`."""
         calls: dict[int, _Call] = {}
+        encoded = _details(changes, details, mark_releases)
         for position, change in enumerate(changes):
             # Not `place`'s memo: a gate meets each code once, and every code the memo met
             # left two tuples for the collector to scan (a young collection of 10-20 ms in
@@ -372,7 +369,7 @@ class FirstSeenStore:
             call = self._call_for(calls, group)
             call.parts += [_CODE.pack(call.slot(group), bucket, field),
                            _prefixed(change.expected), _prefixed(change.new),
-                           _prefixed_bytes(_detail(change, details, mark_releases))]
+                           _prefixed_bytes(encoded[position])]
             call.origins.append(position)
         return list(calls.values())
 
