@@ -50,14 +50,18 @@ async def code_events(
 
 # Each paid code of each line of the institution's settlements in the range (`paid_codes`:
 # [canonical, units, duplicate] per code, as the record keeps a line), and each return of
-# it: a reversal of its line (line_nos null = every line) that released the code.
+# it: a reversal of its line (line_nos null = every line) that released the code. A line is
+# an array (records.schemas.RecordedLine: line_no first, paid_codes tenth) or, written
+# before that form, an object (NamedRecordedLine); ->> of a key is null on an array and
+# ->> of a position null on an object, so coalesce reads both.
 _INSTITUTION_SALES = text("""
 WITH sales AS (
-    SELECT s.settlement_id, s.settled_at, (l.value->>'line_no')::int AS line_no,
+    SELECT s.settlement_id, s.settled_at,
+           coalesce(l.value->>0, l.value->>'line_no')::int AS line_no,
            p.value->>0 AS code, (p.value->>1)::int AS units
     FROM settlements s
     CROSS JOIN LATERAL json_array_elements(s.lines) AS l
-    CROSS JOIN LATERAL json_array_elements(l.value->'paid_codes') AS p
+    CROSS JOIN LATERAL json_array_elements(coalesce(l.value->9, l.value->'paid_codes')) AS p
     WHERE s.institution_id = :institution_id
       AND s.settled_at >= :since AND s.settled_at < :until
 )

@@ -25,10 +25,10 @@ from service.kit.pg_copy import CopyTable, copy_rows
 from service.records.ledger import ClaimInsert, ClaimLedger
 from service.records.models import CodeEvent, InstitutionStats
 from service.records.schemas import (
-    RecordedLine,
     ReversalRecord,
     SettlementRecord,
     SettlementView,
+    decode_lines,
 )
 
 
@@ -54,7 +54,6 @@ CLAIMS = CopyTable("code_claims", (
 FLAGS = CopyTable("flags", (
     "flag_id", "kind", "severity", "trace_code", "institution_id", "settlement_id", "line_no",
     "settled_at", "detected_at", "patient_ref", "first_payment"), "ttttttizztJ")
-_LINES = msgspec.json.Decoder(list[RecordedLine])
 
 
 async def json_as_bytes(connection: asyncpg.Connection) -> None:
@@ -96,7 +95,7 @@ async def settlement_views(
 
 
 def _view(row: Any) -> SettlementView:
-    return SettlementView(row[0], row[1], row[2], bytes(row[3]), _LINES.decode(row[4]),
+    return SettlementView(row[0], row[1], row[2], bytes(row[3]), decode_lines(row[4]),
                           bytes(row[5]), row[6])
 
 

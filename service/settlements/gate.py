@@ -42,7 +42,13 @@ from service.kit.ttl_cache import VersionedCache
 from service.policy.schemas import PolicyConfig
 from service.policy.service import is_enforced, parse_settled_at
 from service.records import repository as record
-from service.records.schemas import ClaimRow, RecordedLine, SettlementRecord, SettlementView
+from service.records.schemas import (
+    ClaimRow,
+    RecordedLine,
+    SettlementRecord,
+    SettlementView,
+    decode_lines,
+)
 from service.settings import Settings
 from service.settlements import recording
 from service.settlements.batch import reversal_answer
@@ -74,7 +80,6 @@ CLOCK_SKEW_S = 300
 _CONFIRM_POLL_S = 0.005
 # `_prior`'s answer when the call before this one gave up: decide this one afresh.
 _DECIDE_AGAIN = b""
-_LINES = msgspec.json.Decoder(list[RecordedLine])
 _RECENT = msgspec.json.Decoder(RecentSettlement)
 
 
@@ -243,7 +248,7 @@ async def _unconfirmed(
 
 def _stored(entry: RecentSettlement) -> SettlementRecord:
     """The effects of a recent entry, as the event carries them."""
-    lines = _LINES.decode(entry.lines)
+    lines = decode_lines(entry.lines)
     settled_at = parse_settled_at(entry.settled_at)
     view = SettlementView("", entry.institution_id, entry.patient_ref, b"", lines, b"",
                           settled_at)
@@ -443,7 +448,7 @@ async def find_settlement(ports: GatePorts, settlement_id: str) -> SettlementVie
             given = await _await_confirmation(ports, settlement_id, entry) == "confirmed"
         if given:
             return SettlementView(settlement_id, entry.institution_id, entry.patient_ref,
-                                  bytes.fromhex(entry.body_hash), _LINES.decode(entry.lines),
+                                  bytes.fromhex(entry.body_hash), decode_lines(entry.lines),
                                   bytes(entry.answer), parse_settled_at(entry.settled_at))
     return await record.get_settlement(ports.lookups, settlement_id)
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
 import pytest
 
+from service.records.schemas import NamedRecordedLine, decode_lines
 from service.settings import Settings
 from tests import factories as f
 from tests.waiting import eventually
@@ -331,6 +333,41 @@ async def test_3513_lists_recorded_sales_each_followed_by_its_returns(
                                           enddate="2025-08-03 23:59:59", page_num="2",
                                           page_size="2"))
     assert [row["drug_trac_codg"] for row in paged["output"]["data"]] == [pack, b]
+
+
+async def test_sales_recorded_with_lines_in_the_object_form_are_listed_and_returned_alike(
+    api: httpx.AsyncClient, admin_headers: Headers, shop: str, pos: Headers, settings: Settings
+) -> None:
+    """Settlements recorded before lines were kept as arrays hold them as objects
+    (records.schemas.NamedRecordedLine): the sales query reads them alike, and a consumer
+    recording a return of one reads its lines from the record."""
+    drug, a, pack = await _catalogue(api, admin_headers, 20), f.cn20(), f.cn20()
+    receipt = f.batch_no()
+    rows = [f.nhsa_row([a], docno=receipt, sold_at="2025-08-02 09:30:00"),
+            f.nhsa_row([pack], count="5.0000", split=True, drug=drug, docno=receipt,
+                       sold_at="2025-08-02 09:30:00")]
+    await f.nhsa(api, pos, f.nhsa_sales(shop, rows))
+    sid, query = f"3505A:{shop}:{receipt}", _query(shop, begndate="2025-08-01",
+                                                    enddate="2025-08-02")
+
+    async def listed() -> Any:
+        return (await f.nhsa(api, pos, query))["output"]["data"]
+
+    as_arrays = await eventually(listed, lambda rows: len(rows) == 2)
+    dsn = settings.asyncpg_dsn
+    [[stored]] = await f.record_rows(dsn, "SELECT lines::text FROM settlements "
+                                          "WHERE settlement_id = $1", sid)
+    assert stored.startswith("[[")
+    named = [NamedRecordedLine(*msgspec.structs.astuple(line))
+             for line in decode_lines(stored.encode())]
+    await f.record_rows(dsn, "UPDATE settlements SET lines = $1::json WHERE settlement_id = $2",
+                        msgspec.json.encode(named).decode(), sid)
+    assert await listed() == as_arrays
+    returned = await f.nhsa(api, pos, _return(shop, [a], docno=receipt))
+    assert returned["output"]["reversal"]["released"] == [a]
+    data = await eventually(listed, lambda rows: len(rows) == 3)
+    assert [(row["drug_trac_codg"], row["type"]) for row in data] == [
+        (a, "sale"), (a, "return"), (pack, "sale")]
 
 
 async def test_3513_is_held_to_the_pos_institution_and_bounded(
