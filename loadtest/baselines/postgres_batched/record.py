@@ -21,13 +21,12 @@ from service.claims.schemas import FirstPayment
 from service.flags.schemas import FlagRecord
 from service.kit.pg_copy import CopyTable, copy_rows
 from service.records.repository import EVENTS, FLAGS, SETTLEMENTS
-from service.records.schemas import RecordedLine
+from service.records.schemas import decode_lines
 
 STAGE = "lt_claim_stage"
 # The record's own tables as tracegate writes them (the same rows, the same binary COPY).
 STAGED = CopyTable(STAGE, ("seq", "code", "settlement_id", "line_no", "institution_id",
                            "paid_at", "units", "pack_size", "payable"), "ittitziib")
-_LINES = msgspec.json.Decoder(list[RecordedLine])
 
 FIRST_SEEN = f"""
 WITH new AS (
@@ -87,7 +86,7 @@ async def held(
         "WHERE settlement_id = ANY($3::text[])",
         list(settlement_ids), list(reversal_ids), list(targets))
     return ({row[1] for row in rows if row[0] == "s"}, {row[1] for row in rows if row[0] == "r"},
-            {row[1]: Recorded(row[2], row[3], _LINES.decode(row[4]))
+            {row[1]: Recorded(row[2], row[3], decode_lines(row[4]))
              for row in rows if row[0] == "t"})
 
 
