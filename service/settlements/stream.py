@@ -256,8 +256,7 @@ async def finish(prepared: Prepared, ports: StreamPorts) -> BatchReport:
     await _publish(ports, batch.flags, dead)
     if batch.flags:
         ports.flag_marks.start(ports.pool, batch.flags)
-    codes = sum(_codes(e) for _, e in batch.events if isinstance(e, SettlementEvent))
-    return BatchReport(codes, batch.flags, dead, as_decided)
+    return BatchReport(_codes(batch.events), batch.flags, dead, as_decided)
 
 
 async def _healed_apart(prepared: Prepared, ports: StreamPorts) -> tuple[bool, bool]:
@@ -288,8 +287,15 @@ def _ahead(batch: _Batch, outcome: BatchOutcome, known: Known) -> Ahead:
     return Ahead(changed, paid, known.targets, batch.names)
 
 
-def _codes(event: SettlementEvent) -> int:
-    return sum(len(line.trace_codes) for line in event.lines)
+def _codes(events: Events) -> int:
+    """The trace codes the settlements carried. Loops, not nested generators: a count of the
+    batch's every line, 1.3 % of a consumer's samples as generators."""
+    codes = 0
+    for _, event in events:
+        if isinstance(event, SettlementEvent):
+            for line in event.lines:
+                codes += len(line.trace_codes)
+    return codes
 
 
 # --- 1. decoding --------------------------------------------------------------------------
@@ -520,9 +526,18 @@ async def _write(connection: asyncpg.Connection, batch: _Batch, outcome: BatchOu
     await record.insert_flags(connection, flags)
     batch.flags += flags  # to publish once committed
     await record.insert_reversals(connection, outcome.reversals)
-    await record.add_payment_counts(connection, Counter(
-        r.institution_id for r in outcome.settlements for _ in r.payments))
+    await record.add_payment_counts(connection, _payments_by_institution(outcome))
     return not losers
+
+
+def _payments_by_institution(outcome: BatchOutcome) -> Counter[str]:
+    """Each settlement's payments added at once, not counted one by one (0.9 % of a
+    consumer's samples so); an institution without any gets no entry."""
+    counts: Counter[str] = Counter()
+    for settlement in outcome.settlements:
+        if settlement.payments:
+            counts[settlement.institution_id] += len(settlement.payments)
+    return counts
 
 
 def _event_rows(outcome: BatchOutcome) -> list[tuple[Any, ...]]:
