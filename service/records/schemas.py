@@ -28,16 +28,8 @@ class ClaimRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
 PaidCode = tuple[str, int | None, bool]
 
 
-class RecordedLine(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """A line as sent, with its verdict and the codes it paid. Its reasons are the answer's
-    (decisions.schemas.Reason, read back as plain JSON: the record stores them, it does not
-    judge them).
-
-    Kept as a JSON array, its fields in this order (`decode_lines` also reads the object
-    form written before, `NamedRecordedLine`): the field names were 45 % of a settlement's
-    lines, and what PostgreSQL checks and stores of them cost 0.49 us a trace code of the
-    stream's (measured by replaying a full benchmark's batches). Fields are only ever added
-    at the end, with a default, so rows and events written before still decode."""
+class _LineFields(msgspec.Struct, frozen=True, gc=False):
+    """What the record keeps of a line, in this order (both of its JSON forms below)."""
 
     line_no: int
     drug_code: str
@@ -49,26 +41,27 @@ class RecordedLine(msgspec.Struct, frozen=True, gc=False, array_like=True):
     decision: str
     reasons: list[Any]
     paid_codes: list[PaidCode]
+
+
+class RecordedLine(_LineFields, frozen=True, gc=False, array_like=True):
+    """A line as sent, with its verdict and the codes it paid. Its reasons are the answer's
+    (decisions.schemas.Reason, read back as plain JSON: the record stores them, it does not
+    judge them).
+
+    Kept as a JSON array of its fields in their order (`decode_lines` also reads the object
+    form written before, `NamedRecordedLine`): the field names were 45 % of a settlement's
+    lines, and what PostgreSQL checks and stores of them cost 0.49 us a trace code of the
+    stream's (measured by replaying a full benchmark's batches). Fields are only ever added
+    at the end, with a default, so rows and events written before still decode."""
 
     @property
     def paid(self) -> bool:
         return self.decision == "pay"
 
 
-class NamedRecordedLine(msgspec.Struct, frozen=True, gc=False):
+class NamedRecordedLine(_LineFields, frozen=True, gc=False):
     """A recorded line as rows and events written before the array form hold it: a JSON
     object of the same fields."""
-
-    line_no: int
-    drug_code: str
-    quantity: int
-    split: bool
-    pack_size: int | None
-    trace_codes: tuple[str, ...]
-    no_code_reason: NoCodeReason | None
-    decision: str
-    reasons: list[Any]
-    paid_codes: list[PaidCode]
 
 
 _LINES = msgspec.json.Decoder(list[RecordedLine])
